@@ -1,0 +1,44 @@
+"""The app factory: state, resources, routes and middleware. No logic lives here."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from aiohttp import web
+
+from gateway import admin_api, proxy
+from gateway.config import Settings
+from gateway.errors import error_middleware
+from gateway.keys import clock_key, settings_key, token_counter_key
+from gateway.storage import redis_ctx
+from gateway.tokens import TokenCounter
+from gateway.upstream import upstream_ctx
+
+
+def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) -> web.Application:
+    """Build the gateway. `clock` (unix seconds) is injectable so tests can move time without sleeping."""
+    app = web.Application(middlewares=[error_middleware], client_max_size=settings.max_body_bytes)
+    app[settings_key] = settings
+    app[clock_key] = clock
+    app[token_counter_key] = TokenCounter(
+        default_encoding=settings.default_encoding,
+        model_encodings=model_encodings(settings),
+        remote_image_size=settings.remote_image_size,
+    )
+    app.cleanup_ctx.append(redis_ctx)
+    app.cleanup_ctx.append(upstream_ctx)
+    proxy.add_routes(app)
+    admin_api.add_routes(app)
+    app.router.add_get("/healthz", healthz)
+    return app
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+def model_encodings(settings: Settings) -> dict[str, str]:
+    """Tokenizer overrides: a model's configured encoding, else the upstream model it is an alias of."""
+    aliases = {name: model.upstream_model for name, model in settings.models.items() if model.upstream_model != name}
+    return aliases | {name: model.encoding for name, model in settings.models.items() if model.encoding}

@@ -1,0 +1,1 @@
+"""Money: prices, the Redis ledger and its Lua scripts."""

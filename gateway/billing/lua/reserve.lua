@@ -1,0 +1,27 @@
+-- Authenticate an API key and hold credits for one request, atomically.
+-- KEYS: 1 account hash, 2 live api keys hash, 3 holds hash (all in one {acct:ID} slot)
+-- ARGV: 1 sha256(key), 2 request id, 3 hold (micros), 4 least acceptable hold (micros), 5 deadline (ms)
+-- Reply {code, key_id, balance_micros}:
+--    1  held ARGV[3]; balance is what stays available
+--    0  balance covers ARGV[4] but not ARGV[3]: nothing held, the caller may ask for less
+--   -1  unknown or revoked key (or account gone)
+--   -2  balance below ARGV[4]: insufficient credits
+local key_id = redis.call('HGET', KEYS[2], ARGV[1])
+if not key_id then
+  return {-1, '', 0}
+end
+local balance = tonumber(redis.call('HGET', KEYS[1], 'balance'))
+if not balance then
+  return {-1, '', 0}
+end
+local hold = tonumber(ARGV[3])
+if balance < hold then
+  if balance >= tonumber(ARGV[4]) then
+    return {0, key_id, balance}
+  end
+  return {-2, key_id, balance}
+end
+local after = redis.call('HINCRBY', KEYS[1], 'balance', '-' .. ARGV[3])
+-- The deadline lets a sweeper return holds of a gateway that died before settling.
+redis.call('HSET', KEYS[3], ARGV[2], ARGV[3] .. ':' .. ARGV[5] .. ':' .. key_id)
+return {1, key_id, after}

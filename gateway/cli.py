@@ -1,0 +1,133 @@
+"""The `gateway` command: serve, mock-upstream, and the admin verbs (accounts, keys, credits).
+
+Admin verbs act on Redis directly, through the same code as the admin API, so they work whether or not a
+gateway is running; with no REDIS_URL they join (or briefly start) the embedded Redis of the data directory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import logging
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import orjson
+from aiohttp import web
+
+from gateway.accounts import AccountStore
+from gateway.admin_service import AdminService
+from gateway.config import ConfigError, Settings, load_settings
+from gateway.errors import GatewayError
+from gateway.mock_upstream import MockOptions, run_mock_upstream
+from gateway.storage import make_ledger, open_redis
+
+AdminAction = Callable[[AdminService, argparse.Namespace], Awaitable[dict[str, object]]]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gateway", description="LLM metering gateway")
+    parser.add_argument("--config", type=Path, default=None, help="TOML config (default: config/gateway.toml)")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the gateway")
+    serve.add_argument("--host", default=None)
+    serve.add_argument("--port", type=int, default=None)
+
+    mock = commands.add_parser("mock-upstream", help="run a fake OpenAI-compatible upstream")
+    mock.add_argument("--host", default="127.0.0.1")
+    mock.add_argument("--port", type=int, default=8090)
+    mock.add_argument("--tokens", type=int, default=16, help="reply length in tokens")
+    mock.add_argument("--latency-ms", type=int, default=0, help="delay before answering")
+    mock.add_argument("--chunk-delay-ms", type=int, default=0, help="delay between streamed chunks")
+    mock.add_argument("--no-usage", action="store_true", help="never report usage")
+    mock.add_argument("--fail-status", type=int, default=None, help="answer every request with this error")
+
+    accounts = commands.add_parser("accounts", help="manage accounts").add_subparsers(dest="verb", required=True)
+    create = accounts.add_parser("create")
+    create.add_argument("--name", required=True)
+    create.add_argument("--credits", default="0")
+    accounts.add_parser("list")
+    show = accounts.add_parser("show")
+    show.add_argument("account_id")
+
+    keys = commands.add_parser("keys", help="manage API keys").add_subparsers(dest="verb", required=True)
+    key_create = keys.add_parser("create")
+    key_create.add_argument("--account", required=True)
+    key_create.add_argument("--name", required=True)
+    key_list = keys.add_parser("list")
+    key_list.add_argument("--account", required=True)
+    revoke = keys.add_parser("revoke")
+    revoke.add_argument("key_id")
+
+    credits = commands.add_parser("credits", help="manage credits").add_subparsers(dest="verb", required=True)
+    grant = credits.add_parser("grant")
+    grant.add_argument("--account", required=True)
+    grant.add_argument("--amount", required=True, help="credits to add (negative to take back)")
+    grant.add_argument("--note", default="")
+    return parser
+
+
+ADMIN_ACTIONS: dict[tuple[str, str], AdminAction] = {
+    ("accounts", "create"): lambda s, a: s.create_account({"name": a.name, "credits": a.credits}),
+    ("accounts", "list"): lambda s, a: s.list_accounts(),
+    ("accounts", "show"): lambda s, a: s.get_account(a.account_id),
+    ("keys", "create"): lambda s, a: s.create_key(a.account, {"name": a.name}),
+    ("keys", "list"): lambda s, a: s.list_keys(a.account),
+    ("keys", "revoke"): lambda s, a: s.revoke_key(a.key_id),
+    ("credits", "grant"): lambda s, a: s.grant(a.account, {"amount": a.amount, "note": a.note}),
+}
+
+
+async def run_admin(settings: Settings, action: AdminAction, args: argparse.Namespace) -> dict[str, object]:
+    async with open_redis(settings) as redis:
+        service = AdminService(AccountStore(redis, clock=time.time), make_ledger(redis, settings, time.time))
+        return await action(service, args)
+
+
+def serve(settings: Settings) -> None:
+    from gateway.app import create_app  # imported here: loading tokenizers is not needed by admin verbs
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    web.run_app(create_app(settings), host=settings.host, port=settings.port, access_log=None)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = load_settings(args.config)
+    except ConfigError as exc:
+        if args.command != "mock-upstream":
+            print(f"gateway: {exc}", file=sys.stderr)
+            return 2
+        settings = None
+    if args.command == "mock-upstream":
+        options = MockOptions(
+            completion_tokens=args.tokens,
+            latency_ms=args.latency_ms,
+            chunk_delay_ms=args.chunk_delay_ms,
+            usage=not args.no_usage,
+            fail_status=args.fail_status,
+        )
+        run_mock_upstream(args.host, args.port, options)
+        return 0
+    assert settings is not None
+    if args.command == "serve":
+        overrides = {"host": args.host, "port": args.port}
+        settings = _replace(settings, {k: v for k, v in overrides.items() if v is not None})
+        serve(settings)
+        return 0
+    try:
+        result = asyncio.run(run_admin(settings, ADMIN_ACTIONS[(args.command, args.verb)], args))
+    except GatewayError as error:
+        print(f"gateway: {error.message}", file=sys.stderr)
+        return 1
+    sys.stdout.write(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode() + "\n")
+    return 0
+
+
+def _replace(settings: Settings, changes: dict[str, object]) -> Settings:
+    return dataclasses.replace(settings, **changes)  # type: ignore[arg-type]

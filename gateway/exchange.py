@@ -1,0 +1,257 @@
+"""One chat completion in flight: forward it upstream, relay the answer, count it, settle it exactly once."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import aiohttp
+import orjson
+from aiohttp import web
+
+from gateway.billing.pricing import format_credits
+from gateway.chat_request import ChatRequest
+from gateway.config import ModelConfig
+from gateway.errors import GatewayError, UpstreamError, UpstreamTimeout
+from gateway.keys import ledger_key, settings_key, token_counter_key, upstream_session_key
+from gateway.metering import CREDITS_HEADER, Reservation, Usage, settle, usage_from_upstream
+from gateway.sse import DONE, Event, EventSplitter, encode_event
+from gateway.upstream import post_upstream, relayed_headers
+
+log = logging.getLogger(__name__)
+
+CLIENT_CLOSED = 499  # nginx's code for "the client went away"; recorded, never sent
+
+
+class ChatExchange:
+    """Holds what one request knows as it goes; `settle_unsettled` guarantees the hold is released."""
+
+    def __init__(
+        self,
+        request: web.Request,
+        chat: ChatRequest,
+        model: ModelConfig,
+        reservation: Reservation,
+        prompt_tokens: int,
+        started: float,
+    ):
+        self.request = request
+        self.app = request.app
+        self.chat = chat
+        self.model = model
+        self.reservation = reservation
+        self.prompt_tokens = prompt_tokens
+        self.started = started
+        self.counter = self.app[token_counter_key].completion_counter(chat.model)
+        self.upstream_usage: Usage | None = None
+        self.status = 502
+        self.settled = False
+        self.last_chunk: dict[str, object] = {}
+
+    def upstream_body(self) -> bytes:
+        body = dict(self.chat.body)
+        body["model"] = self.model.upstream_model
+        if self.reservation.forced_max_tokens is not None:
+            body[self.model.max_tokens_field] = self.reservation.forced_max_tokens
+        if self.chat.stream:
+            options = body.get("stream_options")
+            body["stream_options"] = {**(options if isinstance(options, dict) else {}), "include_usage": True}
+        return orjson.dumps(body)
+
+    def base_headers(self) -> dict[str, str]:
+        return {"x-request-id": self.reservation.request_id}
+
+    async def run(self) -> web.StreamResponse:
+        settings = self.app[settings_key]
+        upstream = settings.upstreams[self.model.upstream]
+        session = self.app[upstream_session_key]
+        response = await post_upstream(
+            session, upstream, "/chat/completions", self.upstream_body(), stream=self.chat.stream
+        )
+        async with response:
+            if response.status >= 400:
+                return await self._upstream_error(response)
+            if self.chat.stream and response.content_type == "text/event-stream":
+                return await self._relay_stream(response)
+            return await self._forward_plain(response)
+
+    async def _read(self, response: aiohttp.ClientResponse) -> bytes:
+        limit = self.app[settings_key].max_upstream_response_bytes
+        try:
+            body = await response.content.read(limit + 1)
+        except TimeoutError as exc:
+            self.status = 504
+            raise UpstreamTimeout("The upstream timed out while sending its response.") from exc
+        except aiohttp.ClientError as exc:
+            raise UpstreamError("The upstream connection failed while sending its response.") from exc
+        if len(body) > limit:
+            raise UpstreamError("The upstream response is larger than the gateway accepts.")
+        return body
+
+    async def _upstream_error(self, response: aiohttp.ClientResponse) -> web.Response:
+        """Upstream errors pass through with their status and cost nothing."""
+        self.status = response.status
+        body = await self._read(response)
+        try:
+            parsed = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            parsed = None
+        if not (isinstance(parsed, dict) and isinstance(parsed.get("error"), dict)):
+            message = f"The upstream answered with HTTP {response.status}."
+            body = orjson.dumps(UpstreamError(message).body())
+        outcome = await self._settle(Usage(0, 0))
+        headers = {**relayed_headers(response), **self.base_headers(), CREDITS_HEADER: format_credits(outcome)}
+        return web.Response(body=body, status=response.status, headers=headers, content_type="application/json")
+
+    async def _forward_plain(self, response: aiohttp.ClientResponse) -> web.Response:
+        body = await self._read(response)
+        try:
+            payload = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise UpstreamError("The upstream sent a response that is not valid JSON.") from exc
+        if not isinstance(payload, dict):
+            raise UpstreamError("The upstream sent a response that is not a JSON object.")
+        self.counter.add_response(payload)
+        self.upstream_usage = usage_from_upstream(payload.get("usage"))
+        self.status = response.status
+        usage = self.billed_usage()
+        balance = await self._settle(usage)
+        if usage.source != "upstream":
+            # Clients rely on `usage`; fill it in when the upstream left it out (this is the only re-encode).
+            payload["usage"] = usage_object(usage)
+            body = orjson.dumps(payload)
+        headers = {**relayed_headers(response), **self.base_headers(), CREDITS_HEADER: format_credits(balance)}
+        return web.Response(body=body, status=response.status, headers=headers, content_type="application/json")
+
+    async def _relay_stream(self, upstream: aiohttp.ClientResponse) -> web.StreamResponse:
+        client = web.StreamResponse(
+            status=200,
+            headers={
+                **relayed_headers(upstream),
+                **self.base_headers(),
+                # For streams the balance is known only up to the hold; settlement comes after the last byte.
+                CREDITS_HEADER: format_credits(self.reservation.balance_micros),
+                "Content-Type": "text/event-stream; charset=utf-8",
+                "Cache-Control": "no-cache",
+                "X-Accel-Buffering": "no",
+            },
+        )
+        self.status = 200
+        try:
+            await client.prepare(self.request)
+            finished = await self._pump(upstream, client)
+            if not finished:
+                self.status = 502
+                await self._send_error(client, UpstreamError("The upstream stream ended early."))
+            await client.write_eof()
+        except ConnectionError:
+            # The client went away: stop reading (closing the upstream response cancels the upstream request).
+            self.status = CLIENT_CLOSED
+            upstream.close()
+        finally:
+            await self._settle(self.billed_usage())
+        return client
+
+    async def _pump(self, upstream: aiohttp.ClientResponse, client: web.StreamResponse) -> bool:
+        """Relay events as they complete. True when the upstream sent [DONE] or at least its usage."""
+        splitter = EventSplitter()
+        try:
+            async for chunk in upstream.content.iter_any():
+                for event in splitter.feed(chunk):
+                    if await self._relay_event(event, client):
+                        return True
+            tail = splitter.rest()
+            if tail is not None and await self._relay_event(tail, client):
+                return True
+        except TimeoutError:
+            self.status = 504
+            await self._send_error(client, UpstreamTimeout("The upstream timed out in the middle of the stream."))
+            return True
+        except ConnectionResetError:
+            raise  # the client's side (aiohttp's reset error is also a ClientError)
+        except aiohttp.ClientError:
+            log.info("upstream stream cut for %s", self.reservation.request_id)
+        return self.upstream_usage is not None
+
+    async def _relay_event(self, event: Event, client: web.StreamResponse) -> bool:
+        """Forward one event; True once it was [DONE]."""
+        if event.data == DONE:
+            if self.chat.client_wants_usage and self.upstream_usage is None:
+                await client.write(encode_event(orjson.dumps(self._usage_chunk())))
+            await client.write(event.raw + b"\n\n")
+            return True
+        chunk = _json_object(event.data) if event.data is not None else None
+        if chunk is not None:
+            usage = usage_from_upstream(chunk.get("usage"))
+            if usage is not None:
+                self.upstream_usage = usage
+                if not self.chat.client_wants_usage and not chunk.get("choices"):
+                    return False  # the usage chunk the gateway asked for on its own behalf
+            if isinstance(chunk.get("error"), dict):
+                self.status = 502
+        await client.write(event.raw + b"\n\n")
+        if chunk is not None:
+            # Counted only once written: a client that leaves mid-stream pays for what it was sent.
+            self.counter.add_chunk(chunk)
+            self.last_chunk = chunk
+        return False
+
+    def _usage_chunk(self) -> dict[str, object]:
+        last = self.last_chunk
+        return {
+            "id": last.get("id", self.reservation.request_id),
+            "object": "chat.completion.chunk",
+            "created": last.get("created", int(time.time())),
+            "model": last.get("model", self.chat.model),
+            "choices": [],
+            "usage": usage_object(self.billed_usage()),
+        }
+
+    async def _send_error(self, client: web.StreamResponse, error: GatewayError) -> None:
+        await client.write(encode_event(orjson.dumps(error.body())))
+
+    def billed_usage(self) -> Usage:
+        """The upstream's usage when it reported one, else the gateway's own count."""
+        if self.upstream_usage is not None and self.status != CLIENT_CLOSED:
+            return self.upstream_usage
+        return self.estimate()
+
+    def estimate(self) -> Usage:
+        return Usage(self.prompt_tokens, self.counter.count_completion_tokens())
+
+    async def _settle(self, usage: Usage) -> int:
+        self.settled = True
+        outcome = await settle(
+            self.app[ledger_key],
+            self.reservation,
+            self.model,
+            usage,
+            self.estimate(),
+            status=self.status,
+            latency_ms=int((time.monotonic() - self.started) * 1000),
+            stream=self.chat.stream,
+        )
+        return outcome.balance_micros
+
+    async def settle_unsettled(self, status: int) -> int | None:
+        """Settle a request that failed before it settled: free, as nothing was sent. None if already settled."""
+        if self.settled:
+            return None
+        self.status = status
+        return await self._settle(Usage(0, 0))
+
+
+def usage_object(usage: Usage) -> dict[str, int]:
+    return {
+        "prompt_tokens": usage.prompt_tokens,
+        "completion_tokens": usage.completion_tokens,
+        "total_tokens": usage.prompt_tokens + usage.completion_tokens,
+    }
+
+
+def _json_object(data: bytes) -> dict[str, object] | None:
+    try:
+        parsed = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return None
+    return parsed if isinstance(parsed, dict) else None

@@ -1,0 +1,53 @@
+"""The Redis connection for the app's lifetime: the configured server, or an embedded one."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from aiohttp import web
+from redis.asyncio import Redis
+
+from gateway.accounts import AccountStore
+from gateway.billing.ledger import Clock, Ledger
+from gateway.config import Settings
+from gateway.keys import accounts_key, clock_key, ledger_key, redis_key, settings_key
+from gateway.redis_server import EmbeddedRedis
+
+
+@asynccontextmanager
+async def open_redis(settings: Settings) -> AsyncIterator[Redis]:
+    """Connect to REDIS_URL, or start (or join) the embedded server in the data directory."""
+    embedded: EmbeddedRedis | None = None
+    url = settings.redis_url
+    if url is None:
+        embedded = EmbeddedRedis(settings.redis_data_dir)
+        url = await asyncio.to_thread(embedded.start)
+    client = Redis.from_url(url, decode_responses=True, health_check_interval=30)
+    try:
+        await client.ping()
+        yield client
+    finally:
+        await client.aclose()
+        if embedded is not None:
+            await asyncio.to_thread(embedded.stop)
+
+
+def make_ledger(redis: Redis, settings: Settings, clock: Clock) -> Ledger:
+    return Ledger(
+        redis,
+        clock=clock,
+        request_log_maxlen=settings.request_log_maxlen,
+        hour_ttl_s=settings.hourly_retention_days * 86400,
+    )
+
+
+async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Open Redis, register the ledger's scripts and the account store, close on shutdown."""
+    settings = app[settings_key]
+    async with open_redis(settings) as redis:
+        app[redis_key] = redis
+        app[ledger_key] = make_ledger(redis, settings, app[clock_key])
+        app[accounts_key] = AccountStore(redis, clock=app[clock_key])
+        yield
