@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 
@@ -144,10 +145,13 @@ class ChatExchange:
                 self.status = 502
                 await self._send_error(client, UpstreamError("The upstream stream ended early."))
             await client.write_eof()
-        except ConnectionError:
-            # The client went away: stop reading (closing the upstream response cancels the upstream request).
+        except (ConnectionError, asyncio.CancelledError) as exc:
+            # The client went away (a failed write, or aiohttp cancelling the handler): stop reading; closing
+            # the upstream response cancels the upstream request.
             self.status = CLIENT_CLOSED
             upstream.close()
+            if isinstance(exc, asyncio.CancelledError):
+                raise
         finally:
             await self._settle(self.billed_usage())
         return client

@@ -18,8 +18,9 @@ from aiohttp import web
 
 from gateway.tokens import TokenCounter
 
+# Each is one token, with its leading space, in both o200k_base and cl100k_base.
 WORDS = tuple(
-        " " + word
+    " " + word
     for word in (
         " the of and to in is that for it as with was on be at by this had not are but from or have an they which"
         " one you were her all she there would their we him been has when who will more no if out so said what up"
@@ -27,8 +28,8 @@ WORDS = tuple(
         " like our over man me even most made after also did many before must through back years where much your"
         " way well down should because each just those people how too little state good very make world still own"
         " see men work long get here between both life being under never day same another know while last"
-).split()
-
+    ).split()
+)
 
 
 @dataclass
@@ -83,7 +84,7 @@ async def list_models(request: web.Request) -> web.Response:
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     options = request.app[options_key]
     state = request.app[state_key]
-    state.headers.append(dict(request.headers))
+    state.headers.append({str(name): value for name, value in request.headers.items()})
     if options.api_key and request.headers.get("Authorization") != f"Bearer {options.api_key}":
         return _error(401, "Incorrect API key provided.", "invalid_api_key")
     try:
@@ -100,7 +101,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     reply = Reply.for_request(body, options, request.app[counter_key])
     if body.get("stream"):
         return await _stream(request, reply, body, options)
-    return web.json_response(reply.completion(), dumps=lambda obj: orjson.dumps(obj).decode())
+    return web.json_response(reply.completion(options.usage), dumps=lambda obj: orjson.dumps(obj).decode())
 
 
 @dataclass

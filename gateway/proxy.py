@@ -6,6 +6,7 @@ authenticates the key) and the settle script. Error paths may take one more to t
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 
@@ -16,7 +17,7 @@ from gateway.billing.pricing import format_credits
 from gateway.chat_request import ChatRequest, parse_chat_request
 from gateway.config import ModelConfig
 from gateway.errors import GatewayError, ModelNotFound, PayloadTooLarge, json_response
-from gateway.exchange import ChatExchange
+from gateway.exchange import CLIENT_CLOSED, ChatExchange
 from gateway.keys import accounts_key, clock_key, ledger_key, settings_key, token_counter_key
 from gateway.metering import CREDITS_HEADER, invalid_key, reserve
 
@@ -80,6 +81,9 @@ async def _chat_completions(request: web.Request, request_id: str, started: floa
         balance = await exchange.settle_unsettled(error.status)
         if balance is not None:
             error.headers[CREDITS_HEADER] = format_credits(balance)
+        raise
+    except asyncio.CancelledError:
+        await exchange.settle_unsettled(CLIENT_CLOSED)
         raise
     finally:
         await exchange.settle_unsettled(500)

@@ -1,0 +1,180 @@
+"""Shared fixtures: a real redis-server for the session, real upstream and gateway servers on 127.0.0.1."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import redis
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+from redis.asyncio import Redis
+
+from gateway.app import create_app
+from gateway.billing.pricing import Price
+from gateway.config import ModelConfig, Settings, UpstreamConfig
+from gateway.mock_upstream import MockOptions, MockState, create_mock_app, state_key
+from gateway.redis_server import EmbeddedRedis, free_port
+
+TEST_DB = 9
+ADMIN_TOKEN = "test-admin-token"
+# 1,000 credits per million input tokens, 2,000 per million output: 1,000 / 2,000 micro-credits per token.
+TEST_PRICE = Price(input_micros_per_million=1_000 * 10**6, output_micros_per_million=2_000 * 10**6)
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real Redis for the whole run: GATEWAY_TEST_REDIS_URL, else a redis-server we start on a free port."""
+    external = os.environ.get("GATEWAY_TEST_REDIS_URL")
+    if external:
+        yield external.rstrip("/")
+        return
+    server = EmbeddedRedis(tmp_path_factory.mktemp("redis"), port=free_port(), persistent=False)
+    yield server.start()
+    server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server: str) -> str:
+    """A clean dedicated database for each test."""
+    url = f"{redis_server}/{TEST_DB}"
+    client = redis.Redis.from_url(url)
+    client.flushdb()
+    client.close()
+    return url
+
+
+@pytest.fixture
+async def redis_client(redis_url: str) -> AsyncIterator[Redis]:
+    client = Redis.from_url(redis_url, decode_responses=True)
+    yield client
+    await client.aclose()
+
+
+@dataclass
+class FakeClock:
+    """Unix seconds that tests move by hand."""
+
+    now: float = 1_790_000_000.0  # 2026-09-21
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@dataclass
+class Upstream:
+    server: TestServer
+    state: MockState
+
+    @property
+    def base_url(self) -> str:
+        return str(self.server.make_url("/v1"))
+
+
+StartUpstream = Callable[..., Awaitable[Upstream]]
+
+
+@pytest.fixture
+async def start_upstream(aiohttp_server: Callable[..., Awaitable[TestServer]]) -> StartUpstream:
+    """Start a mock upstream with the given MockOptions fields."""
+
+    async def start(**options: object) -> Upstream:
+        app = create_mock_app(MockOptions(**options))  # type: ignore[arg-type]
+        server = await aiohttp_server(app)
+        return Upstream(server, app[state_key])
+
+    return start
+
+
+def make_settings(redis_url: str, upstreams: dict[str, str], **overrides: object) -> Settings:
+    """Settings with one model per upstream: model "m-NAME" served by upstream NAME as gpt-4o-mini."""
+    upstream_configs = {
+        name: UpstreamConfig(name=name, base_url=url, api_key=f"provider-key-{name}") for name, url in upstreams.items()
+    }
+    models = {
+        f"m-{name}": ModelConfig(name=f"m-{name}", upstream=name, upstream_model="gpt-4o-mini", price=TEST_PRICE)
+        for name in upstreams
+    }
+    values: dict[str, object] = {
+        "models": models,
+        "upstreams": upstream_configs,
+        "admin_token": ADMIN_TOKEN,
+        "redis_url": redis_url,
+        "default_max_tokens": 256,
+        "read_timeout": 5.0,
+        "total_timeout": 30.0,
+    }
+    values.update(overrides)
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+@dataclass
+class Gateway:
+    client: TestClient
+    settings: Settings
+    clock: FakeClock
+    upstreams: dict[str, Upstream] = field(default_factory=dict)
+
+    @property
+    def app(self) -> web.Application:
+        return self.client.app  # type: ignore[return-value]
+
+    @property
+    def base_url(self) -> str:
+        return str(self.client.make_url("/v1"))
+
+    async def admin(self, method: str, path: str, json: object | None = None) -> tuple[int, dict[str, object]]:
+        response = await self.client.request(
+            method, path, json=json, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}
+        )
+        return response.status, await response.json()
+
+    async def new_account(self, credits: int | str = 1000, name: str = "acme") -> tuple[str, str]:
+        """Create an account with a key; returns (account id, key)."""
+        status, account = await self.admin("POST", "/admin/accounts", {"name": name, "credits": credits})
+        assert status == 201, account
+        status, key = await self.admin("POST", f"/admin/accounts/{account['id']}/keys", {"name": "app"})
+        assert status == 201, key
+        return str(account["id"]), str(key["key"])
+
+    async def balance_micros(self, account_id: str) -> int:
+        status, account = await self.admin("GET", f"/admin/accounts/{account_id}")
+        assert status == 200
+        return int(account["credits_micros"])  # type: ignore[call-overload]
+
+    async def chat(self, key: str, body: dict[str, object], **headers: str):  # type: ignore[no-untyped-def]
+        return await self.client.post(
+            "/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {key}", **headers}
+        )
+
+
+StartGateway = Callable[..., Awaitable[Gateway]]
+
+
+@pytest.fixture
+async def start_gateway(
+    redis_url: str, start_upstream: StartUpstream, aiohttp_client: Callable[..., Awaitable[TestClient]]
+) -> StartGateway:
+    """Start the gateway in front of mock upstreams: `await start_gateway(main={...MockOptions}, ...)`."""
+
+    async def start(settings_overrides: dict[str, object] | None = None, **upstream_options: dict[str, object]) -> Gateway:
+        upstream_options = upstream_options or {"main": {}}
+        upstreams = {name: await start_upstream(**opts) for name, opts in upstream_options.items()}
+        settings = make_settings(redis_url, {n: u.base_url for n, u in upstreams.items()}, **(settings_overrides or {}))
+        clock = FakeClock()
+        client = await aiohttp_client(create_app(settings, clock=clock))
+        return Gateway(client, settings, clock, upstreams)
+
+    return start
+
+
+def user_message(text: str = "Hello!") -> list[dict[str, str]]:
+    return [{"role": "user", "content": text}]
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    return tmp_path / "data"

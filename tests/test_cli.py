@@ -1,0 +1,57 @@
+"""The `gateway` command's admin verbs, against the test Redis."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from gateway.cli import main
+
+CONFIG = """
+[upstreams.mock]
+base_url = "http://127.0.0.1:9/v1"
+[models."mock-model"]
+upstream = "mock"
+input_credits_per_million = 1
+output_credits_per_million = 2
+"""
+
+
+def _run(capsys: pytest.CaptureFixture[str], config: Path, *args: str) -> dict[str, object]:
+    assert main(["--config", str(config), *args]) == 0
+    return json.loads(capsys.readouterr().out)  # type: ignore[no-any-return]
+
+
+def test_cli_verbs(
+    tmp_path: Path, redis_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "gateway.toml"
+    config.write_text(CONFIG)
+    monkeypatch.setenv("REDIS_URL", redis_url)
+    account = _run(capsys, config, "accounts", "create", "--name", "cli co", "--credits", "12.5")
+    assert account["name"] == "cli co" and account["credits"] == 12.5
+    account_id = str(account["id"])
+    key = _run(capsys, config, "keys", "create", "--account", account_id, "--name", "job")
+    assert str(key["key"]).startswith("sk-gw-")
+    listed = _run(capsys, config, "keys", "list", "--account", account_id)
+    assert [k["id"] for k in listed["data"]] == [key["id"]]  # type: ignore[attr-defined]
+    granted = _run(capsys, config, "credits", "grant", "--account", account_id, "--amount", "7.5")
+    assert granted["credits"] == 20
+    revoked = _run(capsys, config, "keys", "revoke", str(key["id"]))
+    assert revoked["revoked_at"] is not None
+    assert _run(capsys, config, "accounts", "show", account_id)["credits"] == 20
+    assert [a["id"] for a in _run(capsys, config, "accounts", "list")["data"]] == [account_id]  # type: ignore[attr-defined]
+
+
+def test_cli_reports_errors_without_tracebacks(
+    tmp_path: Path, redis_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "gateway.toml"
+    config.write_text(CONFIG)
+    monkeypatch.setenv("REDIS_URL", redis_url)
+    assert main(["--config", str(config), "credits", "grant", "--account", "acct_0000000000000000", "--amount", "1"]) == 1
+    assert "No account" in capsys.readouterr().err
+    assert main(["--config", str(tmp_path / "missing.toml"), "accounts", "list"]) == 2
+    assert "not found" in capsys.readouterr().err

@@ -1,0 +1,279 @@
+from __future__ import annotations
+
+import base64
+import math
+import struct
+import zlib
+
+import pytest
+
+from gateway.tokens import TokenCounter
+from gateway.tokens.images import (
+    PatchProfile,
+    TileProfile,
+    image_part_tokens,
+    image_profile,
+    image_tokens,
+    patch_count,
+    tile_count,
+)
+from gateway.tokens.imagesize import data_url_image_size
+
+# Expected numbers: OpenAI "Images and vision" guide, "Calculating costs"
+# (developers.openai.com/api/docs/guides/images-vision#calculating-costs), unless noted.
+
+
+def png(width: int, height: int) -> bytes:
+    """A complete, valid 8-bit grayscale PNG."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    compressor = zlib.compressobj()
+    row = bytes(width + 1)  # filter byte 0, then black pixels
+    idat = b"".join(compressor.compress(row) for _ in range(height)) + compressor.flush()
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
+def gif(width: int, height: int) -> bytes:
+    """A complete, valid GIF89a; LZW codes stay 3 bits wide by emitting CLEAR before every pixel."""
+    header = b"GIF89a" + struct.pack("<HHBBB", width, height, 0x80, 0, 0) + b"\x00\x00\x00\xff\xff\xff"
+    descriptor = b"\x2c" + struct.pack("<HHHHB", 0, 0, width, height, 0)
+    bits = 0
+    nbits = 0
+    out = bytearray()
+    for code in [4, 0] * (width * height) + [5]:  # CLEAR, pixel 0, ..., END
+        bits |= code << nbits
+        nbits += 3
+        while nbits >= 8:
+            out.append(bits & 0xFF)
+            bits >>= 8
+            nbits -= 8
+    if nbits:
+        out.append(bits)
+    blocks = b"".join(bytes([len(out[i : i + 255])]) + out[i : i + 255] for i in range(0, len(out), 255))
+    return header + descriptor + b"\x02" + blocks + b"\x00\x3b"
+
+
+def jpeg(width: int, height: int, *, exif_bytes: int = 0, sof: int = 0xC0, fill: bool = False) -> bytes:
+    """A baseline grayscale JPEG of a flat grey image: one-code Huffman tables, 2 bits per 8x8 block.
+
+    `exif_bytes` inserts an APP1 segment of that size before the frame header, as cameras do.
+    """
+
+    def segment(marker: int, payload: bytes) -> bytes:
+        return bytes([0xFF, marker]) + struct.pack(">H", len(payload) + 2) + payload
+
+    parts = [b"\xff\xd8", segment(0xE0, b"JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x00\x00")]
+    if exif_bytes:
+        parts.append(segment(0xE1, b"Exif\x00\x00" + bytes(exif_bytes)))
+    parts.append(segment(0xDB, b"\x00" + bytes([1] * 64)))
+    if fill:
+        parts.append(b"\xff")
+    parts.append(segment(sof, struct.pack(">BHHB", 8, height, width, 1) + b"\x01\x11\x00"))
+    one_code = bytes([1] + [0] * 15)
+    parts.append(segment(0xC4, b"\x00" + one_code + b"\x00"))  # DC: category 0 -> "0"
+    parts.append(segment(0xC4, b"\x10" + one_code + b"\x00"))  # AC: EOB -> "0"
+    parts.append(segment(0xDA, b"\x01\x01\x00\x00\x3f\x00"))
+    blocks = math.ceil(width / 8) * math.ceil(height / 8)
+    bitstring = "00" * blocks
+    bitstring += "1" * (-len(bitstring) % 8)
+    parts.append(int(bitstring, 2).to_bytes(len(bitstring) // 8, "big") if bitstring else b"")
+    parts.append(b"\xff\xd9")
+    return b"".join(parts)
+
+
+def webp(width: int, height: int, kind: str) -> bytes:
+    """A RIFF/WEBP container whose first chunk is a real VP8X, VP8L or VP8 header for the size."""
+    if kind == "VP8X":
+        payload = b"\x10\x00\x00\x00" + (width - 1).to_bytes(3, "little") + (height - 1).to_bytes(3, "little")
+    elif kind == "VP8L":
+        payload = b"\x2f" + ((width - 1) | (height - 1) << 14).to_bytes(4, "little") + bytes(8)
+    else:
+        frame_tag = b"\x10\x02\x00"  # key frame, version 0, shown, first partition size 16
+        payload = frame_tag + b"\x9d\x01\x2a" + struct.pack("<HH", width, height) + bytes(16)
+    chunk = kind.encode().ljust(4) + struct.pack("<I", len(payload)) + payload
+    return b"RIFF" + struct.pack("<I", 4 + len(chunk)) + b"WEBP" + chunk
+
+
+def data_url(mime: str, data: bytes) -> str:
+    return f"data:{mime};base64,{base64.b64encode(data).decode()}"
+
+
+SIZES = [(1, 1), (7, 300), (512, 512), (513, 512), (640, 480), (1024, 1024), (1800, 2400)]
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_png_header(size: tuple[int, int]) -> None:
+    assert data_url_image_size(data_url("image/png", png(*size))) == size
+
+
+@pytest.mark.parametrize("size", [(1, 1), (7, 30), (300, 200), (513, 512)])
+def test_gif_header(size: tuple[int, int]) -> None:
+    assert data_url_image_size(data_url("image/gif", gif(*size))) == size
+
+
+@pytest.mark.parametrize("size", [*SIZES, (4000, 1474)])
+def test_jpeg_frame_header(size: tuple[int, int]) -> None:
+    assert data_url_image_size(data_url("image/jpeg", jpeg(*size))) == size
+    assert data_url_image_size(data_url("image/jpeg", jpeg(*size, exif_bytes=60_000, fill=True))) == size
+    assert data_url_image_size(data_url("image/jpeg", jpeg(*size, sof=0xC2))) == size  # progressive
+
+
+@pytest.mark.parametrize("kind", ["VP8X", "VP8L", "VP8 "])
+@pytest.mark.parametrize("size", [(1, 1), (640, 480), (1800, 2400), (16383, 3)])
+def test_webp_headers(kind: str, size: tuple[int, int]) -> None:
+    assert data_url_image_size(data_url("image/webp", webp(*size, kind))) == size
+
+
+def test_only_the_header_is_decoded() -> None:
+    # Everything after the header is not even base64: a full decode would fail.
+    head = base64.b64encode(png(640, 480)[:33]).decode()
+    assert data_url_image_size("data:image/png;base64," + head + "!" * 5_000_000) == (640, 480)
+    # JPEG: the 60 kB EXIF segment is hopped over via its length field, never decoded.
+    encoded = base64.b64encode(jpeg(640, 480, exif_bytes=60_000)).decode()
+    exif_start = 30  # SOI 2 + APP0 18 + APP1 marker and length 4 + "Exif\0\0" 6
+    first, last = exif_start // 3 * 4 + 4, (exif_start + 60_000) // 3 * 4
+    garbled = encoded[:first] + "!" * (last - first) + encoded[last:]
+    assert data_url_image_size("data:image/jpeg;base64," + garbled) == (640, 480)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://example.com/cat.png",
+        "data:image/png;base64,",
+        "data:image/png;base64,!!!!",
+        "data:image/png,rawbytes",
+        "data:image/bmp;base64," + base64.b64encode(b"BM" + bytes(60)).decode(),
+        "data:image/png;base64," + base64.b64encode(b"\x89PNG\r\n\x1a\n" + bytes(4) + b"IHDR" + bytes(8)).decode(),
+        "data:image/jpeg;base64," + base64.b64encode(b"\xff\xd8\xff\xe0\x00\x01").decode(),
+        "data:image/jpeg;base64," + base64.b64encode(b"\xff\xd8" + b"\xff\xfe\xff\xff" * 10).decode(),
+        "data:" + "x" * 1000 + ";base64,AAAA",
+    ],
+)
+def test_unreadable_images_are_none(url: str) -> None:
+    assert data_url_image_size(url) is None
+
+
+def test_unpadded_and_multiline_payloads() -> None:
+    encoded = base64.b64encode(png(300, 200)).decode().rstrip("=")
+    assert data_url_image_size("data:image/png;base64," + encoded) == (300, 200)
+    # MIME line breaks inside the header shift the offsets; we give up and the caller assumes a size.
+    wrapped = "\n".join(encoded[i : i + 20] for i in range(0, len(encoded), 20))
+    assert data_url_image_size("data:image/png;base64," + wrapped) is None
+
+
+def test_published_tile_examples_for_gpt_4o() -> None:
+    profile = image_profile("gpt-4o")
+    assert image_tokens(profile, 1024, 1024, "high") == 765
+    assert image_tokens(profile, 2048, 4096, "high") == 1105
+    assert image_tokens(profile, 4096, 8192, "low") == 85
+
+
+@pytest.mark.parametrize(
+    ("model", "base", "tile"),
+    [
+        ("gpt-4o", 85, 170),
+        ("gpt-4o-2024-11-20", 85, 170),
+        ("gpt-4.1", 85, 170),
+        ("gpt-4.5-preview", 85, 170),
+        ("gpt-4o-mini", 2833, 5667),
+        ("gpt-5", 70, 140),
+        ("gpt-5-chat-latest", 70, 140),
+        ("o1", 75, 150),
+        ("o1-pro", 75, 150),
+        ("o3", 75, 150),
+        ("computer-use-preview", 65, 129),
+    ],
+)
+def test_tile_table(model: str, base: int, tile: int) -> None:
+    profile = image_profile(model)
+    assert profile == TileProfile(base, tile)
+    assert image_tokens(profile, 1024, 1024, "low") == base
+    assert image_tokens(profile, 1024, 1024, "high") == base + 4 * tile
+    assert image_tokens(profile, 1024, 1024, "auto") == base + 4 * tile
+
+
+@pytest.mark.parametrize(
+    ("size", "tiles"),
+    [
+        ((1024, 1024), 4),  # guide: 768x768
+        ((2048, 4096), 6),  # guide: 1024x2048 -> 768x1536
+        ((128, 64), 1),  # small images are not scaled up
+        ((512, 512), 1),
+        ((513, 512), 2),
+        ((768, 1600), 8),  # 2 x 4, no resize
+        ((1920, 1080), 6),  # -> 1365x768: 3 x 2
+        ((4000, 3000), 4),  # -> 2048x1536 -> 1024x768: 2 x 2
+        ((1800, 2400), 4),  # -> 1536x2048 -> 768x1024: 2 x 2
+    ],
+)
+def test_tile_counts(size: tuple[int, int], tiles: int) -> None:
+    assert tile_count(*size) == tiles
+
+
+def test_tile_rounding_matches_forum_measurements() -> None:
+    # OpenAI developer forum, "Vision Pricing calculator: inaccurate resizing/rounding vs API costs":
+    # gpt-4.1 billed 2049x513 as 8 tiles and 2050x513 as 4 tiles.
+    assert tile_count(2049, 513) == 8
+    assert tile_count(2050, 513) == 4
+
+
+def test_published_patch_examples() -> None:
+    assert patch_count(1024, 1024) == 1024
+    assert patch_count(1800, 2400) == 1452
+    assert patch_count(5000, 5000) <= 1536
+
+
+@pytest.mark.parametrize(
+    ("model", "multiplier_x100", "expected_1024"),
+    [
+        ("gpt-4.1-mini", 162, 1659),  # 1024 x 1.62 = 1658.88
+        ("gpt-4.1-nano", 246, 2520),  # 1024 x 2.46 = 2519.04
+        ("gpt-5-mini", 162, 1659),
+        ("gpt-5-nano", 246, 2520),
+        ("o4-mini", 172, 1762),  # 1024 x 1.72 = 1761.28
+    ],
+)
+def test_patch_models(model: str, multiplier_x100: int, expected_1024: int) -> None:
+    profile = image_profile(model)
+    assert profile == PatchProfile(multiplier_x100)
+    # The guide gives no detail variant for patch models: low and high cost the same.
+    assert image_tokens(profile, 1024, 1024, "low") == image_tokens(profile, 1024, 1024, "high") == expected_1024
+    # 320x480 is 150 patches, an exact product; in floats 150 * 1.62 = 243.00000000000003, which ceil makes 244.
+    assert image_tokens(profile, 320, 480, "high") == 150 * multiplier_x100 // 100
+
+
+def test_patch_rounding_matches_openai_calculator() -> None:
+    # As quoted on the OpenAI developer forum: the pricing-page calculator gives 2348 for 4000x1474 on gpt-4.1-mini.
+    assert image_tokens(image_profile("gpt-4.1-mini"), 4000, 1474, "high") == 2348
+
+
+def test_image_parts_use_header_size_or_the_remote_assumption(counter: TokenCounter) -> None:
+    profile = image_profile("gpt-4o")
+    small = data_url("image/png", png(500, 500))
+    assert image_part_tokens(profile, {"url": small, "detail": "high"}, (1024, 1024)) == 85 + 170
+    assert image_part_tokens(profile, {"url": small}, (1024, 1024)) == 85 + 170
+    assert image_part_tokens(profile, small, (1024, 1024)) == 85 + 170  # bare string form
+    assert image_part_tokens(profile, {"url": "https://x/y.png"}, (1024, 1024)) == 765
+    assert image_part_tokens(profile, {"url": "https://x/y.png"}, (512, 512)) == 255
+    assert image_part_tokens(profile, {"url": "data:image/png;base64,????"}, (1024, 1024)) == 765
+    assert image_part_tokens(profile, {"url": small, "detail": 3}, (1024, 1024)) == 255
+
+
+def test_images_in_a_request(counter: TokenCounter) -> None:
+    content = [
+        {"type": "text", "text": "What is in these images?"},
+        {"type": "image_url", "image_url": {"url": data_url("image/jpeg", jpeg(2048, 4096)), "detail": "high"}},
+        {"type": "image_url", "image_url": {"url": data_url("image/webp", webp(1800, 2400, "VP8X"))}},
+        {"type": "image_url", "image_url": {"url": "https://example.com/remote.png", "detail": "low"}},
+    ]
+    body = {"messages": [{"role": "user", "content": content}]}
+    text = 3 + 1 + len(counter.encoding_for("gpt-4o").encode("What is in these images?")) + 3
+    assert counter.count_prompt_tokens("gpt-4o", body) == text + 1105 + 765 + 85
+    mini = text + image_tokens(image_profile("gpt-4.1-mini"), 2048, 4096, "high")
+    mini += image_tokens(image_profile("gpt-4.1-mini"), 1800, 2400, "high")
+    mini += image_tokens(image_profile("gpt-4.1-mini"), 1024, 1024, "low")
+    assert counter.count_prompt_tokens("gpt-4.1-mini", body) == mini

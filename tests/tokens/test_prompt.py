@@ -1,0 +1,233 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from gateway.tokens import JSONObject, TokenCounter
+
+# Source for the two examples and their counts: openai/openai-cookbook,
+# examples/How_to_count_tokens_with_tiktoken.ipynb (section 6, "Counting tokens for chat completions
+# API calls", and section 7, "Counting tokens for chat completions with tool calls"). The notebook
+# prints, for each model, the prompt_tokens that the OpenAI API itself reported for these requests.
+COOKBOOK_MESSAGES = [
+    {
+        "role": "system",
+        "content": "You are a helpful, pattern-following assistant that translates corporate jargon into plain English.",  # noqa: E501
+    },
+    {
+        "role": "system",
+        "name": "example_user",
+        "content": "New synergies will help drive top-line growth.",
+    },
+    {
+        "role": "system",
+        "name": "example_assistant",
+        "content": "Things working well together will increase revenue.",
+    },
+    {
+        "role": "system",
+        "name": "example_user",
+        "content": "Let's circle back when we have more bandwidth to touch base on opportunities for increased leverage.",  # noqa: E501
+    },
+    {
+        "role": "system",
+        "name": "example_assistant",
+        "content": "Let's talk later when we're less busy about how to do better.",
+    },
+    {
+        "role": "user",
+        "content": "This late pivot means we don't have time to boil the ocean for the client deliverable.",
+    },
+]
+COOKBOOK_API_COUNTS = {"gpt-3.5-turbo": 129, "gpt-4-0613": 129, "gpt-4": 129, "gpt-4o": 124, "gpt-4o-mini": 124}
+
+COOKBOOK_TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "get_current_weather",
+            "description": "Get the current weather in a given location",
+            "parameters": {
+                "type": "object",
+                "properties": {
+                    "location": {
+                        "type": "string",
+                        "description": "The city and state, e.g. San Francisco, CA",
+                    },
+                    "unit": {
+                        "type": "string",
+                        "description": "The unit of temperature to return",
+                        "enum": ["celsius", "fahrenheit"],
+                    },
+                },
+                "required": ["location"],
+            },
+        },
+    }
+]
+COOKBOOK_TOOL_MESSAGES = [
+    {
+        "role": "system",
+        "content": "You are a helpful assistant that can answer to questions about the weather.",
+    },
+    {
+        "role": "user",
+        "content": "What's the weather like in San Francisco?",
+    },
+]
+COOKBOOK_TOOL_API_COUNTS = {"gpt-3.5-turbo": 105, "gpt-4": 105, "gpt-4o": 101, "gpt-4o-mini": 101}
+
+
+@pytest.mark.parametrize(("model", "expected"), sorted(COOKBOOK_API_COUNTS.items()))
+def test_cookbook_messages_match_api_counts(counter: TokenCounter, model: str, expected: int) -> None:
+    assert counter.count_prompt_tokens(model, {"model": model, "messages": COOKBOOK_MESSAGES}) == expected
+
+
+@pytest.mark.parametrize(("model", "expected"), sorted(COOKBOOK_TOOL_API_COUNTS.items()))
+def test_cookbook_tools_match_api_counts(counter: TokenCounter, model: str, expected: int) -> None:
+    body = {"model": model, "messages": COOKBOOK_TOOL_MESSAGES, "tools": COOKBOOK_TOOLS, "temperature": 0}
+    assert counter.count_prompt_tokens(model, body) == expected
+
+
+def test_dated_snapshots_count_like_their_family(counter: TokenCounter) -> None:
+    body = {"messages": COOKBOOK_MESSAGES}
+    assert counter.count_prompt_tokens("gpt-4o-2024-08-06", body) == 124
+    assert counter.count_prompt_tokens("gpt-4o-mini-2024-07-18", body) == 124
+    assert counter.count_prompt_tokens("ft:gpt-4o-mini:acme::x1", body) == 124
+    assert counter.count_prompt_tokens("gpt-3.5-turbo-0125", body) == 129
+
+
+def test_legacy_functions_count_like_tools(counter: TokenCounter) -> None:
+    functions = [tool["function"] for tool in COOKBOOK_TOOLS]
+    body = {"messages": COOKBOOK_TOOL_MESSAGES, "functions": functions}
+    assert counter.count_prompt_tokens("gpt-4o", body) == 101
+
+
+def _tokens(counter: TokenCounter, model: str, text: str) -> int:
+    return len(counter.encoding_for(model).encode_ordinary(text))
+
+
+def test_name_adds_its_tokens_plus_one(counter: TokenCounter) -> None:
+    plain = {"messages": [{"role": "user", "content": "hi"}]}
+    named = {"messages": [{"role": "user", "name": "alice_smith", "content": "hi"}]}
+    delta = counter.count_prompt_tokens("gpt-4o", named) - counter.count_prompt_tokens("gpt-4o", plain)
+    assert delta == _tokens(counter, "gpt-4o", "alice_smith") + 1
+
+
+def test_content_forms(counter: TokenCounter) -> None:
+    text = "Summarise the attached report in three bullet points."
+    as_string = {"messages": [{"role": "user", "content": text}]}
+    as_parts = {"messages": [{"role": "user", "content": [{"type": "text", "text": text}]}]}
+    as_null = {"messages": [{"role": "assistant", "content": None}]}
+    assert counter.count_prompt_tokens("gpt-4o", as_string) == 3 + 1 + _tokens(counter, "gpt-4o", text) + 3
+    assert counter.count_prompt_tokens("gpt-4o", as_parts) == counter.count_prompt_tokens("gpt-4o", as_string)
+    assert counter.count_prompt_tokens("gpt-4o", as_null) == 3 + 1 + 3
+
+
+def test_tool_call_round_trip(counter: TokenCounter) -> None:
+    arguments = json.dumps({"location": "Paris, France", "unit": "celsius"})
+    result = json.dumps({"temperature": 21, "conditions": "sunny"})
+    messages = [
+        {"role": "user", "content": "Weather in Paris?"},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": "call_abc123",
+                    "type": "function",
+                    "function": {"name": "get_current_weather", "arguments": arguments},
+                }
+            ],
+        },
+        {"role": "tool", "tool_call_id": "call_abc123", "content": result},
+    ]
+
+    def t(text: str) -> int:
+        return _tokens(counter, "gpt-4o", text)
+
+    expected = (
+        (3 + t("user") + t("Weather in Paris?"))
+        + (3 + t("assistant") + t("get_current_weather") + t(arguments))
+        + (3 + t("tool") + t("call_abc123") + t(result))
+        + 3
+    )
+    assert counter.count_prompt_tokens("gpt-4o", {"messages": messages}) == expected
+
+
+def test_tool_choice_and_response_format_estimates(counter: TokenCounter) -> None:
+    base: dict[str, object] = {"messages": COOKBOOK_TOOL_MESSAGES, "tools": COOKBOOK_TOOLS}
+    plain = counter.count_prompt_tokens("gpt-4o", base)
+    assert counter.count_prompt_tokens("gpt-4o", {**base, "tool_choice": "auto"}) == plain
+    forced = {**base, "tool_choice": {"type": "function", "function": {"name": "get_current_weather"}}}
+    assert counter.count_prompt_tokens("gpt-4o", forced) == plain + _tokens(counter, "gpt-4o", "get_current_weather")
+    schema = {"type": "object", "properties": {"answer": {"type": "string"}}, "required": ["answer"]}
+    response_format = {"type": "json_schema", "json_schema": {"name": "reply", "schema": schema, "strict": True}}
+    rendered = json.dumps(schema, separators=(",", ":"))
+    with_schema = counter.count_prompt_tokens("gpt-4o", {**base, "response_format": response_format})
+    assert with_schema == plain + _tokens(counter, "gpt-4o", "reply") + _tokens(counter, "gpt-4o", rendered)
+    json_mode = {**base, "response_format": {"type": "json_object"}}
+    assert counter.count_prompt_tokens("gpt-4o", json_mode) == plain
+
+
+def test_nested_tool_parameters_count_more_than_flat(counter: TokenCounter) -> None:
+    flat = {"name": "f", "parameters": {"type": "object", "properties": {"a": {"type": "object"}}}}
+    nested = {
+        "name": "f",
+        "parameters": {
+            "type": "object",
+            "properties": {"a": {"type": "object", "properties": {"b": {"type": "integer", "enum": [1, 2]}}}},
+        },
+    }
+    flat_count = counter.count_prompt_tokens("gpt-4o", {"messages": [], "functions": [flat]})
+    nested_count = counter.count_prompt_tokens("gpt-4o", {"messages": [], "functions": [nested]})
+    assert nested_count > flat_count
+
+
+def test_special_token_text_counts_as_ordinary_text(counter: TokenCounter) -> None:
+    body = {"messages": [{"role": "user", "content": "<|endoftext|><|endofprompt|>"}]}
+    assert counter.count_prompt_tokens("gpt-4o", body) > 3 + 1 + 2 + 3
+
+
+MALFORMED: list[JSONObject] = [
+    {},
+    {"messages": None},
+    {"messages": "hello"},
+    {"messages": [None, 1, "x", [], {"role": None}, {"content": 5}]},
+    {"messages": [{"role": "user", "content": [None, 3, {"type": None}, {"type": "text", "text": None}]}]},
+    {"messages": [{"role": "user", "content": [{"type": "image_url"}, {"type": "image_url", "image_url": 7}]}]},
+    {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": None, "detail": 9}}]}]},
+    {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:"}}]}]},
+    {
+        "messages": [
+            {"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:image/png;base64,"}}]}
+        ]
+    },
+    {"messages": [{"role": "assistant", "tool_calls": [None, {"function": None}, {"function": {"name": 1}}]}]},
+    {"messages": [{"role": "assistant", "tool_calls": "x", "function_call": [1]}]},
+    {"messages": [], "tools": [None, {}, {"function": None}, {"function": {"parameters": None}}]},
+    {"messages": [], "tools": [{"function": {"name": None, "parameters": {"properties": [1, 2]}}}]},
+    {"messages": [], "tools": [{"function": {"parameters": {"properties": {"a": None, "b": {"enum": None}}}}}]},
+    {"messages": [], "tools": [{"function": {"parameters": {"properties": {"a": {"type": ["string", "null"]}}}}}]},
+    {"messages": [], "tools": "all", "functions": {"a": 1}, "tool_choice": {"function": 3}},
+    {"messages": [], "tool_choice": {"type": "function"}, "response_format": {"type": "json_schema"}},
+    {"messages": [], "response_format": {"type": "json_schema", "json_schema": {"schema": {"x": {1, 2}}}}},
+]
+
+
+@pytest.mark.parametrize("body", MALFORMED)
+@pytest.mark.parametrize("model", ["gpt-4o", "gpt-4", "gpt-4.1-mini", "self-hosted"])
+def test_malformed_bodies_never_raise(counter: TokenCounter, model: str, body: JSONObject) -> None:
+    assert counter.count_prompt_tokens(model, body) >= 3
+
+
+def test_deeply_nested_schema_is_bounded(counter: TokenCounter) -> None:
+    properties: dict[str, object] = {}
+    spec: dict[str, object] = {"type": "object", "properties": properties}
+    for _ in range(500):
+        child: dict[str, object] = {}
+        properties["x"] = {"type": "object", "properties": child}
+        properties = child
+    body = {"messages": [], "tools": [{"function": {"name": "deep", "parameters": spec}}]}
+    assert counter.count_prompt_tokens("gpt-4o", body) > 0
