@@ -17,6 +17,7 @@ import orjson
 from redis.asyncio import Redis
 
 from gateway.billing import redis_keys
+from gateway.billing.redis_keys import as_text
 
 KEY_PREFIX = "sk-gw-"
 ACCOUNT_PREFIX = "acct_"
@@ -69,7 +70,9 @@ def parse_key(key: str) -> ParsedKey | None:
 
 def valid_account_id(account_id: str) -> bool:
     hex_part = account_id.removeprefix(ACCOUNT_PREFIX)
-    return account_id.startswith(ACCOUNT_PREFIX) and len(hex_part) == 16 and all(c in "0123456789abcdef" for c in hex_part)
+    return (
+        account_id.startswith(ACCOUNT_PREFIX) and len(hex_part) == 16 and all(c in "0123456789abcdef" for c in hex_part)
+    )
 
 
 class AccountStore:
@@ -95,11 +98,11 @@ class AccountStore:
         fields = await self.redis.hgetall(redis_keys.account(account_id))
         if not fields:
             return None
-        values = {_text(k): _text(v) for k, v in fields.items()}
+        values = {as_text(k): as_text(v) for k, v in fields.items()}
         return Account(account_id, values["name"], int(values["balance"]), int(values["created_at"]))
 
     async def list_accounts(self) -> list[Account]:
-        ids = [_text(i) for i in await self.redis.zrange(redis_keys.ACCOUNT_INDEX, 0, -1)]
+        ids = [as_text(i) for i in await self.redis.zrange(redis_keys.ACCOUNT_INDEX, 0, -1)]
         accounts = [await self.get_account(account_id) for account_id in ids]
         return [account for account in accounts if account is not None]
 
@@ -131,7 +134,7 @@ class AccountStore:
         account_id = await self.redis.hget(redis_keys.KEY_INDEX, key_id)
         if account_id is None:
             return None
-        raw = await self.redis.hget(redis_keys.key_records(_text(account_id)), key_id)
+        raw = await self.redis.hget(redis_keys.key_records(as_text(account_id)), key_id)
         return None if raw is None else KeyRecord(**orjson.loads(raw))
 
     async def revoke_key(self, key_id: str) -> KeyRecord | None:
@@ -160,8 +163,4 @@ class AccountStore:
             key_id, balance = await pipe.execute()
         if key_id is None or balance is None:
             return None
-        return parsed.account_id, _text(key_id), int(balance)
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
+        return parsed.account_id, as_text(key_id), int(balance)

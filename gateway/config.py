@@ -140,7 +140,9 @@ def settings_from_document(document: Mapping[str, object], env: Mapping[str, str
     limits = _table(document, "limits")
     timeouts = _table(document, "timeouts")
     tokens = _table(document, "tokens")
-    upstreams = {name: _upstream(name, _table(document, "upstreams", name), env) for name in _names(document, "upstreams")}
+    upstreams = {
+        name: _upstream(name, _table(document, "upstreams", name), env) for name in _names(document, "upstreams")
+    }
     models = {name: _model(name, _table(document, "models", name), upstreams) for name in _names(document, "models")}
     image = _get(tokens, "tokens.remote_image_size", list, [1024, 1024])
     if len(image) != 2 or not all(isinstance(side, int) and side > 0 for side in image):

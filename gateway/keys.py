@@ -14,7 +14,7 @@ from gateway.config import Settings
 from gateway.tokens import TokenCounter
 
 settings_key = web.AppKey("settings", Settings)
-clock_key = web.AppKey("clock", Callable[[], float])
+clock_key: web.AppKey[Callable[[], float]] = web.AppKey("clock")
 redis_key = web.AppKey("redis", Redis)
 ledger_key = web.AppKey("ledger", Ledger)
 accounts_key = web.AppKey("accounts", AccountStore)

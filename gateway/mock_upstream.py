@@ -186,8 +186,14 @@ async def _stream(
     wants_usage = isinstance(stream_options, dict) and stream_options.get("include_usage") is True
     chunks = reply.chunks()
     if options.usage and wants_usage:
-        usage_chunk = {"id": reply.id, "object": "chat.completion.chunk", "created": reply.created,
-                       "model": reply.model, "choices": [], "usage": reply.usage()}
+        usage_chunk = {
+            "id": reply.id,
+            "object": "chat.completion.chunk",
+            "created": reply.created,
+            "model": reply.model,
+            "choices": [],
+            "usage": reply.usage(),
+        }
         chunks.append(b"data: " + orjson.dumps(usage_chunk) + b"\n\n")
     chunks.append(b"data: [DONE]\n\n")
     try:

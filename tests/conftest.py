@@ -160,7 +160,9 @@ async def start_gateway(
 ) -> StartGateway:
     """Start the gateway in front of mock upstreams: `await start_gateway(main={...MockOptions}, ...)`."""
 
-    async def start(settings_overrides: dict[str, object] | None = None, **upstream_options: dict[str, object]) -> Gateway:
+    async def start(
+        settings_overrides: dict[str, object] | None = None, **upstream_options: dict[str, object]
+    ) -> Gateway:
         upstream_options = upstream_options or {"main": {}}
         upstreams = {name: await start_upstream(**opts) for name, opts in upstream_options.items()}
         settings = make_settings(redis_url, {n: u.base_url for n, u in upstreams.items()}, **(settings_overrides or {}))

@@ -51,7 +51,9 @@ def test_cli_reports_errors_without_tracebacks(
     config = tmp_path / "gateway.toml"
     config.write_text(CONFIG)
     monkeypatch.setenv("REDIS_URL", redis_url)
-    assert main(["--config", str(config), "credits", "grant", "--account", "acct_0000000000000000", "--amount", "1"]) == 1
+    assert (
+        main(["--config", str(config), "credits", "grant", "--account", "acct_0000000000000000", "--amount", "1"]) == 1
+    )
     assert "No account" in capsys.readouterr().err
     assert main(["--config", str(tmp_path / "missing.toml"), "accounts", "list"]) == 2
     assert "not found" in capsys.readouterr().err

@@ -49,9 +49,7 @@ async def _ledger_is_whole(gateway: Gateway, account: str, balance: int) -> None
 async def test_bad_requests_get_400(start_gateway: StartGateway, body: bytes, param: str | None) -> None:
     gateway = await start_gateway()
     account, key = await gateway.new_account()
-    response = await gateway.client.post(
-        "/v1/chat/completions", data=body, headers={"Authorization": f"Bearer {key}"}
-    )
+    response = await gateway.client.post("/v1/chat/completions", data=body, headers={"Authorization": f"Bearer {key}"})
     error = await _error(response, 400, "invalid_request")
     assert error["type"] == "invalid_request_error" and error["param"] == param
     assert response.headers["x-credits-remaining"] == "1000"

@@ -41,7 +41,9 @@ class Processes:
     def start(self, *args: str) -> subprocess.Popen[bytes]:
         process = subprocess.Popen(
             [sys.executable, "-m", "gateway", "--config", str(self.config), *args],
-            env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            env=self.env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         self.running.append(process)
         return process
@@ -49,7 +51,10 @@ class Processes:
     def cli(self, *args: str) -> dict[str, object]:
         done = subprocess.run(
             [sys.executable, "-m", "gateway", "--config", str(self.config), *args],
-            env=self.env, capture_output=True, timeout=60, check=True,
+            env=self.env,
+            capture_output=True,
+            timeout=60,
+            check=True,
         )
         return json.loads(done.stdout)  # type: ignore[no-any-return]
 
@@ -65,7 +70,7 @@ def processes(tmp_path: Path) -> Iterator[Processes]:
     config.write_text(
         f"""
 [redis]
-data_dir = "{tmp_path / 'data'}"
+data_dir = "{tmp_path / "data"}"
 [upstreams.mock]
 base_url = "http://127.0.0.1:{mock_port}/v1"
 [models."mock-model"]

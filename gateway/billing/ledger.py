@@ -1,8 +1,8 @@
 """The ledger: reserve, settle and grant credits, each one atomic Lua script in the account's slot.
 
-    ledger = Ledger(redis, clock=time.time)
-    outcome = await ledger.reserve(account_id, key_sha, request_id, hold_micros=900, min_hold_micros=900, ttl_s=600)
-    settled = await ledger.settle(SettleRequest(...))
+ledger = Ledger(redis, clock=time.time)
+outcome = await ledger.reserve(account_id, key_sha, request_id, hold_micros=900, min_hold_micros=900, ttl_s=600)
+settled = await ledger.settle(SettleRequest(...))
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 
 from gateway.billing import redis_keys
+from gateway.billing.redis_keys import as_text
 
 Clock = Callable[[], float]
 
@@ -95,7 +96,7 @@ class Ledger:
         deadline = self.now_ms() + ttl_s * 1000
         reply = await self._reserve(keys, [key_sha, request_id, hold_micros, min_hold_micros, deadline])
         code, key_id, balance = reply
-        return ReserveOutcome(ReserveStatus(int(code)), _text(key_id), int(balance))
+        return ReserveOutcome(ReserveStatus(int(code)), as_text(key_id), int(balance))
 
     async def settle(self, request: SettleRequest) -> SettleOutcome:
         """Charge the real cost (never more than hold + balance), release the rest, record the usage."""
@@ -143,8 +144,4 @@ class Ledger:
     async def reserved(self, account_id: str) -> int:
         """Micro-credits currently held by requests in flight."""
         holds = await self.redis.hvals(redis_keys.holds(account_id))
-        return sum(int(_text(entry).split(":", 1)[0]) for entry in holds)
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
+        return sum(int(as_text(entry).split(":", 1)[0]) for entry in holds)

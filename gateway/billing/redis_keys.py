@@ -14,6 +14,11 @@ ACCOUNT_INDEX = f"{PREFIX}:accounts"  # zset: account id -> created_at ms
 KEY_INDEX = f"{PREFIX}:keys"  # hash: key id -> account id
 
 
+def as_text(value: object) -> str:
+    """A Redis reply as text, whether or not the client decodes responses."""
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
 def account_tag(account_id: str) -> str:
     return f"{PREFIX}:{{acct:{account_id}}}"
 

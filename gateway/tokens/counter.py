@@ -13,7 +13,7 @@ from gateway.tokens.models import ModelResolver, chat_format
 from gateway.tokens.payload import JSONObject
 from gateway.tokens.prompt import PromptPlan, count_prompt_tokens
 
-# Plans are keyed by client-supplied model names; bound the cache like the resolver's.
+# Plans are keyed by client-supplied model names, so the cache is bounded.
 _MAX_PLANS = 4096
 
 
@@ -44,12 +44,12 @@ class TokenCounter:
         self._plans: dict[str, PromptPlan] = {}
 
     def encoding_name_for(self, model: str) -> str:
-        """The tiktoken encoding name `model` resolves to."""
+        """The tiktoken encoding name `model` resolves to (does not load the vocabulary)."""
         return self._resolver.resolve(model).encoding_name
 
     def encoding_for(self, model: str) -> tiktoken.Encoding:
         """The process-wide `tiktoken.Encoding` for `model` (loaded from package data on first use)."""
-        return get_encoding(self.encoding_name_for(model))
+        return self._plan(model).encoding
 
     def count_prompt_tokens(self, model: str, body: JSONObject) -> int:
         """Prompt tokens of a whole /v1/chat/completions request body, as the API bills them."""
@@ -57,9 +57,10 @@ class TokenCounter:
 
     def completion_counter(self, model: str) -> CompletionCounter:
         """A fresh accumulator for the completion of one request to `model`."""
-        return CompletionCounter(self.encoding_for(model))
+        return CompletionCounter(self._plan(model).encoding)
 
     def _plan(self, model: str) -> PromptPlan:
+        # Resolved once per model name: the per-request cost is one dict lookup.
         plan = self._plans.get(model)
         if plan is None:
             info = self._resolver.resolve(model)

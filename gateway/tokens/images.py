@@ -88,7 +88,7 @@ def tile_count(width: int, height: int) -> int:
     w, h = float(width), float(height)
     if max(w, h) > FIT_PX:
         scale = FIT_PX / max(w, h)
-        w, h = round(w * scale), round(h * scale)
+        w, h = max(1, round(w * scale)), max(1, round(h * scale))
     if min(w, h) > SHORT_SIDE_PX:
         scale = SHORT_SIDE_PX / min(w, h)
         w, h = round(w * scale), round(h * scale)
@@ -102,7 +102,8 @@ def patch_count(width: int, height: int) -> int:
         return raw
     r = math.sqrt(PATCH_PX * PATCH_PX * MAX_PATCHES / (width * height))
     cols, rows = width * r / PATCH_PX, height * r / PATCH_PX
-    r *= min(math.floor(cols) / cols, math.floor(rows) / rows)
+    # max(1, ...): for extreme aspect ratios (1x100000) the guide's formula would reach 0 patches.
+    r *= min(max(1, math.floor(cols)) / cols, max(1, math.floor(rows)) / rows)
     # The second scale lands one side on a whole patch count; absorb float error before ceil.
     cols, rows = width * r / PATCH_PX - 1e-9, height * r / PATCH_PX - 1e-9
     return min(math.ceil(cols) * math.ceil(rows), MAX_PATCHES)

@@ -38,9 +38,8 @@ MODEL_PREFIXES: dict[str, str] = {
     "text-embedding-3-": CL100K,
 }
 _PREFIXES_LONGEST_FIRST = sorted(MODEL_PREFIXES.items(), key=lambda item: -len(item[0]))
-# Bounds alias chains and the resolution cache; both are keyed by client-supplied names.
+# Bounds alias chains, including loops through fine-tune names that the init check cannot see.
 _MAX_HOPS = 16
-_MAX_CACHED = 4096
 
 
 @dataclass(frozen=True)
@@ -116,7 +115,6 @@ class ModelResolver:
         self._overrides = dict(overrides)
         for alias in self._overrides:
             self._check_chain(alias)
-        self._cache: dict[str, ModelInfo] = {}
 
     def _check_chain(self, alias: str) -> None:
         seen = {alias}
@@ -129,15 +127,6 @@ class ModelResolver:
 
     def resolve(self, model: str) -> ModelInfo:
         """Resolve `model`; never raises, unknown names get the default encoding."""
-        info = self._cache.get(model)
-        if info is None:
-            info = self._resolve(model)
-            if len(self._cache) >= _MAX_CACHED:
-                self._cache.clear()
-            self._cache[model] = info
-        return info
-
-    def _resolve(self, model: str) -> ModelInfo:
         name = model.strip()
         for _ in range(_MAX_HOPS):
             target = self._overrides.get(name)

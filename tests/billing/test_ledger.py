@@ -24,8 +24,13 @@ async def _account(redis: Redis, credits_micros: int) -> tuple[Ledger, str, str]
 
 def _settlement(account_id: str, request_id: str, cost: int, **kw: object) -> SettleRequest:
     return SettleRequest(
-        account_id=account_id, request_id=request_id, model="m", cost_micros=cost, prompt_tokens=10,
-        completion_tokens=5, **kw,  # type: ignore[arg-type]
+        account_id=account_id,
+        request_id=request_id,
+        model="m",
+        cost_micros=cost,
+        prompt_tokens=10,
+        completion_tokens=5,
+        **kw,  # type: ignore[arg-type]
     )
 
 

@@ -47,8 +47,7 @@ def test_one_character_chunks_would_overcount_if_encoded_per_chunk(counter: Toke
     chunks = text_chunks(MULTILINGUAL, iter(lambda: 1, 0))
     for chunk in chunks:
         completion.add_chunk(chunk)
-    pieces = [MULTILINGUAL[i] for i in range(len(MULTILINGUAL))]
-    per_chunk = sum(whole(counter, "gpt-4o", piece) for piece in pieces)
+    per_chunk = sum(whole(counter, "gpt-4o", character) for character in MULTILINGUAL)
     assert completion.count_completion_tokens() == whole(counter, "gpt-4o", MULTILINGUAL) < per_chunk
 
 

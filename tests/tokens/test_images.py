@@ -221,6 +221,12 @@ def test_tile_rounding_matches_forum_measurements() -> None:
     assert tile_count(2050, 513) == 4
 
 
+@pytest.mark.parametrize("size", [(1, 100_000), (100_000, 1), (3, 70_000)])
+def test_extreme_aspect_ratios_still_cost_tokens(size: tuple[int, int]) -> None:
+    assert 0 < patch_count(*size) <= 1536
+    assert tile_count(*size) >= 1
+
+
 def test_published_patch_examples() -> None:
     assert patch_count(1024, 1024) == 1024
     assert patch_count(1800, 2400) == 1452

@@ -1,0 +1,16 @@
+FROM python:3.11-slim
+
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY gateway ./gateway
+COPY config ./config
+RUN pip install --no-cache-dir . && useradd --create-home gateway && mkdir -p /data && chown gateway /data
+USER gateway
+
+# Without REDIS_URL the gateway runs its embedded Redis with AOF in /data: mount a volume there.
+ENV GATEWAY__REDIS__DATA_DIR=/data/redis \
+    GATEWAY_HOST=0.0.0.0 \
+    GATEWAY_PORT=8080
+VOLUME ["/data"]
+EXPOSE 8080
+CMD ["gateway", "serve", "--config", "config/gateway.toml"]
