@@ -29,9 +29,11 @@ AdminAction = Callable[[AdminService, argparse.Namespace], Awaitable[dict[str, o
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="gateway", description="LLM metering gateway")
-    parser.add_argument("--config", type=Path, default=None, help="TOML config (default: config/gateway.toml)")
-    commands = parser.add_subparsers(dest="command", required=True)
+    # --config is accepted before or after the command (`gateway serve --config x.toml`).
+    config = argparse.ArgumentParser(add_help=False)
+    config.add_argument("--config", type=Path, default=argparse.SUPPRESS, help="TOML config file")
+    parser = argparse.ArgumentParser(prog="gateway", description="LLM metering gateway", parents=[config])
+    commands = _Commands(parser.add_subparsers(dest="command", required=True), config)
 
     serve = commands.add_parser("serve", help="run the gateway")
     serve.add_argument("--host", default=None)
@@ -46,7 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
     mock.add_argument("--no-usage", action="store_true", help="never report usage")
     mock.add_argument("--fail-status", type=int, default=None, help="answer every request with this error")
 
-    accounts = commands.add_parser("accounts", help="manage accounts").add_subparsers(dest="verb", required=True)
+    accounts = _Commands(
+        commands.add_parser("accounts", help="manage accounts").add_subparsers(dest="verb", required=True), config
+    )
     create = accounts.add_parser("create")
     create.add_argument("--name", required=True)
     create.add_argument("--credits", default="0")
@@ -54,7 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     show = accounts.add_parser("show")
     show.add_argument("account_id")
 
-    keys = commands.add_parser("keys", help="manage API keys").add_subparsers(dest="verb", required=True)
+    keys = _Commands(
+        commands.add_parser("keys", help="manage API keys").add_subparsers(dest="verb", required=True), config
+    )
     key_create = keys.add_parser("create")
     key_create.add_argument("--account", required=True)
     key_create.add_argument("--name", required=True)
@@ -63,12 +69,25 @@ def build_parser() -> argparse.ArgumentParser:
     revoke = keys.add_parser("revoke")
     revoke.add_argument("key_id")
 
-    credits = commands.add_parser("credits", help="manage credits").add_subparsers(dest="verb", required=True)
+    credits = _Commands(
+        commands.add_parser("credits", help="manage credits").add_subparsers(dest="verb", required=True), config
+    )
     grant = credits.add_parser("grant")
     grant.add_argument("--account", required=True)
     grant.add_argument("--amount", required=True, help="credits to add (negative to take back)")
     grant.add_argument("--note", default="")
     return parser
+
+
+class _Commands:
+    """Subcommands that all take the shared options (here: --config)."""
+
+    def __init__(self, group: argparse._SubParsersAction[argparse.ArgumentParser], shared: argparse.ArgumentParser):
+        self.group = group
+        self.shared = shared
+
+    def add_parser(self, name: str, help: str | None = None) -> argparse.ArgumentParser:
+        return self.group.add_parser(name, parents=[self.shared], help=help)
 
 
 ADMIN_ACTIONS: dict[tuple[str, str], AdminAction] = {
@@ -98,7 +117,7 @@ def serve(settings: Settings) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        settings = load_settings(args.config)
+        settings = load_settings(getattr(args, "config", None))
     except ConfigError as exc:
         if args.command != "mock-upstream":
             print(f"gateway: {exc}", file=sys.stderr)

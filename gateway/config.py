@@ -116,8 +116,10 @@ def _set_path(document: dict[str, object], segments: list[str], value: object) -
     node = document
     for position, segment in enumerate(segments):
         existing = {key.lower(): key for key in node}
-        key = existing.get(segment.lower(), segment.lower() if position == 0 else segment)
-        if position == len(segments) - 1:
+        last = position == len(segments) - 1
+        # Sections and setting names are lower case; table names in between (models, upstreams) keep theirs.
+        key = existing.get(segment.lower(), segment.lower() if position == 0 or last else segment)
+        if last:
             node[key] = value
             return
         child = node.setdefault(key, {})

@@ -1,0 +1,80 @@
+"""Config: the TOML file, environment overrides of any value, and errors that name the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from gateway.config import ConfigError, load_settings
+
+BASE = """
+[server]
+port = 8080
+[upstreams.openai]
+base_url = "https://api.openai.com/v1/"
+api_key_env = "MY_OPENAI_KEY"
+[models."gpt-4o"]
+upstream = "openai"
+input_credits_per_million = 2.5
+output_credits_per_million = 10
+"""
+
+
+def _load(tmp_path: Path, text: str, env: dict[str, str] | None = None):  # type: ignore[no-untyped-def]
+    path = tmp_path / "gateway.toml"
+    path.write_text(text)
+    return load_settings(path, env or {})
+
+
+def test_the_shipped_example_config_loads() -> None:
+    settings = load_settings(Path(__file__).parent.parent / "config" / "gateway.toml", {})
+    assert {"gpt-4o", "gpt-4o-mini", "mock-model"} <= set(settings.models)
+    assert settings.redis_url is None and settings.admin_token is None
+
+
+def test_values_and_prices(tmp_path: Path) -> None:
+    settings = _load(tmp_path, BASE, {"MY_OPENAI_KEY": "sk-provider"})
+    model = settings.models["gpt-4o"]
+    assert model.price.input_micros_per_million == 2_500_000 and model.price.output_micros_per_million == 10_000_000
+    assert model.upstream_model == "gpt-4o"
+    upstream = settings.upstreams["openai"]
+    assert upstream.api_key == "sk-provider" and upstream.base_url == "https://api.openai.com/v1"
+
+
+def test_environment_overrides_any_value(tmp_path: Path) -> None:
+    env = {
+        "REDIS_URL": "redis://127.0.0.1:6390/2",
+        "GATEWAY_ADMIN_TOKEN": "admin",
+        "GATEWAY_PORT": "9001",
+        "GATEWAY__LIMITS__DEFAULT_MAX_TOKENS": "512",
+        "GATEWAY__TIMEOUTS__READ": "2.5",
+        "GATEWAY__MODELS__gpt-4o__OUTPUT_CREDITS_PER_MILLION": "12.25",
+        "GATEWAY__UPSTREAMS__OPENAI__BASE_URL": "http://127.0.0.1:1234/v1",
+        "GATEWAY__MODELS__local__UPSTREAM": "openai",
+        "GATEWAY__MODELS__local__INPUT_CREDITS_PER_MILLION": "1",
+        "GATEWAY__MODELS__local__OUTPUT_CREDITS_PER_MILLION": "1",
+    }
+    settings = _load(tmp_path, BASE, env)
+    assert settings.redis_url == "redis://127.0.0.1:6390/2" and settings.admin_token == "admin"
+    assert settings.port == 9001 and settings.default_max_tokens == 512 and settings.read_timeout == 2.5
+    assert settings.models["gpt-4o"].price.output_micros_per_million == 12_250_000
+    assert settings.upstreams["openai"].base_url == "http://127.0.0.1:1234/v1"
+    assert "local" in settings.models
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (BASE + "[limits]\ndefault_max_tokens = -1\n", "limits.default_max_tokens"),
+        (BASE + "[timeouts]\nread = 'soon'\n", "timeouts.read"),
+        (BASE.replace('upstream = "openai"', 'upstream = "nope"'), "no upstream named 'nope'"),
+        (BASE.replace("2.5", "0.0000001"), "more than 6 decimal places"),
+        (BASE.replace("https://api.openai.com/v1/", "ftp://x"), "upstreams.openai.base_url"),
+        (BASE.replace("output_credits_per_million = 10", ""), "output_credits_per_million is required"),
+        ("this is = not [toml", "invalid TOML"),
+    ],
+)
+def test_errors_name_the_key(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
+        _load(tmp_path, text)
