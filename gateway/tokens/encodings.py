@@ -9,12 +9,13 @@ sha256 tiktoken pins, and then kept for the life of the process.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import threading
 from dataclasses import dataclass
 from importlib import resources
 
 import tiktoken
-from tiktoken.load import load_tiktoken_bpe
 
 ENDOFTEXT = "<|endoftext|>"
 FIM_PREFIX = "<|fim_prefix|>"
@@ -98,8 +99,23 @@ def get_encoding(name: str) -> tiktoken.Encoding:
 
 
 def _build(spec: EncodingSpec) -> tiktoken.Encoding:
-    resource = resources.files("gateway.tokens").joinpath("vocab", spec.filename)
-    # as_file gives a real path even when the package is imported from a zip.
-    with resources.as_file(resource) as path:
-        ranks = load_tiktoken_bpe(str(path), expected_hash=spec.sha256)
-    return tiktoken.Encoding(spec.name, pat_str=spec.pat_str, mergeable_ranks=ranks, special_tokens=spec.special_tokens)
+    contents = resources.files("gateway.tokens").joinpath("vocab", spec.filename).read_bytes()
+    return tiktoken.Encoding(
+        spec.name, pat_str=spec.pat_str, mergeable_ranks=parse_ranks(contents, spec), special_tokens=spec.special_tokens
+    )
+
+
+def parse_ranks(contents: bytes, spec: EncodingSpec) -> dict[bytes, int]:
+    """The BPE ranks of a `.tiktoken` file, checked against its pinned sha256.
+
+    This is what `tiktoken.load.load_tiktoken_bpe` does, minus its side effect of copying the file into a
+    cache directory (which fails on a read-only filesystem and is pointless for a packaged file).
+    """
+    if hashlib.sha256(contents).hexdigest() != spec.sha256:
+        raise ValueError(f"packaged vocabulary {spec.filename} does not match its sha256; reinstall the gateway")
+    ranks: dict[bytes, int] = {}
+    for line in contents.splitlines():
+        if line:
+            token, rank = line.split()
+            ranks[base64.b64decode(token)] = int(rank)
+    return ranks

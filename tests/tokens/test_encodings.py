@@ -12,7 +12,7 @@ import pytest
 import tiktoken.load
 import tiktoken_ext.openai_public as openai_public  # type: ignore[import-untyped]
 
-from gateway.tokens import TokenCounter, get_encoding
+from gateway.tokens import TokenCounter, encodings, get_encoding
 from gateway.tokens.encodings import SPECS
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -87,12 +87,12 @@ tiktoken.registry.get_encoding = forbidden
 tiktoken.load.read_file = lambda path: open(path, "rb").read() if "://" not in path else forbidden()
 
 import gateway.tokens.encodings as encodings
-real_load = encodings.load_tiktoken_bpe
+real_parse = encodings.parse_ranks
 loads = []
-def counting_load(path, expected_hash=None):
-    loads.append(path)
-    return real_load(path, expected_hash=expected_hash)
-encodings.load_tiktoken_bpe = counting_load
+def counting_parse(contents, spec):
+    loads.append(spec.name)
+    return real_parse(contents, spec)
+encodings.parse_ranks = counting_parse
 
 from gateway.tokens import TokenCounter
 counter = TokenCounter()
@@ -123,3 +123,11 @@ def test_vocabularies_load_offline_without_tiktoken_registry(tmp_path: Path) -> 
     result = json.loads(done.stdout)
     # 8 threads raced for o200k: one load. cl100k loaded once more on first use; then no more loads.
     assert result == {"same_object": True, "loads": 1, "o200k": 9, "cl100k": 9, "loads_after": 2}
+    # Nothing was written to tiktoken's cache either: loading works on a read-only filesystem.
+    assert list(empty_cache.iterdir()) == []
+
+
+def test_a_corrupt_vocabulary_is_refused() -> None:
+    spec = SPECS["cl100k_base"]
+    with pytest.raises(ValueError, match="sha256"):
+        encodings.parse_ranks(_vocab_bytes("cl100k_base") + b"x", spec)
