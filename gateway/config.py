@@ -25,6 +25,7 @@ from gateway.billing.pricing import Price, credits_to_micros
 DEFAULT_CONFIG_PATH = Path("config/gateway.toml")
 ENV_PREFIX = "GATEWAY__"
 T = TypeVar("T")
+REASONING_MODEL_PREFIXES = ("o1", "o3", "o4", "gpt-5")
 
 
 class ConfigError(ValueError):
@@ -41,6 +42,8 @@ class UpstreamConfig:
     # "authorization" sends `Authorization: Bearer KEY`; any other name (Azure: "api-key") sends the raw key.
     auth_header: str = "authorization"
     query: Mapping[str, str] = field(default_factory=dict)
+    # Ask streams for a usage chunk (stream_options.include_usage); off for upstreams that reject the field.
+    stream_usage: bool = True
 
 
 @dataclass(frozen=True)
@@ -52,7 +55,8 @@ class ModelConfig:
     upstream_model: str
     price: Price
     max_output_tokens: int | None = None
-    # "max_tokens" or "max_completion_tokens": the field the gateway sets when it must bound the output.
+    # "max_tokens" or "max_completion_tokens": the field the gateway sets when it must bound the output
+    # (config's "auto" picks max_completion_tokens for OpenAI's reasoning models).
     max_tokens_field: str = "max_tokens"
     encoding: str | None = None
 
@@ -185,6 +189,7 @@ def _upstream(name: str, table: Mapping[str, object], env: Mapping[str, str]) ->
         api_key=(env.get(key_env) or None) if key_env else None,
         auth_header=_get(table, f"{where}.auth_header", str, "authorization").lower(),
         query={str(key): str(value) for key, value in query.items()},
+        stream_usage=_get(table, f"{where}.stream_usage", bool, True),
     )
 
 
@@ -193,14 +198,17 @@ def _model(name: str, table: Mapping[str, object], upstreams: Mapping[str, Upstr
     upstream = _get(table, f"{where}.upstream", str, "")
     if upstream not in upstreams:
         raise ConfigError(f"{where}.upstream: no upstream named {upstream!r}")
-    field_name = _get(table, f"{where}.max_tokens_field", str, "max_tokens")
+    upstream_model = _get(table, f"{where}.upstream_model", str, name)
+    field_name = _get(table, f"{where}.max_tokens_field", str, "auto")
+    if field_name == "auto":
+        field_name = default_max_tokens_field(upstream_model)
     if field_name not in ("max_tokens", "max_completion_tokens"):
-        raise ConfigError(f"{where}.max_tokens_field must be max_tokens or max_completion_tokens")
+        raise ConfigError(f"{where}.max_tokens_field must be auto, max_tokens or max_completion_tokens")
     max_output = table.get("max_output_tokens")
     return ModelConfig(
         name=name,
         upstream=upstream,
-        upstream_model=_get(table, f"{where}.upstream_model", str, name),
+        upstream_model=upstream_model,
         price=Price(
             input_micros_per_million=_price(table, f"{where}.input_credits_per_million", "input_credits_per_million"),
             output_micros_per_million=_price(
@@ -218,6 +226,12 @@ def _model(name: str, table: Mapping[str, object], upstreams: Mapping[str, Upstr
 
 def _optional_price(table: Mapping[str, object], where: str, key: str) -> int | None:
     return None if table.get(key) is None else _price(table, where, key)
+
+
+def default_max_tokens_field(upstream_model: str) -> str:
+    """OpenAI's reasoning models refuse `max_tokens`; everything else (vLLM, Ollama, older APIs) knows it."""
+    base = upstream_model.removeprefix("ft:").rsplit("/", 1)[-1]
+    return "max_completion_tokens" if base.startswith(REASONING_MODEL_PREFIXES) else "max_tokens"
 
 
 def _price(table: Mapping[str, object], where: str, key: str) -> int:

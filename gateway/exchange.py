@@ -12,7 +12,7 @@ from aiohttp import web
 
 from gateway.billing.pricing import format_credits
 from gateway.chat_request import ChatRequest
-from gateway.config import ModelConfig
+from gateway.config import ModelConfig, UpstreamConfig
 from gateway.errors import GatewayError, UpstreamError, UpstreamTimeout
 from gateway.keys import ledger_key, settings_key, token_counter_key, upstream_session_key
 from gateway.metering import CREDITS_HEADER, Reservation, Usage, settle, usage_from_upstream
@@ -49,12 +49,15 @@ class ChatExchange:
         self.settled = False
         self.last_chunk: dict[str, object] = {}
 
-    def upstream_body(self) -> bytes:
+    def upstream_body(self, upstream: UpstreamConfig) -> bytes:
         body = dict(self.chat.body)
         body["model"] = self.model.upstream_model
         if self.reservation.forced_max_tokens is not None:
+            for name in ("max_tokens", "max_completion_tokens"):
+                if name in body and body[name] is None:
+                    del body[name]  # explicit nulls; some upstreams refuse a null next to the other field
             body[self.model.max_tokens_field] = self.reservation.forced_max_tokens
-        if self.chat.stream:
+        if self.chat.stream and upstream.stream_usage:
             options = body.get("stream_options")
             body["stream_options"] = {**(options if isinstance(options, dict) else {}), "include_usage": True}
         return orjson.dumps(body)
@@ -66,9 +69,8 @@ class ChatExchange:
         settings = self.app[settings_key]
         upstream = settings.upstreams[self.model.upstream]
         session = self.app[upstream_session_key]
-        response = await post_upstream(
-            session, upstream, "/chat/completions", self.upstream_body(), stream=self.chat.stream
-        )
+        body = self.upstream_body(upstream)
+        response = await post_upstream(session, upstream, "/chat/completions", body, stream=self.chat.stream)
         async with response:
             if response.status >= 400:
                 return await self._upstream_error(response)

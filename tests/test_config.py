@@ -78,3 +78,16 @@ def test_environment_overrides_any_value(tmp_path: Path) -> None:
 def test_errors_name_the_key(tmp_path: Path, text: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
         _load(tmp_path, text)
+
+
+def test_reasoning_models_get_max_completion_tokens_by_default(tmp_path: Path) -> None:
+    text = (
+        BASE
+        + '[models."o3-mini"]\nupstream = "openai"\ninput_credits_per_million = 1\noutput_credits_per_million = 4\n'
+    )
+    text += '[models."local"]\nupstream = "openai"\nupstream_model = "gpt-5-mini"\nmax_tokens_field = "max_tokens"\n'
+    text += "input_credits_per_million = 1\noutput_credits_per_million = 4\n"
+    settings = _load(tmp_path, text)
+    assert settings.models["gpt-4o"].max_tokens_field == "max_tokens"
+    assert settings.models["o3-mini"].max_tokens_field == "max_completion_tokens"
+    assert settings.models["local"].max_tokens_field == "max_tokens"  # explicit wins

@@ -134,3 +134,19 @@ async def _last_record(gateway, account: str) -> dict[str, str]:  # type: ignore
 
     entries = await gateway.app[redis_key].xrevrange(redis_keys.request_log(account), count=1)
     return dict(entries[0][1])
+
+
+async def test_upstreams_that_reject_stream_options_are_not_sent_them(start_gateway: StartGateway) -> None:
+    import dataclasses
+
+    from gateway.keys import settings_key
+
+    gateway = await start_gateway(main={"completion_tokens": 3})
+    upstreams = gateway.app[settings_key].upstreams
+    upstreams["main"] = dataclasses.replace(upstreams["main"], stream_usage=False)  # type: ignore[index]
+    account, key = await gateway.new_account()
+    response = await gateway.chat(key, {"model": "m-main", "messages": user_message(), "stream": True})
+    await response.read()
+    assert "stream_options" not in gateway.upstreams["main"].state.requests[-1]
+    record = await _last_record(gateway, account)
+    assert record["usage_source"] == "gateway" and record["completion_tokens"] == "3"
