@@ -12,6 +12,7 @@ from gateway import admin_api, proxy
 from gateway.config import Settings
 from gateway.errors import error_middleware
 from gateway.keys import clock_key, settings_key, token_counter_key
+from gateway.metrics import Metrics, metrics_handler, metrics_key
 from gateway.storage import redis_ctx
 from gateway.tokens import TokenCounter
 from gateway.upstream import upstream_ctx
@@ -22,6 +23,7 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) ->
     app = web.Application(middlewares=[error_middleware], client_max_size=settings.max_body_bytes)
     app[settings_key] = settings
     app[clock_key] = clock
+    app[metrics_key] = Metrics()
     app[token_counter_key] = TokenCounter(
         default_encoding=settings.default_encoding,
         model_encodings=model_encodings(settings),
@@ -33,6 +35,7 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) ->
     proxy.add_routes(app)
     admin_api.add_routes(app)
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics_handler)
     return app
 
 

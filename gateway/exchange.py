@@ -16,6 +16,7 @@ from gateway.config import ModelConfig, UpstreamConfig
 from gateway.errors import GatewayError, UpstreamError, UpstreamTimeout
 from gateway.keys import ledger_key, settings_key, token_counter_key, upstream_session_key
 from gateway.metering import CREDITS_HEADER, Reservation, Usage, settle, usage_from_upstream
+from gateway.metrics import metrics_key
 from gateway.sse import DONE, Event, EventSplitter, encode_event
 from gateway.upstream import post_upstream, relayed_headers
 
@@ -227,12 +228,21 @@ class ChatExchange:
 
     async def _settle(self, usage: Usage) -> int:
         self.settled = True
+        estimate = self.estimate()
+        if usage.source == "upstream":
+            # Reasoning tokens are never in the visible text the gateway counts; leave them out of the drift.
+            visible = usage.completion_tokens - usage.reasoning_tokens
+            self.app[metrics_key].observe_drift(
+                self.model.name,
+                prompt=usage.prompt_tokens - estimate.prompt_tokens,
+                completion=visible - estimate.completion_tokens,
+            )
         outcome = await settle(
             self.app[ledger_key],
             self.reservation,
             self.model,
             usage,
-            self.estimate(),
+            estimate,
             status=self.status,
             latency_ms=int((time.monotonic() - self.started) * 1000),
             stream=self.chat.stream,
