@@ -9,27 +9,13 @@ words is N tokens; usage is counted with the real tokenizer over the whole reply
 from __future__ import annotations
 
 import asyncio
-import time
-import uuid
 from dataclasses import dataclass, field
 
 import orjson
 from aiohttp import web
 
+from gateway.mock_reply import Reply
 from gateway.tokens import TokenCounter
-
-# Each is one token, with its leading space, in both o200k_base and cl100k_base.
-WORDS = tuple(
-    " " + word
-    for word in (
-        " the of and to in is that for it as with was on be at by this had not are but from or have an they which"
-        " one you were her all she there would their we him been has when who will more no if out so said what up"
-        " its about into than them can only other new some could time these two may then do first any my now such"
-        " like our over man me even most made after also did many before must through back years where much your"
-        " way well down should because each just those people how too little state good very make world still own"
-        " see men work long get here between both life being under never day same another know while last"
-    ).split()
-)
 
 
 @dataclass
@@ -39,6 +25,9 @@ class MockOptions:
     chunk_delay_ms: int = 0  # between streamed chunks
     usage: bool = True  # report usage (plain responses; streams when include_usage is asked for)
     fail_status: int | None = None  # answer every chat request with this error status
+    tool_call_arguments: str | None = None  # when the request has tools: call the first one with these arguments
+    reasoning_tokens: int = 0  # hidden reasoning tokens to report (billed as completion tokens)
+    cached_tokens: int = 0  # prompt tokens to report as cached
     stall_after_chunks: int | None = None  # stream: go silent after this many chunks
     cut_after_chunks: int | None = None  # stream: drop the connection after this many chunks
     text: str | None = None  # a fixed reply instead of generated words, streamed `chunk_chars` at a time
@@ -104,78 +93,6 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     return web.json_response(reply.completion(options.usage), dumps=lambda obj: orjson.dumps(obj).decode())
 
 
-@dataclass
-class Reply:
-    model: str
-    pieces: list[list[str]]  # per choice, the text in the pieces a stream sends
-    prompt_tokens: int
-    completion_tokens: int
-    id: str = field(default_factory=lambda: f"chatcmpl-mock{uuid.uuid4().hex[:20]}")
-    created: int = field(default_factory=lambda: int(time.time()))
-
-    @classmethod
-    def for_request(cls, body: dict[str, object], options: MockOptions, counter: TokenCounter) -> Reply:
-        model = str(body.get("model", "mock-model"))
-        limit = body.get("max_completion_tokens") or body.get("max_tokens") or options.completion_tokens
-        length = min(options.completion_tokens, limit if isinstance(limit, int) else options.completion_tokens)
-        n = body.get("n") if isinstance(body.get("n"), int) else 1
-        assert isinstance(n, int)
-        if options.text is not None:
-            size = max(options.chunk_chars, 1)
-            choice = [options.text[i : i + size] for i in range(0, len(options.text), size)]
-        else:
-            choice = [WORDS[i % len(WORDS)] for i in range(length)]
-            if choice:
-                choice[0] = choice[0].lstrip()
-        pieces = [list(choice) for _ in range(n)]
-        encoding = counter.encoding_for(model)
-        completion = sum(len(encoding.encode("".join(p), disallowed_special=())) for p in pieces)
-        return cls(model, pieces, counter.count_prompt_tokens(model, body), completion)
-
-    def usage(self) -> dict[str, int]:
-        total = self.prompt_tokens + self.completion_tokens
-        return {"prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens, "total_tokens": total}
-
-    def completion(self, with_usage: bool = True) -> dict[str, object]:
-        choices = [
-            {
-                "index": index,
-                "message": {"role": "assistant", "content": "".join(pieces), "refusal": None},
-                "logprobs": None,
-                "finish_reason": "stop",
-            }
-            for index, pieces in enumerate(self.pieces)
-        ]
-        payload: dict[str, object] = {
-            "id": self.id,
-            "object": "chat.completion",
-            "created": self.created,
-            "model": self.model,
-            "choices": choices,
-        }
-        if with_usage:
-            payload["usage"] = self.usage()
-        return payload
-
-    def chunk(self, index: int, delta: dict[str, object], finish: str | None = None) -> bytes:
-        choice = {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish}
-        payload = {
-            "id": self.id,
-            "object": "chat.completion.chunk",
-            "created": self.created,
-            "model": self.model,
-            "choices": [choice],
-        }
-        return b"data: " + orjson.dumps(payload) + b"\n\n"
-
-    def chunks(self) -> list[bytes]:
-        out = [self.chunk(i, {"role": "assistant", "content": ""}) for i in range(len(self.pieces))]
-        for position in range(max(len(p) for p in self.pieces)):
-            out += [self.chunk(i, {"content": p[position]}) for i, p in enumerate(self.pieces) if position < len(p)]
-        out += [self.chunk(i, {}, "stop") for i in range(len(self.pieces))]
-        return out
-
-
 async def _stream(
     request: web.Request, reply: Reply, body: dict[str, object], options: MockOptions
 ) -> web.StreamResponse:
@@ -186,15 +103,7 @@ async def _stream(
     wants_usage = isinstance(stream_options, dict) and stream_options.get("include_usage") is True
     chunks = reply.chunks()
     if options.usage and wants_usage:
-        usage_chunk = {
-            "id": reply.id,
-            "object": "chat.completion.chunk",
-            "created": reply.created,
-            "model": reply.model,
-            "choices": [],
-            "usage": reply.usage(),
-        }
-        chunks.append(b"data: " + orjson.dumps(usage_chunk) + b"\n\n")
+        chunks.append(reply.chunk([], reply.usage()))
     chunks.append(b"data: [DONE]\n\n")
     try:
         for sent, chunk in enumerate(chunks):
