@@ -48,6 +48,7 @@ class ChatExchange:
         self.upstream_usage: Usage | None = None
         self.status = 502
         self.settled = False
+        self.forwarded = False  # the request went upstream, so the upstream has (at least) read its prompt
         self.last_chunk: dict[str, object] = {}
 
     def upstream_body(self, upstream: UpstreamConfig) -> bytes:
@@ -71,6 +72,7 @@ class ChatExchange:
         upstream = settings.upstreams[self.model.upstream]
         session = self.app[upstream_session_key]
         body = self.upstream_body(upstream)
+        self.forwarded = True
         response = await post_upstream(session, upstream, "/chat/completions", body, stream=self.chat.stream)
         async with response:
             if response.status >= 400:
@@ -250,11 +252,16 @@ class ChatExchange:
         return outcome.balance_micros
 
     async def settle_unsettled(self, status: int) -> int | None:
-        """Settle a request that failed before it settled: free, as nothing was sent. None if already settled."""
+        """Settle a request that ended before it settled; None if it had settled already.
+
+        Failures are free. A client that hung up after its request went upstream pays for the prompt the
+        upstream processed (and any output it was sent), so hanging up late is never a way to get work free.
+        """
         if self.settled:
             return None
         self.status = status
-        return await self._settle(Usage(0, 0))
+        usage = self.estimate() if status == CLIENT_CLOSED and self.forwarded else Usage(0, 0)
+        return await self._settle(usage)
 
 
 def usage_object(usage: Usage) -> dict[str, int]:

@@ -77,3 +77,18 @@ async def test_multi_byte_text_split_across_chunks_is_counted_whole(start_gatewa
     from gateway.tokens import get_encoding
 
     assert int(record["completion_tokens"]) == len(get_encoding("o200k_base").encode(text))
+
+
+async def test_a_client_hanging_up_on_a_plain_request_pays_the_prompt(start_gateway: StartGateway) -> None:
+    gateway = await start_gateway(main={"latency_ms": 3000, "completion_tokens": 5})
+    account, key = await gateway.new_account()
+    request = asyncio.ensure_future(gateway.chat(key, {"model": "m-main", "messages": user_message()}))
+    state = gateway.upstreams["main"].state
+    for _ in range(100):
+        if state.requests:
+            break
+        await asyncio.sleep(0.02)
+    request.cancel()
+    record = await _settled_record(gateway, account)
+    assert record["status"] == "499" and record["completion_tokens"] == "0"
+    assert int(record["credits_micros"]) == TEST_PRICE.cost_micros(int(record["prompt_tokens"]), 0) > 0
