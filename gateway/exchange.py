@@ -83,16 +83,20 @@ class ChatExchange:
 
     async def _read(self, response: aiohttp.ClientResponse) -> bytes:
         limit = self.app[settings_key].max_upstream_response_bytes
+        parts: list[bytes] = []
+        size = 0
         try:
-            body = await response.content.read(limit + 1)
+            # StreamReader.read(n) returns what has arrived so far, so read until EOF, bounded.
+            async for part in response.content.iter_any():
+                size += len(part)
+                if size > limit:
+                    raise UpstreamError("The upstream response is larger than the gateway accepts.")
+                parts.append(part)
         except TimeoutError as exc:
-            self.status = 504
             raise UpstreamTimeout("The upstream timed out while sending its response.") from exc
         except aiohttp.ClientError as exc:
             raise UpstreamError("The upstream connection failed while sending its response.") from exc
-        if len(body) > limit:
-            raise UpstreamError("The upstream response is larger than the gateway accepts.")
-        return body
+        return b"".join(parts)
 
     async def _upstream_error(self, response: aiohttp.ClientResponse) -> web.Response:
         """Upstream errors pass through with their status and cost nothing."""

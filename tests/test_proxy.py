@@ -150,3 +150,24 @@ async def test_upstreams_that_reject_stream_options_are_not_sent_them(start_gate
     assert "stream_options" not in gateway.upstreams["main"].state.requests[-1]
     record = await _last_record(gateway, account)
     assert record["usage_source"] == "gateway" and record["completion_tokens"] == "3"
+
+
+async def test_large_plain_responses_arrive_whole(start_gateway: StartGateway) -> None:
+    text = "All work and no play makes a long reply. " * 20_000  # ~800 kB: many TCP reads
+    gateway = await start_gateway(main={"text": text, "usage": False})
+    account, key = await gateway.new_account()
+    response = await gateway.chat(key, {"model": "m-main", "messages": user_message()})
+    payload = await response.json()
+    assert payload["choices"][0]["message"]["content"] == text
+    record = await _last_record(gateway, account)
+    assert record["status"] == "200" and int(record["completion_tokens"]) > 100_000
+
+
+async def test_upstream_responses_over_the_limit_are_refused_free(start_gateway: StartGateway) -> None:
+    gateway = await start_gateway(
+        settings_overrides={"max_upstream_response_bytes": 10_000}, main={"text": "x" * 50_000}
+    )
+    account, key = await gateway.new_account()
+    response = await gateway.chat(key, {"model": "m-main", "messages": user_message()})
+    assert response.status == 502 and "larger" in (await response.json())["error"]["message"]
+    assert await gateway.balance_micros(account) == 1000 * 10**6
