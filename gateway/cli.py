@@ -111,7 +111,8 @@ def serve(settings: Settings) -> None:
     from gateway.app import create_app  # imported here: loading tokenizers is not needed by admin verbs
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    web.run_app(create_app(settings), host=settings.host, port=settings.port, access_log=None)
+    # The default access log format has no headers, so keys never reach the log.
+    web.run_app(create_app(settings), host=settings.host, port=settings.port)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -36,15 +36,17 @@ class Processes:
     def __init__(self, env: dict[str, str], config: Path):
         self.env = env
         self.config = config
+        self.log = config.parent / "processes.log"
         self.running: list[subprocess.Popen[bytes]] = []
 
     def start(self, *args: str) -> subprocess.Popen[bytes]:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "gateway", "--config", str(self.config), *args],
-            env=self.env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        with self.log.open("ab") as log:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "gateway", "--config", str(self.config), *args],
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
         self.running.append(process)
         return process
 
@@ -135,3 +137,6 @@ def test_balances_and_keys_survive_restarts(processes: Processes, tmp_path: Path
     assert second == pytest.approx(float(remaining) - (10 - float(remaining)), abs=1e-6)
     processes.stop(gateway)
     client.close()
+    # The access log shows the requests, never the key.
+    log = processes.log.read_text()
+    assert "POST /v1/chat/completions" in log and key not in log and key[-12:] not in log
