@@ -12,14 +12,26 @@ from gateway.errors import AdminAuthError, InvalidRequest, json_response
 from gateway.keys import accounts_key, ledger_key, settings_key
 
 
+def is_admin(request: web.Request) -> bool:
+    """Whether the request carries the admin token (False when the admin API is disabled)."""
+    token = request.app[settings_key].admin_token
+    scheme, _, presented = request.headers.get("Authorization", "").partition(" ")
+    if not token or scheme.lower() != "bearer":
+        return False
+    return hmac.compare_digest(presented.strip().encode(), token.encode())
+
+
+def require_admin(request: web.Request) -> None:
+    """401 unless the request carries the admin token."""
+    if not request.app[settings_key].admin_token:
+        raise AdminAuthError("The admin API is disabled: set GATEWAY_ADMIN_TOKEN (or server.admin_token).")
+    if not is_admin(request):
+        raise AdminAuthError("Invalid or missing admin token.")
+
+
 def _service(request: web.Request) -> AdminService:
     """Check the admin token, then hand out the service."""
-    token = request.app[settings_key].admin_token
-    if not token:
-        raise AdminAuthError("The admin API is disabled: set GATEWAY_ADMIN_TOKEN (or server.admin_token).")
-    scheme, _, presented = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(presented.strip().encode(), token.encode()):
-        raise AdminAuthError("Invalid or missing admin token.")
+    require_admin(request)
     return AdminService(request.app[accounts_key], request.app[ledger_key])
 
 

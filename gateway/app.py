@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 from aiohttp import web
 
-from gateway import admin_api, proxy
+from gateway import admin_api, proxy, usage_api
 from gateway.config import Settings
 from gateway.errors import error_middleware
 from gateway.keys import clock_key, settings_key, token_counter_key
@@ -34,6 +34,7 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) ->
     app.cleanup_ctx.append(upstream_ctx)
     proxy.add_routes(app)
     admin_api.add_routes(app)
+    usage_api.add_routes(app)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics_handler)
     return app

@@ -74,6 +74,7 @@ class Settings:
     redis_url: str | None = None
     redis_data_dir: Path = Path("data/redis")
     request_log_maxlen: int = 1_000_000
+    request_log_retention_days: int = 0  # 0: request records are capped by count only
     hourly_retention_days: int = 35
     default_max_tokens: int = 4096
     reservation_ttl_seconds: int = 900
@@ -83,6 +84,8 @@ class Settings:
     max_upstream_response_bytes: int = 32 * 1024 * 1024
     default_encoding: str = "o200k_base"
     remote_image_size: tuple[int, int] = (1024, 1024)
+    usage_max_range_days: int = 400  # longest range the usage API and export answer
+    usage_max_hour_range_hours: int = 744  # longest range of an hourly breakdown
 
 
 def load_settings(path: Path | None = None, environ: Mapping[str, str] | None = None) -> Settings:
@@ -146,6 +149,7 @@ def settings_from_document(document: Mapping[str, object], env: Mapping[str, str
     limits = _table(document, "limits")
     timeouts = _table(document, "timeouts")
     tokens = _table(document, "tokens")
+    usage = _table(document, "usage")
     upstreams = {
         name: _upstream(name, _table(document, "upstreams", name), env) for name in _names(document, "upstreams")
     }
@@ -164,6 +168,7 @@ def settings_from_document(document: Mapping[str, object], env: Mapping[str, str
         redis_url=_get(redis, "redis.url", str, "") or None,
         redis_data_dir=Path(data_dir),
         request_log_maxlen=_positive(redis, "redis.request_log_maxlen", 1_000_000),
+        request_log_retention_days=_non_negative(redis, "redis.request_log_retention_days", 0),
         hourly_retention_days=_positive(redis, "redis.hourly_retention_days", 35),
         default_max_tokens=_positive(limits, "limits.default_max_tokens", 4096),
         reservation_ttl_seconds=_positive(limits, "limits.reservation_ttl_seconds", 900),
@@ -173,6 +178,8 @@ def settings_from_document(document: Mapping[str, object], env: Mapping[str, str
         total_timeout=_seconds(timeouts, "timeouts.total", 600.0),
         default_encoding=_get(tokens, "tokens.default_encoding", str, "o200k_base"),
         remote_image_size=(image[0], image[1]),
+        usage_max_range_days=_positive(usage, "usage.max_range_days", 400),
+        usage_max_hour_range_hours=_positive(usage, "usage.max_hour_range_hours", 744),
     )
 
 
@@ -274,6 +281,13 @@ def _positive(table: Mapping[str, object], where: str, default: int) -> int:
     value = _get(table, where, int, default)
     if value <= 0:
         raise ConfigError(f"{where} must be a positive integer")
+    return value
+
+
+def _non_negative(table: Mapping[str, object], where: str, default: int) -> int:
+    value = _get(table, where, int, default)
+    if value < 0:
+        raise ConfigError(f"{where} must be zero or a positive integer")
     return value
 
 

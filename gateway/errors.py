@@ -6,6 +6,7 @@
     ├── AuthError                     401 invalid_api_key
     ├── AdminAuthError                401 (admin endpoints)
     ├── InsufficientCredits           402 insufficient_quota
+    ├── PermissionDenied              403 permission_denied
     ├── NotFound                      404
     │   └── ModelNotFound             404 model_not_found
     ├── MethodNotAllowed              405
@@ -69,6 +70,12 @@ class InsufficientCredits(GatewayError):
     status = 402
     type = "insufficient_quota"
     code = "insufficient_quota"
+
+
+class PermissionDenied(GatewayError):
+    status = 403
+    type = "invalid_request_error"
+    code = "permission_denied"
 
 
 class NotFound(GatewayError):

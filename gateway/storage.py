@@ -40,6 +40,7 @@ def make_ledger(redis: Redis, settings: Settings, clock: Clock) -> Ledger:
         clock=clock,
         request_log_maxlen=settings.request_log_maxlen,
         hour_ttl_s=settings.hourly_retention_days * 86400,
+        request_log_retention_ms=settings.request_log_retention_days * 86_400_000,
     )
 
 

@@ -73,6 +73,8 @@ def test_environment_overrides_any_value(tmp_path: Path) -> None:
         (BASE.replace("https://api.openai.com/v1/", "ftp://x"), "upstreams.openai.base_url"),
         (BASE.replace("output_credits_per_million = 10", ""), "output_credits_per_million is required"),
         ("this is = not [toml", "invalid TOML"),
+        (BASE + "[redis]\nrequest_log_retention_days = -1\n", "redis.request_log_retention_days"),
+        (BASE + "[usage]\nmax_range_days = 0\n", "usage.max_range_days"),
     ],
 )
 def test_errors_name_the_key(tmp_path: Path, text: str, message: str) -> None:
@@ -91,3 +93,13 @@ def test_reasoning_models_get_max_completion_tokens_by_default(tmp_path: Path) -
     assert settings.models["gpt-4o"].max_tokens_field == "max_tokens"
     assert settings.models["o3-mini"].max_tokens_field == "max_completion_tokens"
     assert settings.models["local"].max_tokens_field == "max_tokens"  # explicit wins
+
+
+def test_usage_settings(tmp_path: Path) -> None:
+    defaults = _load(tmp_path, BASE)
+    assert defaults.request_log_retention_days == 0 and defaults.usage_max_range_days == 400
+    assert defaults.usage_max_hour_range_hours == 744
+    text = BASE + "[redis]\nrequest_log_retention_days = 90\n[usage]\nmax_range_days = 31\nmax_hour_range_hours = 48\n"
+    settings = _load(tmp_path, text, {"GATEWAY__USAGE__MAX_RANGE_DAYS": "62"})
+    assert settings.request_log_retention_days == 90 and settings.usage_max_range_days == 62
+    assert settings.usage_max_hour_range_hours == 48

@@ -68,10 +68,19 @@ def _load(name: str) -> str:
 class Ledger:
     """Credit balances in Redis. Every method that moves money is a single script call (one round trip)."""
 
-    def __init__(self, redis: Redis, *, clock: Clock, request_log_maxlen: int = 1_000_000, hour_ttl_s: int = 0):
+    def __init__(
+        self,
+        redis: Redis,
+        *,
+        clock: Clock,
+        request_log_maxlen: int = 1_000_000,
+        hour_ttl_s: int = 0,
+        request_log_retention_ms: int = 0,
+    ):
         self.redis = redis
         self.clock = clock
         self.request_log_maxlen = request_log_maxlen
+        self.request_log_retention_ms = request_log_retention_ms  # 0: records are capped by count only
         self.hour_ttl_s = hour_ttl_s or 35 * 86400
         # redis-py re-sends the script body when the server answers NOSCRIPT (after a restart or SCRIPT FLUSH).
         self._reserve: AsyncScript = redis.register_script(_load("reserve.lua"))
@@ -121,6 +130,7 @@ class Ledger:
             self.hour_ttl_s,
             self.request_log_maxlen,
             1 if request.failed else 0,
+            max(now_ms - self.request_log_retention_ms, 1) if self.request_log_retention_ms else 0,
         ]
         for name, value in request.record.items():
             args.extend((name, value))

@@ -3,7 +3,8 @@
 -- KEYS: 1 account, 2 holds, 3 usage day hash, 4 usage hour hash, 5 key last-used hash, 6 request log stream
 -- ARGV: 1 request id, 2 cost (micros), 3 prompt tokens, 4 completion tokens, 5 model, 6 now (ms),
 --       7 hour hash ttl (s), 8 request log max length, 9 failed (1 when the request ended in an error),
---       10.. extra request-record fields as name, value pairs
+--       10 request log retention cutoff (ms; records older may be trimmed; 0: none),
+--       11.. extra request-record fields as name, value pairs
 -- Reply {settled, balance_after, charged}: settled 0 means there was no hold (already settled): no-op.
 local held = redis.call('HGET', KEYS[2], ARGV[1])
 if not held then
@@ -55,8 +56,12 @@ end
 local record = {'XADD', KEYS[6], 'MAXLEN', '~', ARGV[8], id,
   'request_id', ARGV[1], 'key_id', key_id, 'model', ARGV[5], 'prompt_tokens', prompt,
   'completion_tokens', completion, 'credits_micros', charge, 'cost_micros', ARGV[2]}
-for i = 10, #ARGV do
+for i = 11, #ARGV do
   record[#record + 1] = ARGV[i]
 end
 redis.call(unpack(record))
+-- Age retention, approximate (whole stream nodes) so it stays cheap; the export hides what is left over.
+if ARGV[10] ~= '0' then
+  redis.call('XTRIM', KEYS[6], 'MINID', '~', ARGV[10])
+end
 return {1, after, charge}
