@@ -55,10 +55,17 @@ def create_mock_app(options: MockOptions | None = None) -> web.Application:
     app[options_key] = options or MockOptions()
     app[state_key] = MockState()
     app[counter_key] = TokenCounter()
+    app.on_startup.append(_warm_tokenizers)
     for prefix in ("/v1", ""):
         app.router.add_post(f"{prefix}/chat/completions", chat_completions)
         app.router.add_get(f"{prefix}/models", list_models)
     return app
+
+
+async def _warm_tokenizers(app: web.Application) -> None:
+    """Load both vocabularies before the first request, so no reply pays for it."""
+    counter = app[counter_key]
+    await asyncio.to_thread(lambda: [counter.encoding_for(model) for model in ("gpt-4o", "gpt-4")])
 
 
 def _error(status: int, message: str, code: str) -> web.Response:
