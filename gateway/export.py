@@ -112,10 +112,17 @@ def encode_page(fmt: ExportFormat, page: list[str], *, first: bool) -> bytes:
     rows = page_rows(page)
     if fmt is ExportFormat.CSV:
         return encode_csv(rows)
-    records = (orjson.dumps(dict(zip(COLUMNS, row, strict=True))) for row in rows)
-    if fmt is ExportFormat.NDJSON:
-        return b"".join(record + b"\n" for record in records)
-    return (b"" if first else b",") + b",".join(records)
+    # One growing buffer: each record's bytes are freed as soon as they are copied in (orjson over-allocates
+    # its output, so holding a page's worth of separate records would cost several times the page).
+    separator = b"\n" if fmt is ExportFormat.NDJSON else b","
+    buffer = bytearray()
+    for index, row in enumerate(rows):
+        if fmt is ExportFormat.JSON and (index or not first):
+            buffer += separator
+        buffer += orjson.dumps(dict(zip(COLUMNS, row, strict=True)))
+        if fmt is ExportFormat.NDJSON:
+            buffer += separator
+    return bytes(buffer)
 
 
 def encode_csv(rows: Iterable[Sequence[str | int]]) -> bytes:
