@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import orjson
 from redis.asyncio import Redis
@@ -95,15 +96,16 @@ class AccountStore:
     async def get_account(self, account_id: str) -> Account | None:
         if not valid_account_id(account_id):
             return None
-        fields = await self.redis.hgetall(redis_keys.account(account_id))
-        if not fields:
-            return None
-        values = {as_text(k): as_text(v) for k, v in fields.items()}
-        return Account(account_id, values["name"], int(values["balance"]), int(values["created_at"]))
+        return _account(account_id, await self.redis.hgetall(redis_keys.account(account_id)))
 
     async def list_accounts(self) -> list[Account]:
+        """Every account, oldest first, in two round trips."""
         ids = [as_text(i) for i in await self.redis.zrange(redis_keys.ACCOUNT_INDEX, 0, -1)]
-        accounts = [await self.get_account(account_id) for account_id in ids]
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for account_id in ids:
+                pipe.hgetall(redis_keys.account(account_id))
+            replies = await pipe.execute()
+        accounts = [_account(account_id, fields) for account_id, fields in zip(ids, replies, strict=True)]
         return [account for account in accounts if account is not None]
 
     async def create_key(self, account_id: str, name: str) -> tuple[KeyRecord, str]:
@@ -164,3 +166,10 @@ class AccountStore:
         if key_id is None or balance is None:
             return None
         return parsed.account_id, as_text(key_id), int(balance)
+
+
+def _account(account_id: str, fields: Mapping[Any, Any]) -> Account | None:
+    if not fields:
+        return None
+    values = {as_text(k): as_text(v) for k, v in fields.items()}
+    return Account(account_id, values["name"], int(values["balance"]), int(values["created_at"]))

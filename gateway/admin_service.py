@@ -31,7 +31,9 @@ class AdminService:
         return await self.account_view(await self._account(account_id))
 
     async def list_accounts(self) -> dict[str, object]:
-        return {"object": "list", "data": [await self.account_view(a) for a in await self.accounts.list_accounts()]}
+        accounts = await self.accounts.list_accounts()
+        reserved = await self.ledger.reserved_many([account.id for account in accounts])
+        return {"object": "list", "data": [self._view(a, held) for a, held in zip(accounts, reserved, strict=True)]}
 
     async def create_key(self, account_id: str, payload: Mapping[str, object]) -> dict[str, object]:
         await self._account(account_id)
@@ -69,7 +71,9 @@ class AdminService:
         return account
 
     async def account_view(self, account: Account) -> dict[str, object]:
-        reserved = await self.ledger.reserved(account.id)
+        return self._view(account, await self.ledger.reserved(account.id))
+
+    def _view(self, account: Account, reserved: int) -> dict[str, object]:
         micros = account.balance_micros
         now = datetime.fromtimestamp(self.ledger.clock(), UTC)
         return {
