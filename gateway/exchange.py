@@ -17,7 +17,7 @@ from gateway.errors import GatewayError, UpstreamError, UpstreamTimeout
 from gateway.keys import ledger_key, settings_key, token_counter_key, upstream_session_key
 from gateway.metering import CREDITS_HEADER, Reservation, Usage, settle, usage_from_upstream
 from gateway.metrics import metrics_key
-from gateway.sse import DONE, Event, EventSplitter, encode_event
+from gateway.sse import DONE, Event, EventSplitter, EventTooLarge, encode_event
 from gateway.upstream import post_upstream, relayed_headers
 
 log = logging.getLogger(__name__)
@@ -167,22 +167,22 @@ class ChatExchange:
 
     async def _pump(self, upstream: aiohttp.ClientResponse, client: web.StreamResponse) -> bool:
         """Relay events as they complete. True when the upstream sent [DONE] or at least its usage."""
-        splitter = EventSplitter()
+        splitter = EventSplitter(self.app[settings_key].max_upstream_response_bytes)
         try:
             async for chunk in upstream.content.iter_any():
                 for event in splitter.feed(chunk):
                     if await self._relay_event(event, client):
                         return True
-            tail = splitter.rest()
-            if tail is not None and await self._relay_event(tail, client):
-                return True
+            for event in splitter.rest():
+                if await self._relay_event(event, client):
+                    return True
         except TimeoutError:
             self.status = 504
             await self._send_error(client, UpstreamTimeout("The upstream timed out in the middle of the stream."))
             return True
         except ConnectionResetError:
             raise  # the client's side (aiohttp's reset error is also a ClientError)
-        except aiohttp.ClientError:
+        except (aiohttp.ClientError, EventTooLarge):
             log.info("upstream stream cut for %s", self.reservation.request_id)
         return self.upstream_usage is not None
 

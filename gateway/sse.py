@@ -13,19 +13,25 @@ class Event:
     data: bytes | None  # the joined `data:` payload, None for comment-only events
 
 
+class EventTooLarge(ValueError):
+    """An upstream sent more than the limit without ending an event."""
+
+
 class EventSplitter:
     """Feed bytes as they arrive; get back each complete event once its blank line has arrived."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_event_bytes: int = 16 * 1024 * 1024) -> None:
         self._buffer = b""
+        self.max_event_bytes = max_event_bytes
 
     def feed(self, chunk: bytes) -> list[Event]:
         buffer = self._buffer + chunk
+        held = b""
         if b"\r" in buffer:
-            # Normalise CRLF / CR line ends once; only the rare upstream that uses them pays for it.
+            # Normalise CRLF / CR line ends; only the rare upstream that uses them pays for it. A trailing CR
+            # waits for the next chunk, which may start with its LF.
             if buffer.endswith(b"\r"):
-                self._buffer = buffer
-                return []
+                buffer, held = buffer[:-1], b"\r"
             buffer = buffer.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
         events = []
         start = 0
@@ -34,13 +40,17 @@ class EventSplitter:
             start = end + 2
             if raw.strip():
                 events.append(parse_event(raw))
-        self._buffer = buffer[start:]
+        self._buffer = buffer[start:] + held
+        if len(self._buffer) > self.max_event_bytes:
+            raise EventTooLarge(f"an upstream event grew past {self.max_event_bytes} bytes")
         return events
 
-    def rest(self) -> Event | None:
-        """Whatever a cut stream left after its last blank line, as a final event."""
+    def rest(self) -> list[Event]:
+        """The events a stream left after its last complete one: ended by a lone CR, or cut off unterminated."""
         raw, self._buffer = self._buffer, b""
-        return parse_event(raw) if raw.strip() else None
+        events = self.feed(raw.replace(b"\r", b"\n") + b"\n\n")
+        self._buffer = b""
+        return events
 
 
 def parse_event(raw: bytes) -> Event:
