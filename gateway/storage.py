@@ -24,7 +24,10 @@ async def open_redis(settings: Settings) -> AsyncIterator[Redis]:
     if url is None:
         embedded = EmbeddedRedis(settings.redis_data_dir)
         url = await asyncio.to_thread(embedded.start)
-    client = Redis.from_url(url, decode_responses=True, health_check_interval=30)
+    # Bounded waits: a hung Redis fails requests with a clean 500 instead of holding them forever.
+    client = Redis.from_url(
+        url, decode_responses=True, health_check_interval=30, socket_timeout=10, socket_connect_timeout=5
+    )
     try:
         await client.ping()
         yield client

@@ -166,3 +166,33 @@ async def test_unknown_paths_and_methods_get_openai_shaped_errors(start_gateway:
     gateway = await start_gateway()
     await _error(await gateway.client.get("/v1/nothing-here"), 404)
     await _error(await gateway.client.get("/v1/chat/completions"), 405)
+
+
+async def test_redis_going_away_gives_a_clean_500(
+    start_upstream,
+    aiohttp_client,
+    tmp_path,  # type: ignore[no-untyped-def]
+) -> None:
+    from gateway.app import create_app
+    from gateway.redis_server import EmbeddedRedis
+    from tests.conftest import ADMIN_TOKEN, make_settings
+
+    server = EmbeddedRedis(tmp_path / "redis", port=free_port(), persistent=False)
+    upstream = await start_upstream()
+    settings = make_settings(server.start(), {"main": upstream.base_url})
+    try:
+        client = await aiohttp_client(create_app(settings))
+        admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+        account = await (await client.post("/admin/accounts", json={"name": "a", "credits": 5}, headers=admin)).json()
+        created = await client.post(f"/admin/accounts/{account['id']}/keys", json={"name": "k"}, headers=admin)
+        key = (await created.json())["key"]
+    finally:
+        server.stop()
+    response = await client.post(
+        "/v1/chat/completions",
+        json={"model": "m-main", "messages": user_message()},
+        headers={"Authorization": f"Bearer {key}"},
+    )
+    error = await _error(response, 500, "internal_error")
+    assert "redis" not in error["message"].lower() and "connection" not in error["message"].lower()
+    assert upstream.state.requests == []
