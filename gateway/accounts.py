@@ -153,12 +153,8 @@ class AccountStore:
             record = revoked
         return record
 
-    async def authenticate(self, key: str) -> tuple[str, str, int] | None:
+    async def authenticate(self, parsed: ParsedKey) -> tuple[str, str, int] | None:
         """(account id, key id, balance micros) for a live key, else None. One round trip."""
-        parsed = parse_key(key)
-        return None if parsed is None else await self.authenticate_parsed(parsed)
-
-    async def authenticate_parsed(self, parsed: ParsedKey) -> tuple[str, str, int] | None:
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.hget(redis_keys.api_keys(parsed.account_id), parsed.sha256)
             pipe.hget(redis_keys.account(parsed.account_id), "balance")

@@ -109,8 +109,8 @@ class ChatExchange:
         if not (isinstance(parsed, dict) and isinstance(parsed.get("error"), dict)):
             message = f"The upstream answered with HTTP {response.status}."
             body = orjson.dumps(UpstreamError(message).body())
-        outcome = await self._settle(Usage(0, 0))
-        headers = {**relayed_headers(response), **self.base_headers(), CREDITS_HEADER: format_credits(outcome)}
+        balance = await self._settle(Usage(0, 0))
+        headers = {**relayed_headers(response), **self.base_headers(), CREDITS_HEADER: format_credits(balance)}
         return web.Response(body=body, status=response.status, headers=headers, content_type="application/json")
 
     async def _forward_plain(self, response: aiohttp.ClientResponse) -> web.Response:

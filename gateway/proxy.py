@@ -43,7 +43,7 @@ def _missing_key() -> GatewayError:
 
 async def authenticated_balance(request: web.Request, key: ParsedKey) -> int:
     """Check the key (401 if unknown or revoked) and return its account's balance in micro-credits."""
-    found = await request.app[accounts_key].authenticate_parsed(key)
+    found = await request.app[accounts_key].authenticate(key)
     if found is None:
         raise invalid_key()
     return found[2]

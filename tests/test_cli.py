@@ -24,12 +24,16 @@ def _run(capsys: pytest.CaptureFixture[str], config: Path, *args: str) -> dict[s
     return json.loads(capsys.readouterr().out)  # type: ignore[no-any-return]
 
 
-def test_cli_verbs(
-    tmp_path: Path, redis_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    config = tmp_path / "gateway.toml"
-    config.write_text(CONFIG)
+@pytest.fixture
+def config(tmp_path: Path, redis_url: str, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A config file, with REDIS_URL pointing the CLI at the test Redis."""
+    path = tmp_path / "gateway.toml"
+    path.write_text(CONFIG)
     monkeypatch.setenv("REDIS_URL", redis_url)
+    return path
+
+
+def test_cli_verbs(config: Path, capsys: pytest.CaptureFixture[str]) -> None:
     account = _run(capsys, config, "accounts", "create", "--name", "cli co", "--credits", "12.5")
     assert account["name"] == "cli co" and account["credits"] == 12.5
     account_id = str(account["id"])
@@ -45,15 +49,10 @@ def test_cli_verbs(
     assert [a["id"] for a in _run(capsys, config, "accounts", "list")["data"]] == [account_id]  # type: ignore[attr-defined]
 
 
-def test_cli_reports_errors_without_tracebacks(
-    tmp_path: Path, redis_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    config = tmp_path / "gateway.toml"
-    config.write_text(CONFIG)
-    monkeypatch.setenv("REDIS_URL", redis_url)
+def test_cli_reports_errors_without_tracebacks(config: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert (
         main(["--config", str(config), "credits", "grant", "--account", "acct_0000000000000000", "--amount", "1"]) == 1
     )
     assert "No account" in capsys.readouterr().err
-    assert main(["--config", str(tmp_path / "missing.toml"), "accounts", "list"]) == 2
+    assert main(["--config", str(config.parent / "missing.toml"), "accounts", "list"]) == 2
     assert "not found" in capsys.readouterr().err

@@ -10,20 +10,10 @@ from gateway.billing import redis_keys
 from gateway.billing.pricing import Price
 from gateway.keys import redis_key, settings_key
 from tests.conftest import TEST_PRICE, Gateway, StartGateway, user_message
+from tests.tokens.test_prompt import COOKBOOK_TOOLS
 
 MULTI_BYTE = "Grüße 👋🏽 aus 東京と大阪! 🚀🔥 Привет, мир. 👨‍👩‍👧‍👦 한국어 텍스트 ¿Qué tal? "
-WEATHER_TOOL = {
-    "type": "function",
-    "function": {
-        "name": "get_current_weather",
-        "description": "Get the current weather in a given location",
-        "parameters": {
-            "type": "object",
-            "properties": {"location": {"type": "string"}, "unit": {"type": "string", "enum": ["c", "f"]}},
-            "required": ["location"],
-        },
-    },
-}
+WEATHER_TOOL = COOKBOOK_TOOLS[0]
 
 
 async def _record(gateway: Gateway, account: str) -> dict[str, str]:

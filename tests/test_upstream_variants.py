@@ -7,7 +7,7 @@ import gzip
 from collections.abc import Awaitable, Callable
 
 import orjson
-from aiohttp import web
+from aiohttp import ClientResponse, web
 from aiohttp.test_utils import TestClient, TestServer
 
 from gateway.app import create_app
@@ -54,6 +54,11 @@ async def _gateway(
     return client, account["id"], (await created.json())["key"]
 
 
+async def _chat(client: TestClient, key: str, stream: bool) -> ClientResponse:
+    body = {"model": "m-main", "messages": user_message(), "stream": stream}
+    return await client.post("/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {key}"})
+
+
 async def _record(client: TestClient, account: str) -> dict[str, str]:
     entries = await client.app[redis_key].xrevrange(redis_keys.request_log(account), count=1)  # type: ignore[index]
     return dict(entries[0][1])
@@ -67,11 +72,7 @@ async def test_crlf_comments_per_chunk_usage_and_no_done(aiohttp_server, aiohttp
     for index, word in enumerate(["one", " two", " three"]):
         events.append(b"data:" + orjson.dumps(_chunk(word, usage[index])) + b"\r\n\r\n")
     client, account, key = await _gateway(aiohttp_server, aiohttp_client, redis_url, _streaming(events))
-    response = await client.post(
-        "/v1/chat/completions",
-        json={"model": "m-main", "messages": user_message(), "stream": True},
-        headers={"Authorization": f"Bearer {key}"},
-    )
+    response = await _chat(client, key, stream=True)
     body = await response.read()
     assert response.status == 200 and b": ping" in body and body.count(b'"content"') == 3
     assert b"error" not in body  # usage arrived, so the stream counts as complete
@@ -91,11 +92,7 @@ async def test_azure_filter_chunks_without_choices_are_relayed(aiohttp_server, a
         b"data: [DONE]\n\n",
     ]
     client, account, key = await _gateway(aiohttp_server, aiohttp_client, redis_url, _streaming(events))
-    response = await client.post(
-        "/v1/chat/completions",
-        json={"model": "m-main", "messages": user_message(), "stream": True},
-        headers={"Authorization": f"Bearer {key}"},
-    )
+    response = await _chat(client, key, stream=True)
     body = await response.read()
     assert b"prompt_filter_results" in body  # no usage in it: passed on
     assert b'"usage"' not in body  # the usage chunk the gateway asked for on its own is not
@@ -117,11 +114,7 @@ async def test_gzip_json_bodies_are_decoded(aiohttp_server, aiohttp_client, redi
         return web.Response(body=body, headers={"Content-Type": "application/json", "Content-Encoding": "gzip"})
 
     client, account, key = await _gateway(aiohttp_server, aiohttp_client, redis_url, handler)
-    response = await client.post(
-        "/v1/chat/completions",
-        json={"model": "m-main", "messages": user_message()},
-        headers={"Authorization": f"Bearer {key}"},
-    )
+    response = await _chat(client, key, stream=False)
     payload = await response.json()
     assert payload["choices"][0]["message"]["content"] == "Hello there"
     assert payload["usage"]["completion_tokens"] == 2
