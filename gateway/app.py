@@ -8,23 +8,25 @@ from collections.abc import Callable
 
 from aiohttp import web
 
-from gateway import admin_api, proxy, usage_api
+from gateway.admin import handlers as admin_handlers
+from gateway.app_state import CLOCK, METRICS, SETTINGS, TOKEN_COUNTER
 from gateway.config import Settings
 from gateway.errors import error_middleware
-from gateway.keys import clock_key, settings_key, token_counter_key
-from gateway.metrics import Metrics, metrics_handler, metrics_key
+from gateway.metrics import Metrics
+from gateway.proxy import handlers as proxy_handlers
+from gateway.proxy.upstream import upstream_ctx
 from gateway.storage import redis_ctx
 from gateway.tokens import TokenCounter
-from gateway.upstream import upstream_ctx
+from gateway.usage import handlers as usage_handlers
 
 
 def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) -> web.Application:
     """Build the gateway. `clock` (unix seconds) is injectable so tests can move time without sleeping."""
     app = web.Application(middlewares=[error_middleware], client_max_size=settings.max_body_bytes)
-    app[settings_key] = settings
-    app[clock_key] = clock
-    app[metrics_key] = Metrics()
-    app[token_counter_key] = TokenCounter(
+    app[SETTINGS] = settings
+    app[CLOCK] = clock
+    app[METRICS] = Metrics()
+    app[TOKEN_COUNTER] = TokenCounter(
         default_encoding=settings.default_encoding,
         model_encodings=model_encodings(settings),
         remote_image_size=settings.remote_image_size,
@@ -32,18 +34,18 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) ->
     app.on_startup.append(warm_tokenizers)
     app.cleanup_ctx.append(redis_ctx)
     app.cleanup_ctx.append(upstream_ctx)
-    proxy.add_routes(app)
-    admin_api.add_routes(app)
-    usage_api.add_routes(app)
+    proxy_handlers.add_routes(app)
+    admin_handlers.add_routes(app)
+    usage_handlers.add_routes(app)
     app.router.add_get("/healthz", healthz)
-    app.router.add_get("/metrics", metrics_handler)
+    app.router.add_get("/metrics", app[METRICS].handle_scrape)
     return app
 
 
 async def warm_tokenizers(app: web.Application) -> None:
     """Load every configured model's vocabulary before serving, so no request pays the ~0.3 s load."""
-    counter = app[token_counter_key]
-    names = list(app[settings_key].models)
+    counter = app[TOKEN_COUNTER]
+    names = list(app[SETTINGS].models)
     await asyncio.to_thread(lambda: [counter.encoding_for(name) for name in names])
 
 

@@ -18,12 +18,13 @@ from pathlib import Path
 import orjson
 from aiohttp import web
 
-from gateway.accounts import AccountStore
-from gateway.admin_service import AdminService
+from gateway.admin.accounts import AccountStore
+from gateway.admin.service import AdminService
 from gateway.config import ConfigError, Settings, load_settings
 from gateway.errors import GatewayError
-from gateway.mock_upstream import MockOptions, run_mock_upstream
-from gateway.storage import make_ledger, open_redis
+from gateway.mock.options import MockOptions
+from gateway.mock.server import run_mock_upstream
+from gateway.storage import ledger_for, open_redis
 
 AdminAction = Callable[[AdminService, argparse.Namespace], Awaitable[dict[str, object]]]
 
@@ -42,9 +43,11 @@ def build_parser() -> argparse.ArgumentParser:
     mock = commands.add_parser("mock-upstream", help="run a fake OpenAI-compatible upstream")
     mock.add_argument("--host", default="127.0.0.1")
     mock.add_argument("--port", type=int, default=8090)
-    mock.add_argument("--tokens", type=int, default=16, help="reply length in tokens")
-    mock.add_argument("--latency-ms", type=int, default=0, help="delay before answering")
-    mock.add_argument("--chunk-delay-ms", type=int, default=0, help="delay between streamed chunks")
+    mock.add_argument("--tokens", type=int, default=MockOptions.completion_tokens, help="reply length in tokens")
+    mock.add_argument("--latency-ms", type=int, default=MockOptions.latency_ms, help="delay before answering")
+    mock.add_argument(
+        "--chunk-delay-ms", type=int, default=MockOptions.chunk_delay_ms, help="delay between streamed chunks"
+    )
     mock.add_argument("--no-usage", action="store_true", help="never report usage")
     mock.add_argument("--fail-status", type=int, default=None, help="answer every request with this error")
 
@@ -94,16 +97,16 @@ ADMIN_ACTIONS: dict[tuple[str, str], AdminAction] = {
     ("accounts", "create"): lambda s, a: s.create_account({"name": a.name, "credits": a.credits}),
     ("accounts", "list"): lambda s, a: s.list_accounts(),
     ("accounts", "show"): lambda s, a: s.get_account(a.account_id),
-    ("keys", "create"): lambda s, a: s.create_key(a.account, {"name": a.name}),
-    ("keys", "list"): lambda s, a: s.list_keys(a.account),
-    ("keys", "revoke"): lambda s, a: s.revoke_key(a.key_id),
+    ("keys", "create"): lambda s, a: s.create_api_key(a.account, {"name": a.name}),
+    ("keys", "list"): lambda s, a: s.list_api_keys(a.account),
+    ("keys", "revoke"): lambda s, a: s.revoke_api_key(a.key_id),
     ("credits", "grant"): lambda s, a: s.grant(a.account, {"amount": a.amount, "note": a.note}),
 }
 
 
 async def run_admin(settings: Settings, action: AdminAction, args: argparse.Namespace) -> dict[str, object]:
     async with open_redis(settings) as redis:
-        service = AdminService(AccountStore(redis, clock=time.time), make_ledger(redis, settings, time.time))
+        service = AdminService(AccountStore(redis, clock=time.time), ledger_for(redis, settings, time.time))
         return await action(service, args)
 
 

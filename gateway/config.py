@@ -14,17 +14,16 @@ from __future__ import annotations
 
 import os
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import TypeVar
+from typing import Any
 
 from gateway.billing.pricing import Price, credits_to_micros
 
 DEFAULT_CONFIG_PATH = Path("config/gateway.toml")
 ENV_PREFIX = "GATEWAY__"
-T = TypeVar("T")
 REASONING_MODEL_PREFIXES = ("o1", "o3", "o4", "gpt-5")
 
 
@@ -55,15 +54,19 @@ class ModelConfig:
     upstream_model: str
     price: Price
     max_output_tokens: int | None = None
-    # "max_tokens" or "max_completion_tokens": the field the gateway sets when it must bound the output
-    # (config's "auto" picks max_completion_tokens for OpenAI's reasoning models).
-    max_tokens_field: str = "max_tokens"
+    # The field the gateway sets when it must bound the output: "max_tokens", "max_completion_tokens", or
+    # "auto", which picks max_completion_tokens for OpenAI's reasoning models and max_tokens otherwise.
+    max_tokens_field: str = "auto"
     encoding: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_tokens_field == "auto":
+            object.__setattr__(self, "max_tokens_field", default_max_tokens_field(self.upstream_model))
 
 
 @dataclass(frozen=True)
 class Settings:
-    """Everything the gateway needs to run. Tests build it directly."""
+    """Everything the gateway needs to run, and the one place each default is written. Tests build it directly."""
 
     models: Mapping[str, ModelConfig]
     upstreams: Mapping[str, UpstreamConfig]
@@ -142,109 +145,79 @@ def _parse_scalar(text: str) -> object:
         return text
 
 
-def settings_from_document(document: Mapping[str, object], env: Mapping[str, str]) -> Settings:
-    """Validate a parsed TOML document into `Settings`; every error names its key."""
-    server = _table(document, "server")
-    redis = _table(document, "redis")
-    limits = _table(document, "limits")
-    timeouts = _table(document, "timeouts")
-    tokens = _table(document, "tokens")
-    usage = _table(document, "usage")
-    upstreams = {
-        name: _upstream(name, _table(document, "upstreams", name), env) for name in _names(document, "upstreams")
-    }
-    models = {name: _model(name, _table(document, "models", name), upstreams) for name in _names(document, "models")}
-    image = _get(tokens, "tokens.remote_image_size", list, [1024, 1024])
-    if len(image) != 2 or not all(isinstance(side, int) and side > 0 for side in image):
-        raise ConfigError("tokens.remote_image_size must be [width, height] in pixels")
-    data_dir = _get(redis, "redis.data_dir", str, "data/redis")
-    return Settings(
-        models=models,
-        upstreams=upstreams,
-        host=_get(server, "server.host", str, "127.0.0.1"),
-        port=_positive(server, "server.port", 8080),
-        admin_token=_get(server, "server.admin_token", str, "") or None,
-        max_body_bytes=_positive(server, "server.max_body_bytes", 4 * 1024 * 1024),
-        redis_url=_get(redis, "redis.url", str, "") or None,
-        redis_data_dir=Path(data_dir),
-        request_log_maxlen=_positive(redis, "redis.request_log_maxlen", 1_000_000),
-        request_log_retention_days=_non_negative(redis, "redis.request_log_retention_days", 0),
-        hourly_retention_days=_positive(redis, "redis.hourly_retention_days", 35),
-        default_max_tokens=_positive(limits, "limits.default_max_tokens", 4096),
-        reservation_ttl_seconds=_positive(limits, "limits.reservation_ttl_seconds", 900),
-        max_upstream_response_bytes=_positive(limits, "limits.max_upstream_response_bytes", 32 * 1024 * 1024),
-        connect_timeout=_seconds(timeouts, "timeouts.connect", 10.0),
-        read_timeout=_seconds(timeouts, "timeouts.read", 120.0),
-        total_timeout=_seconds(timeouts, "timeouts.total", 600.0),
-        default_encoding=_get(tokens, "tokens.default_encoding", str, "o200k_base"),
-        remote_image_size=(image[0], image[1]),
-        usage_max_range_days=_positive(usage, "usage.max_range_days", 400),
-        usage_max_hour_range_hours=_positive(usage, "usage.max_hour_range_hours", 744),
-    )
+# A value from the TOML document, checked; the second argument is its dotted path, named in any error.
+Check = Callable[[object, str], Any]
 
 
-def _upstream(name: str, table: Mapping[str, object], env: Mapping[str, str]) -> UpstreamConfig:
-    where = f"upstreams.{name}"
-    base_url = _get(table, f"{where}.base_url", str, "")
-    if not base_url.startswith(("http://", "https://")):
-        raise ConfigError(f"{where}.base_url must be an http(s) URL")
-    key_env = _get(table, f"{where}.api_key_env", str, "")
-    query = _get(table, f"{where}.query", dict, {})
-    return UpstreamConfig(
-        name=name,
-        base_url=base_url.rstrip("/"),
-        api_key=(env.get(key_env) or None) if key_env else None,
-        auth_header=_get(table, f"{where}.auth_header", str, "authorization").lower(),
-        query={str(key): str(value) for key, value in query.items()},
-        stream_usage=_get(table, f"{where}.stream_usage", bool, True),
-    )
+def _text(value: object, where: str) -> str:
+    if not isinstance(value, str):
+        raise ConfigError(f"{where} must be of type str, got {value!r}")
+    return value
 
 
-def _model(name: str, table: Mapping[str, object], upstreams: Mapping[str, UpstreamConfig]) -> ModelConfig:
-    where = f'models."{name}"'
-    upstream = _get(table, f"{where}.upstream", str, "")
-    if upstream not in upstreams:
-        raise ConfigError(f"{where}.upstream: no upstream named {upstream!r}")
-    upstream_model = _get(table, f"{where}.upstream_model", str, name)
-    field_name = _get(table, f"{where}.max_tokens_field", str, "auto")
-    if field_name == "auto":
-        field_name = default_max_tokens_field(upstream_model)
-    if field_name not in ("max_tokens", "max_completion_tokens"):
-        raise ConfigError(f"{where}.max_tokens_field must be auto, max_tokens or max_completion_tokens")
-    max_output = table.get("max_output_tokens")
-    return ModelConfig(
-        name=name,
-        upstream=upstream,
-        upstream_model=upstream_model,
-        price=Price(
-            input_micros_per_million=_price(table, f"{where}.input_credits_per_million", "input_credits_per_million"),
-            output_micros_per_million=_price(
-                table, f"{where}.output_credits_per_million", "output_credits_per_million"
-            ),
-            cached_input_micros_per_million=_optional_price(
-                table, f"{where}.cached_input_credits_per_million", "cached_input_credits_per_million"
-            ),
-        ),
-        max_output_tokens=None if max_output is None else _positive(table, f"{where}.max_output_tokens", 1),
-        max_tokens_field=field_name,
-        encoding=_get(table, f"{where}.encoding", str, "") or None,
-    )
+def _optional_text(value: object, where: str) -> str | None:
+    """Text, where an empty string means unset."""
+    return _text(value, where) or None
 
 
-def _optional_price(table: Mapping[str, object], where: str, key: str) -> int | None:
-    return None if table.get(key) is None else _price(table, where, key)
+def _lower_text(value: object, where: str) -> str:
+    return _text(value, where).lower()
 
 
-def default_max_tokens_field(upstream_model: str) -> str:
-    """OpenAI's reasoning models refuse `max_tokens`; everything else (vLLM, Ollama, older APIs) knows it."""
-    base = upstream_model.removeprefix("ft:").rsplit("/", 1)[-1]
-    return "max_completion_tokens" if base.startswith(REASONING_MODEL_PREFIXES) else "max_tokens"
+def _path(value: object, where: str) -> Path:
+    return Path(_text(value, where))
 
 
-def _price(table: Mapping[str, object], where: str, key: str) -> int:
-    value = table.get(key)
-    if value is None:
-        raise ConfigError(f"{where} is required")
+def _boolean(value: object, where: str) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{where} must be of type bool, got {value!r}")
+    return value
+
+
+def _integer(value: object, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"{where} must be of type int, got {value!r}")
+    return value
+
+
+def _positive(value: object, where: str) -> int:
+    number = _integer(value, where)
+    if number <= 0:
+        raise ConfigError(f"{where} must be a positive integer")
+    return number
+
+
+def _non_negative(value: object, where: str) -> int:
+    number = _integer(value, where)
+    if number < 0:
+        raise ConfigError(f"{where} must be zero or a positive integer")
+    return number
+
+
+def _seconds(value: object, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        raise ConfigError(f"{where} must be a positive number of seconds")
+    return float(value)
+
+
+def _image_size(value: object, where: str) -> tuple[int, int]:
+    if not (isinstance(value, list) and len(value) == 2 and all(_is_positive_int(side) for side in value)):
+        raise ConfigError(f"{where} must be [width, height] in pixels")
+    return value[0], value[1]
+
+
+def _is_positive_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def _string_table(value: object, where: str) -> dict[str, str]:
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where} must be of type dict, got {value!r}")
+    return {str(key): str(item) for key, item in value.items()}
+
+
+def _price(value: object, where: str) -> int:
+    """Credits per million tokens, up to six decimals, as micro-credits per million tokens."""
     if isinstance(value, bool) or not isinstance(value, int | float | str):
         raise ConfigError(f"{where} must be a number")
     try:
@@ -256,8 +229,114 @@ def _price(table: Mapping[str, object], where: str, key: str) -> int:
     return micros
 
 
-def _names(document: Mapping[str, object], section: str) -> list[str]:
-    return list(_table(document, section))
+def _max_tokens_field(value: object, where: str) -> str:
+    if value not in ("auto", "max_tokens", "max_completion_tokens"):
+        raise ConfigError(f"{where} must be auto, max_tokens or max_completion_tokens")
+    return _text(value, where)
+
+
+# "section.key" in the TOML file -> (Settings field, check). A key the file leaves out keeps the field's default.
+SETTING_PATHS: dict[str, tuple[str, Check]] = {
+    "server.host": ("host", _text),
+    "server.port": ("port", _positive),
+    "server.admin_token": ("admin_token", _optional_text),
+    "server.max_body_bytes": ("max_body_bytes", _positive),
+    "redis.url": ("redis_url", _optional_text),
+    "redis.data_dir": ("redis_data_dir", _path),
+    "redis.request_log_maxlen": ("request_log_maxlen", _positive),
+    "redis.request_log_retention_days": ("request_log_retention_days", _non_negative),
+    "redis.hourly_retention_days": ("hourly_retention_days", _positive),
+    "limits.default_max_tokens": ("default_max_tokens", _positive),
+    "limits.reservation_ttl_seconds": ("reservation_ttl_seconds", _positive),
+    "limits.max_upstream_response_bytes": ("max_upstream_response_bytes", _positive),
+    "timeouts.connect": ("connect_timeout", _seconds),
+    "timeouts.read": ("read_timeout", _seconds),
+    "timeouts.total": ("total_timeout", _seconds),
+    "tokens.default_encoding": ("default_encoding", _text),
+    "tokens.remote_image_size": ("remote_image_size", _image_size),
+    "usage.max_range_days": ("usage_max_range_days", _positive),
+    "usage.max_hour_range_hours": ("usage_max_hour_range_hours", _positive),
+}
+# Optional keys of an [upstreams.NAME] and a [models."NAME"] table -> (field, check), defaults as above.
+UPSTREAM_KEYS: dict[str, tuple[str, Check]] = {
+    "auth_header": ("auth_header", _lower_text),
+    "query": ("query", _string_table),
+    "stream_usage": ("stream_usage", _boolean),
+}
+MODEL_KEYS: dict[str, tuple[str, Check]] = {
+    "max_output_tokens": ("max_output_tokens", _positive),
+    "max_tokens_field": ("max_tokens_field", _max_tokens_field),
+    "encoding": ("encoding", _optional_text),
+}
+
+
+def settings_from_document(document: Mapping[str, object], env: Mapping[str, str]) -> Settings:
+    """Validate a parsed TOML document into `Settings`; every error names its key."""
+    upstreams = {
+        name: _upstream(name, _table(document, "upstreams", name), env) for name in _table(document, "upstreams")
+    }
+    models = {name: _model(name, _table(document, "models", name), upstreams) for name in _table(document, "models")}
+    values: dict[str, Any] = {}
+    for where, (field_name, check) in SETTING_PATHS.items():
+        section, key = where.split(".")
+        table = _table(document, section)
+        if key in table:
+            values[field_name] = check(table[key], where)
+    return Settings(models=models, upstreams=upstreams, **values)
+
+
+def _present(table: Mapping[str, object], where: str, keys: Mapping[str, tuple[str, Check]]) -> dict[str, Any]:
+    """The optional keys the table sets, checked, as dataclass fields."""
+    return {name: check(table[key], f"{where}.{key}") for key, (name, check) in keys.items() if key in table}
+
+
+def _upstream(name: str, table: Mapping[str, object], env: Mapping[str, str]) -> UpstreamConfig:
+    where = f"upstreams.{name}"
+    base_url = _text(table.get("base_url", ""), f"{where}.base_url")
+    if not base_url.startswith(("http://", "https://")):
+        raise ConfigError(f"{where}.base_url must be an http(s) URL")
+    key_env = _text(table.get("api_key_env", ""), f"{where}.api_key_env")
+    return UpstreamConfig(
+        name=name,
+        base_url=base_url.rstrip("/"),
+        api_key=(env.get(key_env) or None) if key_env else None,
+        **_present(table, where, UPSTREAM_KEYS),
+    )
+
+
+def _model(name: str, table: Mapping[str, object], upstreams: Mapping[str, UpstreamConfig]) -> ModelConfig:
+    where = f'models."{name}"'
+    upstream = _text(table.get("upstream", ""), f"{where}.upstream")
+    if upstream not in upstreams:
+        raise ConfigError(f"{where}.upstream: no upstream named {upstream!r}")
+    price = Price(
+        input_micros_per_million=_required_price(table, where, "input_credits_per_million"),
+        output_micros_per_million=_required_price(table, where, "output_credits_per_million"),
+        cached_input_micros_per_million=_optional_price(table, where, "cached_input_credits_per_million"),
+    )
+    return ModelConfig(
+        name=name,
+        upstream=upstream,
+        upstream_model=_text(table.get("upstream_model", name), f"{where}.upstream_model"),
+        price=price,
+        **_present(table, where, MODEL_KEYS),
+    )
+
+
+def _required_price(table: Mapping[str, object], where: str, key: str) -> int:
+    if table.get(key) is None:
+        raise ConfigError(f"{where}.{key} is required")
+    return _price(table[key], f"{where}.{key}")
+
+
+def _optional_price(table: Mapping[str, object], where: str, key: str) -> int | None:
+    return None if table.get(key) is None else _required_price(table, where, key)
+
+
+def default_max_tokens_field(upstream_model: str) -> str:
+    """OpenAI's reasoning models refuse `max_tokens`; everything else (vLLM, Ollama, older APIs) knows it."""
+    base = upstream_model.removeprefix("ft:").rsplit("/", 1)[-1]
+    return "max_completion_tokens" if base.startswith(REASONING_MODEL_PREFIXES) else "max_tokens"
 
 
 def _table(document: Mapping[str, object], *path: str) -> dict[str, object]:
@@ -268,31 +347,3 @@ def _table(document: Mapping[str, object], *path: str) -> dict[str, object]:
             raise ConfigError(f"{'.'.join(path)} must be a table")
     assert isinstance(node, dict)
     return node
-
-
-def _get(table: Mapping[str, object], where: str, kind: type[T], default: T) -> T:
-    value = table.get(where.rsplit(".", 1)[-1], default)
-    if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
-        raise ConfigError(f"{where} must be of type {kind.__name__}, got {value!r}")
-    return value
-
-
-def _positive(table: Mapping[str, object], where: str, default: int) -> int:
-    value = _get(table, where, int, default)
-    if value <= 0:
-        raise ConfigError(f"{where} must be a positive integer")
-    return value
-
-
-def _non_negative(table: Mapping[str, object], where: str, default: int) -> int:
-    value = _get(table, where, int, default)
-    if value < 0:
-        raise ConfigError(f"{where} must be zero or a positive integer")
-    return value
-
-
-def _seconds(table: Mapping[str, object], where: str, default: float) -> float:
-    value = table.get(where.rsplit(".", 1)[-1], default)
-    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-        raise ConfigError(f"{where} must be a positive number of seconds")
-    return float(value)

@@ -4,7 +4,8 @@
     ├── InvalidRequest                400 invalid_request_error
     │   └── PayloadTooLarge           413
     ├── AuthError                     401 invalid_api_key
-    ├── AdminAuthError                401 (admin endpoints)
+    │   ├── MissingApiKey             401 missing_api_key
+    │   └── AdminAuthError            401 invalid_admin_token (admin endpoints)
     ├── InsufficientCredits           402 insufficient_quota
     ├── PermissionDenied              403 permission_denied
     ├── NotFound                      404
@@ -13,8 +14,9 @@
     └── UpstreamError                 502 upstream_error
         └── UpstreamTimeout           504 upstream_timeout
 
-`error_middleware` renders these; anything else is logged with its traceback and becomes a generic 500,
-so no Python or Redis text ever reaches a client.
+Each class sets its status, type and code; a class with one fixed message sets `default_message`, so an error
+is made complete and never edited afterwards. `error_middleware` renders these; anything else is logged with
+its traceback and becomes a generic 500, so no Python or Redis text ever reaches a client.
 """
 
 from __future__ import annotations
@@ -34,10 +36,13 @@ class GatewayError(Exception):
     status = 500
     type = "api_error"
     code: str | None = "internal_error"
+    default_message = "The gateway had an internal error. Please retry."
 
-    def __init__(self, message: str, *, param: str | None = None, headers: Mapping[str, str] | None = None):
-        super().__init__(message)
-        self.message = message
+    def __init__(
+        self, message: str | None = None, *, param: str | None = None, headers: Mapping[str, str] | None = None
+    ):
+        self.message = self.default_message if message is None else message
+        super().__init__(self.message)
         self.param = param
         self.headers = dict(headers or {})
 
@@ -60,10 +65,17 @@ class AuthError(GatewayError):
     status = 401
     type = "invalid_request_error"
     code = "invalid_api_key"
+    default_message = "Incorrect API key provided. Create a key with the admin API or `gateway keys create`."
+
+
+class MissingApiKey(AuthError):
+    code = "missing_api_key"
+    default_message = "You didn't provide an API key. Send it as `Authorization: Bearer YOUR_KEY`."
 
 
 class AdminAuthError(AuthError):
     code = "invalid_admin_token"
+    default_message = "Invalid or missing admin token."
 
 
 class InsufficientCredits(GatewayError):
@@ -130,4 +142,4 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         raise
     except Exception:
         log.exception("unhandled error on %s %s", request.method, request.path)
-        return error_response(GatewayError("The gateway had an internal error. Please retry."))
+        return error_response(GatewayError())

@@ -27,10 +27,6 @@ class Metrics:
         self.token_drift.labels(model, "prompt").observe(prompt)
         self.token_drift.labels(model, "completion").observe(completion)
 
-
-metrics_key = web.AppKey("metrics", Metrics)
-
-
-async def metrics_handler(request: web.Request) -> web.Response:
-    body = generate_latest(request.app[metrics_key].registry)
-    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+    async def handle_scrape(self, request: web.Request) -> web.Response:
+        """GET /metrics: this app's registry in Prometheus' text format."""
+        return web.Response(body=generate_latest(self.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})

@@ -9,10 +9,10 @@ from contextlib import asynccontextmanager
 from aiohttp import web
 from redis.asyncio import Redis
 
-from gateway.accounts import AccountStore
-from gateway.billing.ledger import Clock, Ledger
+from gateway.admin.accounts import AccountStore
+from gateway.app_state import ACCOUNTS, CLOCK, LEDGER, REDIS, SETTINGS
+from gateway.billing import Clock, Ledger, Retention
 from gateway.config import Settings
-from gateway.keys import accounts_key, clock_key, ledger_key, redis_key, settings_key
 from gateway.redis_server import EmbeddedRedis
 
 
@@ -37,21 +37,21 @@ async def open_redis(settings: Settings) -> AsyncIterator[Redis]:
             await asyncio.to_thread(embedded.stop)
 
 
-def make_ledger(redis: Redis, settings: Settings, clock: Clock) -> Ledger:
-    return Ledger(
-        redis,
-        clock=clock,
+def ledger_for(redis: Redis, settings: Settings, clock: Clock) -> Ledger:
+    """The ledger with the configured retention of what settlement writes."""
+    retention = Retention(
         request_log_maxlen=settings.request_log_maxlen,
-        hour_ttl_s=settings.hourly_retention_days * 86400,
         request_log_retention_ms=settings.request_log_retention_days * 86_400_000,
+        hour_ttl_s=settings.hourly_retention_days * 86400,
     )
+    return Ledger(redis, clock=clock, retention=retention)
 
 
 async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
     """Open Redis, register the ledger's scripts and the account store, close on shutdown."""
-    settings = app[settings_key]
+    settings = app[SETTINGS]
     async with open_redis(settings) as redis:
-        app[redis_key] = redis
-        app[ledger_key] = make_ledger(redis, settings, app[clock_key])
-        app[accounts_key] = AccountStore(redis, clock=app[clock_key])
+        app[REDIS] = redis
+        app[LEDGER] = ledger_for(redis, settings, app[CLOCK])
+        app[ACCOUNTS] = AccountStore(redis, clock=app[CLOCK])
         yield

@@ -14,9 +14,12 @@ from aiohttp.test_utils import TestClient, TestServer
 from redis.asyncio import Redis
 
 from gateway.app import create_app
+from gateway.app_state import REDIS
+from gateway.billing import keyspace
 from gateway.billing.pricing import Price
 from gateway.config import ModelConfig, Settings, UpstreamConfig
-from gateway.mock_upstream import MockOptions, MockState, create_mock_app, state_key
+from gateway.mock.options import MockOptions
+from gateway.mock.server import MOCK_STATE, MockState, create_mock_app
 from gateway.redis_server import EmbeddedRedis, free_port
 
 TEST_DB = 9
@@ -84,7 +87,7 @@ async def start_upstream(aiohttp_server: Callable[..., Awaitable[TestServer]]) -
     async def start(**options: object) -> Upstream:
         app = create_mock_app(MockOptions(**options))  # type: ignore[arg-type]
         server = await aiohttp_server(app)
-        return Upstream(server, app[state_key])
+        return Upstream(server, app[MOCK_STATE])
 
     return start
 
@@ -125,6 +128,13 @@ class Gateway:
     @property
     def base_url(self) -> str:
         return str(self.client.make_url("/v1"))
+
+    @property
+    def redis(self) -> Redis:
+        return self.app[REDIS]
+
+    async def last_record(self, account_id: str) -> dict[str, str]:
+        return await last_request_record(self.redis, account_id)
 
     async def admin(self, method: str, path: str, json: object | None = None) -> tuple[int, dict[str, object]]:
         response = await self.client.request(
@@ -171,6 +181,13 @@ async def start_gateway(
         return Gateway(client, settings, clock, upstreams)
 
     return start
+
+
+async def last_request_record(redis: Redis, account_id: str) -> dict[str, str]:
+    """The newest record of the account's request log."""
+    entries = await redis.xrevrange(keyspace.request_log(account_id), count=1)
+    assert entries, "no request was recorded"
+    return dict(entries[0][1])
 
 
 def user_message(text: str = "Hello!") -> list[dict[str, str]]:

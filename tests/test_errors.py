@@ -134,7 +134,7 @@ async def test_unreachable_upstream_gets_502_and_costs_nothing(start_gateway: St
 
     gateway = await start_gateway()
     dead = UpstreamConfig(name="main", base_url=f"http://127.0.0.1:{free_port()}/v1")
-    gateway.app[__import__("gateway.keys").keys.settings_key].upstreams["main"] = dead  # type: ignore[index]
+    gateway.app[__import__("gateway.app_state").app_state.SETTINGS].upstreams["main"] = dead  # type: ignore[index]
     account, key = await gateway.new_account()
     response = await gateway.chat(key, {"model": "m-main", "messages": user_message()})
     await _error(response, 502, "upstream_error")

@@ -9,6 +9,9 @@
 Modules: `encodings` (offline vocabularies), `models` (model name -> encoding and prompt format),
 `prompt` and `tools` (request bodies), `images` and `imagesize` (image parts), `completion`
 (responses), `counter` (the facade above).
+
+May import: nothing else of the gateway (only the standard library and tiktoken). No I/O but reading the
+packaged vocabularies.
 """
 
 from __future__ import annotations

@@ -6,24 +6,25 @@ import asyncio
 
 from redis.asyncio import Redis
 
-from gateway.accounts import AccountStore, parse_key
-from gateway.billing import redis_keys
-from gateway.billing.ledger import GrantError, Ledger, ReserveStatus, SettleRequest
+from gateway.admin.accounts import AccountStore, parse_api_key
+from gateway.billing import GrantError, Ledger, ReserveStatus, Retention, Settlement, keyspace
 from tests.conftest import FakeClock
+
+RETENTION = Retention(request_log_maxlen=1000, request_log_retention_ms=0, hour_ttl_s=86400)
 
 
 async def _account(redis: Redis, credits_micros: int) -> tuple[Ledger, str, str]:
     clock = FakeClock()
     store = AccountStore(redis, clock=clock)
     account = await store.create_account("acme", credits_micros)
-    _, key = await store.create_key(account.id, "app")
-    parsed = parse_key(key)
+    _, key = await store.create_api_key(account.id, "app")
+    parsed = parse_api_key(key)
     assert parsed is not None
-    return Ledger(redis, clock=clock), account.id, parsed.sha256
+    return Ledger(redis, clock=clock, retention=RETENTION), account.id, parsed.sha256
 
 
-def _settlement(account_id: str, request_id: str, cost: int, **kw: object) -> SettleRequest:
-    return SettleRequest(
+def _settlement(account_id: str, request_id: str, cost: int, **kw: object) -> Settlement:
+    return Settlement(
         account_id=account_id,
         request_id=request_id,
         model="m",
@@ -42,10 +43,10 @@ async def test_reserve_holds_and_settle_charges_the_real_cost(redis_client: Redi
     outcome = await ledger.settle(_settlement(account, "r1", 120))
     assert (outcome.settled, outcome.balance_micros, outcome.charged_micros) == (True, 880, 120)
     assert await ledger.reserved(account) == 0
-    day = await redis_client.hgetall(redis_keys.usage_day(account, _utc(ledger)))
+    day = await redis_client.hgetall(keyspace.usage_day(account, _utc(ledger)))
     assert day["requests"] == "1" and day["credits"] == "120" and day["m:m:credits"] == "120"
     assert day["prompt_tokens"] == "10" and day["completion_tokens"] == "5"
-    records = await redis_client.xrange(redis_keys.request_log(account))
+    records = await redis_client.xrange(keyspace.request_log(account))
     assert len(records) == 1 and records[0][1]["credits_micros"] == "120"
     assert records[0][0].startswith(str(int(ledger.clock() * 1000)))
 
@@ -64,7 +65,7 @@ async def test_cost_above_the_hold_never_takes_the_balance_below_zero(redis_clie
     await ledger.reserve(account, sha, "r1", hold_micros=400, min_hold_micros=400, ttl_s=60)
     outcome = await ledger.settle(_settlement(account, "r1", 10_000))
     assert outcome.charged_micros == 500 and outcome.balance_micros == 0
-    records = await redis_client.xrange(redis_keys.request_log(account))
+    records = await redis_client.xrange(keyspace.request_log(account))
     assert records[0][1]["cost_micros"] == "10000" and records[0][1]["credits_micros"] == "500"
 
 
@@ -117,7 +118,7 @@ async def test_grant_adds_takes_back_and_refuses_to_go_negative(redis_client: Re
         assert "not found" in str(exc)
     else:
         raise AssertionError("a grant to no account must fail")
-    grants = await redis_client.xrange(redis_keys.grant_log(account))
+    grants = await redis_client.xrange(keyspace.grant_log(account))
     assert [g[1]["amount_micros"] for g in grants] == ["50", "-150"]
 
 
@@ -129,7 +130,7 @@ async def test_request_log_ids_stay_increasing_when_the_clock_goes_back(redis_cl
         clock.now += shift
         await ledger.reserve(account, sha, f"r{index}", hold_micros=1, min_hold_micros=1, ttl_s=60)
         await ledger.settle(_settlement(account, f"r{index}", 1))
-    ids = [entry[0] for entry in await redis_client.xrange(redis_keys.request_log(account))]
+    ids = [entry[0] for entry in await redis_client.xrange(keyspace.request_log(account))]
     assert len(ids) == 3 and ids == sorted(ids, key=lambda i: tuple(map(int, i.split("-"))))
 
 

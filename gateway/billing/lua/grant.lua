@@ -1,4 +1,5 @@
 -- Add (or, with a negative amount, take back) credits, never taking the balance below zero.
+-- Called through billing.scripts.GrantCall / GrantOutcome, which build and read these lists:
 -- KEYS: 1 account hash, 2 grant log stream
 -- ARGV: 1 amount (micros, may be negative), 2 now (ms), 3 note
 -- Reply {code, balance_after}: 1 done, -1 no such account, -2 would go below zero

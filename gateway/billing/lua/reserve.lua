@@ -1,7 +1,8 @@
 -- Authenticate an API key and hold credits for one request, atomically.
--- KEYS: 1 account hash, 2 live api keys hash, 3 holds hash (all in one {acct:ID} slot)
--- ARGV: 1 sha256(key), 2 request id, 3 hold (micros), 4 least acceptable hold (micros), 5 deadline (ms)
--- Reply {code, key_id, balance_micros}:
+-- Called through billing.scripts.ReserveCall / ReserveOutcome, which build and read these lists:
+-- KEYS: 1 account hash, 2 live API keys hash, 3 holds hash (all in one {acct:ID} slot)
+-- ARGV: 1 sha256(API key), 2 request id, 3 hold (micros), 4 least acceptable hold (micros), 5 deadline (ms)
+-- Reply {code, api_key_id, balance_micros}:
 --    1  held ARGV[3]; balance is what stays available
 --    0  balance covers ARGV[4] but not ARGV[3]: nothing held, the caller may ask for less
 --   -1  unknown or revoked key (or account gone)
@@ -23,5 +24,5 @@ if balance < hold then
 end
 local after = redis.call('HINCRBY', KEYS[1], 'balance', '-' .. ARGV[3])
 -- The deadline lets a sweeper return holds of a gateway that died before settling.
-redis.call('HSET', KEYS[3], ARGV[2], ARGV[3] .. ':' .. ARGV[5] .. ':' .. key_id)
+redis.call('HSET', KEYS[3], ARGV[2], hold_encode(ARGV[3], ARGV[5], key_id))
 return {1, key_id, after}

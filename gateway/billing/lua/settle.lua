@@ -1,5 +1,6 @@
 -- Settle one request: charge its real cost against its hold, release the rest, and write the usage
 -- aggregates and the request record, all in one atomic step.
+-- Called through billing.scripts.SettleCall / SettleOutcome, which build and read these lists:
 -- KEYS: 1 account, 2 holds, 3 usage day hash, 4 usage hour hash, 5 key last-used hash, 6 request log stream
 -- ARGV: 1 request id, 2 cost (micros), 3 prompt tokens, 4 completion tokens, 5 model, 6 now (ms),
 --       7 hour hash ttl (s), 8 request log max length, 9 failed (1 when the request ended in an error),
@@ -11,10 +12,7 @@ if not held then
   return {0, tonumber(redis.call('HGET', KEYS[1], 'balance')) or 0, 0}
 end
 redis.call('HDEL', KEYS[2], ARGV[1])
-local first = string.find(held, ':', 1, true)
-local second = string.find(held, ':', first + 1, true)
-local hold = tonumber(string.sub(held, 1, first - 1))
-local key_id = string.sub(held, second + 1)
+local hold, _, key_id = hold_decode(held)
 
 -- The hold was taken out of the balance; a cost above it may use the rest of the balance, never more.
 local balance = tonumber(redis.call('HGET', KEYS[1], 'balance')) or 0

@@ -1,0 +1,57 @@
+"""Who is asking: a tenant's API key (checked against the account store) or the operator's admin token.
+
+Every handler package authenticates through here, so a key is parsed, checked and answered the same way
+everywhere: 401 for a missing, malformed, unknown or revoked key, before any other work.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Mapping
+
+from gateway.admin.accounts import AccountStore, ParsedApiKey, Tenant, parse_api_key
+from gateway.billing.pricing import format_credits
+from gateway.errors import AdminAuthError, AuthError, MissingApiKey
+
+CREDITS_HEADER = "x-credits-remaining"
+
+
+def credits_header(balance_micros: int) -> dict[str, str]:
+    """`x-credits-remaining`, on every answer to a known key."""
+    return {CREDITS_HEADER: format_credits(balance_micros)}
+
+
+def bearer_api_key(headers: Mapping[str, str]) -> ParsedApiKey:
+    """The API key from `Authorization: Bearer ...`; 401 when absent or not one of ours. No I/O."""
+    header = headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise AuthError() if header else MissingApiKey()
+    parsed = parse_api_key(token.strip())
+    if parsed is None:
+        raise AuthError()
+    return parsed
+
+
+async def authenticate(accounts: AccountStore, api_key: ParsedApiKey) -> Tenant:
+    """The tenant of a live API key; 401 when it is unknown or revoked."""
+    tenant = await accounts.authenticate(api_key)
+    if tenant is None:
+        raise AuthError()
+    return tenant
+
+
+def is_admin(headers: Mapping[str, str], admin_token: str | None) -> bool:
+    """Whether the request carries the admin token (False when the admin API is disabled)."""
+    scheme, _, presented = headers.get("Authorization", "").partition(" ")
+    if not admin_token or scheme.lower() != "bearer":
+        return False
+    return hmac.compare_digest(presented.strip().encode(), admin_token.encode())
+
+
+def require_admin(headers: Mapping[str, str], admin_token: str | None) -> None:
+    """401 unless the request carries the admin token."""
+    if not admin_token:
+        raise AdminAuthError("The admin API is disabled: set GATEWAY_ADMIN_TOKEN (or server.admin_token).")
+    if not is_admin(headers, admin_token):
+        raise AdminAuthError()

@@ -1,0 +1,117 @@
+"""Admin operations shared by the admin HTTP API and the CLI: validate input, act, return JSON-ready views."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
+
+from gateway.admin.accounts import Account, AccountStore, ApiKeyRecord
+from gateway.billing import GrantError, Ledger
+from gateway.billing.periods import period_view
+from gateway.billing.pricing import credits_number, credits_to_micros
+from gateway.errors import InvalidRequest, NotFound
+
+MAX_NAME_LENGTH = 200
+MAX_CREDITS_MICROS = 10**15  # a billion credits: far below where Lua's doubles stop being exact (2**53)
+
+
+class AdminService:
+    """Accounts, API keys and credits, as the operator manages them."""
+
+    def __init__(self, accounts: AccountStore, ledger: Ledger):
+        self.accounts = accounts
+        self.ledger = ledger
+
+    async def create_account(self, payload: Mapping[str, object]) -> dict[str, object]:
+        name = _name(payload)
+        credits = parse_credits(payload.get("credits", 0), "credits", allow_negative=False)
+        account = await self.accounts.create_account(name, credits)
+        return await self.account_view(account)
+
+    async def get_account(self, account_id: str) -> dict[str, object]:
+        return await self.account_view(await self._account(account_id))
+
+    async def list_accounts(self) -> dict[str, object]:
+        accounts = await self.accounts.list_accounts()
+        reserved = await self.ledger.reserved_many([account.id for account in accounts])
+        return {"object": "list", "data": [self._view(a, held) for a, held in zip(accounts, reserved, strict=True)]}
+
+    async def create_api_key(self, account_id: str, payload: Mapping[str, object]) -> dict[str, object]:
+        await self._account(account_id)
+        record, key = await self.accounts.create_api_key(account_id, _name(payload))
+        return {**api_key_view(record), "key": key}
+
+    async def list_api_keys(self, account_id: str) -> dict[str, object]:
+        await self._account(account_id)
+        records = await self.accounts.list_api_keys(account_id)
+        return {"object": "list", "data": [api_key_view(record) for record in records]}
+
+    async def revoke_api_key(self, api_key_id: str) -> dict[str, object]:
+        record = await self.accounts.revoke_api_key(api_key_id)
+        if record is None:
+            raise NotFound(f"No key with id '{api_key_id}'.")
+        return api_key_view(record)
+
+    async def grant(self, account_id: str, payload: Mapping[str, object]) -> dict[str, object]:
+        await self._account(account_id)
+        amount = parse_credits(payload.get("amount"), "amount", allow_negative=True)
+        if amount == 0:
+            raise InvalidRequest("'amount' must not be zero.", param="amount")
+        note = payload.get("note", "")
+        if not isinstance(note, str):
+            raise InvalidRequest("'note' must be a string.", param="note")
+        try:
+            await self.ledger.grant(account_id, amount, note[:MAX_NAME_LENGTH])
+        except GrantError as exc:
+            raise InvalidRequest(f"Cannot apply this amount: {exc}.", param="amount") from exc
+        return await self.get_account(account_id)
+
+    async def _account(self, account_id: str) -> Account:
+        account = await self.accounts.get_account(account_id)
+        if account is None:
+            raise NotFound(f"No account with id '{account_id}'.")
+        return account
+
+    async def account_view(self, account: Account) -> dict[str, object]:
+        return self._view(account, await self.ledger.reserved(account.id))
+
+    def _view(self, account: Account, reserved: int) -> dict[str, object]:
+        micros = account.balance_micros
+        now = datetime.fromtimestamp(self.ledger.clock(), UTC)
+        return {
+            "id": account.id,
+            "object": "account",
+            "name": account.name,
+            "credits": credits_number(micros),
+            "credits_micros": micros,
+            "reserved_credits": credits_number(reserved),
+            "created_at": account.created_at,
+            **period_view(now),
+        }
+
+
+def api_key_view(record: ApiKeyRecord) -> dict[str, object]:
+    return {"object": "api_key", **record.public()}
+
+
+def parse_credits(value: object, param: str, *, allow_negative: bool) -> int:
+    """A credit amount (number or decimal string, up to 6 decimals) in micro-credits; 400 otherwise."""
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise InvalidRequest(f"'{param}' must be a number of credits.", param=param)
+    try:
+        micros = credits_to_micros(Decimal(str(value)))
+    except (InvalidOperation, ValueError) as exc:
+        raise InvalidRequest(f"'{param}' must be a number of credits with at most 6 decimals.", param=param) from exc
+    if micros < 0 and not allow_negative:
+        raise InvalidRequest(f"'{param}' must not be negative.", param=param)
+    if abs(micros) > MAX_CREDITS_MICROS:
+        raise InvalidRequest(f"'{param}' is too large.", param=param)
+    return micros
+
+
+def _name(payload: Mapping[str, object]) -> str:
+    name = payload.get("name")
+    if not isinstance(name, str) or not name.strip() or len(name) > MAX_NAME_LENGTH:
+        raise InvalidRequest(f"'name' is required: a string of 1 to {MAX_NAME_LENGTH} characters.", param="name")
+    return name.strip()

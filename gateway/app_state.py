@@ -1,0 +1,28 @@
+"""The app's shared state: one typed `web.AppKey` per resource, read by handlers as `request.app[LEDGER]`.
+
+Resources are set by the cleanup contexts that own them (`storage.redis_ctx`, `proxy.upstream.upstream_ctx`)
+or by `create_app`; nothing else writes them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import aiohttp
+from aiohttp import web
+from redis.asyncio import Redis
+
+from gateway.admin.accounts import AccountStore
+from gateway.billing import Ledger
+from gateway.config import Settings
+from gateway.metrics import Metrics
+from gateway.tokens import TokenCounter
+
+SETTINGS = web.AppKey("settings", Settings)
+CLOCK: web.AppKey[Callable[[], float]] = web.AppKey("clock")
+METRICS = web.AppKey("metrics", Metrics)
+REDIS = web.AppKey("redis", Redis)
+LEDGER = web.AppKey("ledger", Ledger)
+ACCOUNTS = web.AppKey("accounts", AccountStore)
+TOKEN_COUNTER = web.AppKey("token_counter", TokenCounter)
+UPSTREAM_SESSION = web.AppKey("upstream_session", aiohttp.ClientSession)

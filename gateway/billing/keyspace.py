@@ -1,0 +1,68 @@
+"""The Redis keyspace: the name of every Redis key the gateway uses, in one place.
+
+Per-account keys share the hash tag `{acct:ID}`, so every script that moves an account's money touches one
+cluster slot. Only the global indexes (account list, API key id lookup) live outside an account's slot;
+they are written by admin operations, never on the request path.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+PREFIX = "gw"
+ACCOUNT_INDEX = f"{PREFIX}:accounts"  # zset: account id -> created_at ms
+API_KEY_INDEX = f"{PREFIX}:keys"  # hash: API key id -> account id
+
+
+def as_text(value: object) -> str:
+    """A Redis reply as text, whether or not the client decodes responses."""
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def account_tag(account_id: str) -> str:
+    return f"{PREFIX}:{{acct:{account_id}}}"
+
+
+def account(account_id: str) -> str:
+    """Hash: name, created_at, balance (micro-credits available, holds already taken out), granted."""
+    return f"{account_tag(account_id)}:account"
+
+
+def live_api_keys(account_id: str) -> str:
+    """Hash: sha256(API key) -> API key id. Only live keys are here; revoking deletes the field."""
+    return f"{account_tag(account_id)}:apikeys"
+
+
+def api_key_records(account_id: str) -> str:
+    """Hash: API key id -> JSON record (name, masked key, created_at, revoked_at, sha256)."""
+    return f"{account_tag(account_id)}:keyrecords"
+
+
+def api_key_last_used(account_id: str) -> str:
+    """Hash: API key id -> ms timestamp of its last settled request."""
+    return f"{account_tag(account_id)}:keylastused"
+
+
+def holds(account_id: str) -> str:
+    """Hash: request id -> hold record (see `billing.scripts.Hold`), the reservations not yet settled."""
+    return f"{account_tag(account_id)}:holds"
+
+
+def usage_day(account_id: str, when: datetime) -> str:
+    """Hash of one UTC day's aggregates: totals, `m:<model>:<field>` and `k:<API key id>:<field>`."""
+    return f"{account_tag(account_id)}:usage:d:{when:%Y%m%d}"
+
+
+def usage_hour(account_id: str, when: datetime) -> str:
+    """Hash of one UTC hour's totals."""
+    return f"{account_tag(account_id)}:usage:h:{when:%Y%m%d%H}"
+
+
+def request_log(account_id: str) -> str:
+    """Stream of request records, capped by length."""
+    return f"{account_tag(account_id)}:requests"
+
+
+def grant_log(account_id: str) -> str:
+    """Stream of credit grants: who added what, when, and the balance after."""
+    return f"{account_tag(account_id)}:grants"

@@ -1,0 +1,199 @@
+"""The Lua scripts' calling conventions: each script's KEYS, ARGV and reply are built and read here only.
+
+Each `lua/*.lua` file documents the same lists in its header. The hold record, written by reserve.lua and
+read by settle.lua and by Python, is built and parsed by `Hold` here and by `lua/hold.lua` (prepended to
+every money script), nowhere else.
+
+    call = ReserveCall(account_id, api_key_sha256, request_id, hold_micros=900, min_hold_micros=900, deadline_ms=t)
+    outcome = ReserveOutcome.from_reply(await script(call.keys(), call.argv()))
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from importlib import resources
+
+from gateway.billing import keyspace
+from gateway.billing.keyspace import as_text
+
+Argv = list[str | int]
+
+
+def lua_source(package: str, name: str, *, prelude: Sequence[str] = ()) -> str:
+    """The text of `<package>/lua/<name>`, after the `prelude` files of gateway/billing/lua."""
+    parts = [resources.files("gateway.billing").joinpath("lua", part).read_text(encoding="utf-8") for part in prelude]
+    parts.append(resources.files(package).joinpath("lua", name).read_text(encoding="utf-8"))
+    return "\n".join(parts)
+
+
+def money_script(name: str) -> str:
+    """A script of gateway/billing/lua with the hold record's helpers in front."""
+    return lua_source("gateway.billing", name, prelude=("hold.lua",))
+
+
+@dataclass(frozen=True)
+class Hold:
+    """A reservation not yet settled, stored in the holds hash as "amount_micros:deadline_ms:api_key_id"."""
+
+    amount_micros: int
+    deadline_ms: int  # after this a crashed gateway's hold may be returned
+    api_key_id: str
+
+    def encode(self) -> str:
+        return f"{self.amount_micros}:{self.deadline_ms}:{self.api_key_id}"
+
+    @classmethod
+    def parse(cls, text: str) -> Hold:
+        amount, deadline, api_key_id = text.split(":", 2)
+        return cls(int(amount), int(deadline), api_key_id)
+
+
+class ReserveStatus(enum.IntEnum):
+    HELD = 1
+    PARTIAL = 0  # the balance covers the minimum but not the full hold: nothing held
+    UNKNOWN_KEY = -1
+    INSUFFICIENT = -2
+
+
+@dataclass(frozen=True)
+class ReserveCall:
+    """reserve.lua: authenticate an API key and hold credits for one request."""
+
+    account_id: str
+    api_key_sha256: str
+    request_id: str
+    hold_micros: int
+    min_hold_micros: int  # the least hold the caller accepts (PARTIAL when the balance is between the two)
+    deadline_ms: int
+
+    def keys(self) -> list[str]:
+        account_id = self.account_id
+        return [keyspace.account(account_id), keyspace.live_api_keys(account_id), keyspace.holds(account_id)]
+
+    def argv(self) -> Argv:
+        return [self.api_key_sha256, self.request_id, self.hold_micros, self.min_hold_micros, self.deadline_ms]
+
+
+@dataclass(frozen=True)
+class ReserveOutcome:
+    status: ReserveStatus
+    api_key_id: str
+    balance_micros: int  # after the hold when HELD, else the balance as it stands
+
+    @classmethod
+    def from_reply(cls, reply: Sequence[object]) -> ReserveOutcome:
+        code, api_key_id, balance = reply
+        return cls(ReserveStatus(int(as_text(code))), as_text(api_key_id), int(as_text(balance)))
+
+
+@dataclass(frozen=True)
+class Retention:
+    """How long settlement keeps what it writes. Built from Settings, which holds the defaults."""
+
+    request_log_maxlen: int  # records per account's request log (approximate cap)
+    request_log_retention_ms: int  # records older than this may be trimmed; 0: capped by count only
+    hour_ttl_s: int  # hourly aggregates expire after this
+
+
+@dataclass(frozen=True)
+class Settlement:
+    """The real cost of one request and the facts its usage record keeps."""
+
+    account_id: str
+    request_id: str
+    model: str
+    cost_micros: int
+    prompt_tokens: int
+    completion_tokens: int
+    failed: bool = False
+    record: Mapping[str, str | int] = field(default_factory=dict)  # extra request-record fields
+
+
+@dataclass(frozen=True)
+class SettleCall:
+    """settle.lua: charge a settlement against its hold, release the rest, write aggregates and the record."""
+
+    settlement: Settlement
+    now_ms: int
+    retention: Retention
+
+    def keys(self) -> list[str]:
+        account_id = self.settlement.account_id
+        when = datetime.fromtimestamp(self.now_ms / 1000, UTC)
+        return [
+            keyspace.account(account_id),
+            keyspace.holds(account_id),
+            keyspace.usage_day(account_id, when),
+            keyspace.usage_hour(account_id, when),
+            keyspace.api_key_last_used(account_id),
+            keyspace.request_log(account_id),
+        ]
+
+    def argv(self) -> Argv:
+        settlement, retention = self.settlement, self.retention
+        cutoff = 0
+        if retention.request_log_retention_ms:
+            cutoff = max(self.now_ms - retention.request_log_retention_ms, 1)
+        argv: Argv = [
+            settlement.request_id,
+            settlement.cost_micros,
+            settlement.prompt_tokens,
+            settlement.completion_tokens,
+            settlement.model,
+            self.now_ms,
+            retention.hour_ttl_s,
+            retention.request_log_maxlen,
+            1 if settlement.failed else 0,
+            cutoff,
+        ]
+        for name, value in settlement.record.items():
+            argv.extend((name, value))
+        return argv
+
+
+@dataclass(frozen=True)
+class SettleOutcome:
+    settled: bool  # False: there was no hold left to settle (already settled); nothing changed
+    balance_micros: int
+    charged_micros: int
+
+    @classmethod
+    def from_reply(cls, reply: Sequence[object]) -> SettleOutcome:
+        settled, balance, charged = (int(as_text(value)) for value in reply)
+        return cls(bool(settled), balance, charged)
+
+
+class GrantStatus(enum.IntEnum):
+    DONE = 1
+    NO_ACCOUNT = -1
+    BELOW_ZERO = -2  # the amount would take the balance below zero: nothing changed
+
+
+@dataclass(frozen=True)
+class GrantCall:
+    """grant.lua: add (or take back) credits and log the grant."""
+
+    account_id: str
+    amount_micros: int  # negative: take back
+    now_ms: int
+    note: str
+
+    def keys(self) -> list[str]:
+        return [keyspace.account(self.account_id), keyspace.grant_log(self.account_id)]
+
+    def argv(self) -> Argv:
+        return [self.amount_micros, self.now_ms, self.note]
+
+
+@dataclass(frozen=True)
+class GrantOutcome:
+    status: GrantStatus
+    balance_micros: int
+
+    @classmethod
+    def from_reply(cls, reply: Sequence[object]) -> GrantOutcome:
+        code, balance = (int(as_text(value)) for value in reply)
+        return cls(GrantStatus(code), balance)

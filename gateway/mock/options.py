@@ -1,0 +1,22 @@
+"""How the mock upstream behaves: reply length, latency, usage reporting and the faults it plays."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class MockOptions:
+    completion_tokens: int = 16  # reply length in tokens, bounded by the request's max_tokens
+    latency_ms: int = 0  # before the response starts
+    chunk_delay_ms: int = 0  # between streamed chunks
+    usage: bool = True  # report usage (plain responses; streams when include_usage is asked for)
+    fail_status: int | None = None  # answer every chat request with this error status
+    tool_call_arguments: str | None = None  # when the request has tools: call the first one with these arguments
+    reasoning_tokens: int = 0  # hidden reasoning tokens to report (billed as completion tokens)
+    cached_tokens: int = 0  # prompt tokens to report as cached
+    stall_after_chunks: int | None = None  # stream: go silent after this many chunks
+    cut_after_chunks: int | None = None  # stream: drop the connection after this many chunks
+    text: str | None = None  # a fixed reply instead of generated words, streamed `chunk_chars` at a time
+    chunk_chars: int = 3
+    api_key: str | None = None  # when set, requests must carry `Authorization: Bearer <api_key>`

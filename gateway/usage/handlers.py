@@ -1,0 +1,139 @@
+"""/v1/usage*: what a tenant reads about its account's usage, and what the operator reads about any account.
+
+A tenant key reads its own account only: `?account=` naming any other account is refused (403) before
+anything is read. The admin token reads any account with `?account=ID`, and `/admin/usage/summary` ranks
+accounts and models across the gateway. Every endpoint takes `start` / `end` (see `usage.ranges`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from aiohttp import web
+
+from gateway.admin.auth import authenticate, bearer_api_key, credits_header, is_admin, require_admin
+from gateway.app_state import ACCOUNTS, CLOCK, REDIS, SETTINGS
+from gateway.errors import InvalidRequest, NotFound, PermissionDenied, json_response
+from gateway.usage import views
+from gateway.usage.export import parse_format, stream_export
+from gateway.usage.ranges import Granularity, UsageRange, parse_granularity, parse_range
+from gateway.usage.reader import Counts, UsageReader
+
+MAX_SUMMARY_LIMIT = 1000
+
+
+@dataclass(frozen=True)
+class UsageTarget:
+    """The account a usage request reads, and the headers its answer carries."""
+
+    account_id: str
+    balance_micros: int
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+async def usage_target(request: web.Request) -> UsageTarget:
+    """The admin token reads `?account=ID`; a tenant key reads its own account and nothing else (401 / 403)."""
+    requested = request.query.get("account")
+    accounts = request.app[ACCOUNTS]
+    if is_admin(request.headers, request.app[SETTINGS].admin_token):
+        if not requested:
+            raise InvalidRequest("'account' is required with the admin token.", param="account")
+        account = await accounts.get_account(requested)
+        if account is None:
+            raise NotFound(f"No account with id '{requested[:40]}'.", param="account")
+        return UsageTarget(account.id, account.balance_micros)
+    tenant = await authenticate(accounts, bearer_api_key(request.headers))
+    if requested is not None and requested != tenant.account_id:
+        raise PermissionDenied("An API key can read only its own account's usage.", param="account")
+    return UsageTarget(tenant.account_id, tenant.balance_micros, credits_header(tenant.balance_micros))
+
+
+def _now(request: web.Request) -> datetime:
+    return datetime.fromtimestamp(request.app[CLOCK](), UTC)
+
+
+def _range(request: web.Request, now: datetime, granularity: Granularity, *, exact: bool = False) -> UsageRange:
+    settings = request.app[SETTINGS]
+    return parse_range(
+        request.query,
+        now,
+        granularity,
+        max_days=settings.usage_max_range_days,
+        max_hours=settings.usage_max_hour_range_hours,
+        exact=exact,
+    )
+
+
+def _daily_range(request: web.Request, now: datetime) -> UsageRange:
+    """Per-model and per-key sums are kept per day only."""
+    return _range(request, now, parse_granularity(request.query.get("granularity"), (Granularity.DAY,)))
+
+
+async def get_usage(request: web.Request) -> web.Response:
+    target = await usage_target(request)
+    now = _now(request)
+    usage_range = _range(request, now, parse_granularity(request.query.get("granularity")))
+    range_usage = await UsageReader(request.app[REDIS]).account_usage(target.account_id, usage_range, now)
+    return json_response(views.usage_view(usage_range, range_usage, target.balance_micros), headers=target.headers)
+
+
+async def get_model_usage(request: web.Request) -> web.Response:
+    target = await usage_target(request)
+    now = _now(request)
+    usage_range = _daily_range(request, now)
+    range_usage = await UsageReader(request.app[REDIS]).account_usage(target.account_id, usage_range, now)
+    return json_response(views.model_usage_view(usage_range, range_usage.models), headers=target.headers)
+
+
+async def get_api_key_usage(request: web.Request) -> web.Response:
+    target = await usage_target(request)
+    now = _now(request)
+    usage_range = _daily_range(request, now)
+    api_key_usage = await UsageReader(request.app[REDIS]).api_key_usage(target.account_id, usage_range, now)
+    return json_response(views.api_key_usage_view(usage_range, api_key_usage), headers=target.headers)
+
+
+async def export_usage(request: web.Request) -> web.StreamResponse:
+    """Request records of the range; records past `redis.request_log_retention_days` are not exported."""
+    target = await usage_target(request)
+    fmt = parse_format(request.query.get("format"))
+    now = _now(request)
+    usage_range = _range(request, now, Granularity.DAY, exact=True)
+    first_ms, end_ms = usage_range.ms_bounds()
+    retention_days = request.app[SETTINGS].request_log_retention_days
+    if retention_days:
+        first_ms = max(first_ms, int(now.timestamp() * 1000) - retention_days * 86_400_000)
+    filename = f"{views.export_filename(target.account_id, usage_range)}.{fmt.value}"
+    headers = {**target.headers, "Content-Disposition": f'attachment; filename="{filename}"'}
+    return await stream_export(request, request.app[REDIS], target.account_id, (first_ms, end_ms), fmt, headers)
+
+
+async def admin_summary(request: web.Request) -> web.Response:
+    """Totals across accounts, the top accounts and the top models by credits, for the operator."""
+    require_admin(request.headers, request.app[SETTINGS].admin_token)
+    limit = _limit(request.query.get("limit"))
+    now = _now(request)
+    usage_range = _daily_range(request, now)
+    account_ids = await request.app[ACCOUNTS].account_ids()
+    accounts, models = await UsageReader(request.app[REDIS]).summary(account_ids, usage_range, now)
+    totals = Counts()
+    for account in accounts:
+        totals.merge(account.counts)
+    return json_response(views.summary_view(usage_range, totals, accounts, models, limit))
+
+
+def _limit(value: str | None) -> int:
+    if value is None or value == "":
+        return 10
+    if not (value.isascii() and value.isdigit() and len(value) <= 4) or not 1 <= int(value) <= MAX_SUMMARY_LIMIT:
+        raise InvalidRequest(f"'limit' must be a whole number from 1 to {MAX_SUMMARY_LIMIT}.", param="limit")
+    return int(value)
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/v1/usage", get_usage)
+    app.router.add_get("/v1/usage/models", get_model_usage)
+    app.router.add_get("/v1/usage/keys", get_api_key_usage)
+    app.router.add_get("/v1/usage/export", export_usage)
+    app.router.add_get("/admin/usage/summary", admin_summary)

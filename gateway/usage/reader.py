@@ -1,0 +1,167 @@
+"""Usage aggregates read back: the day and hour hashes settlement writes, summed over a range.
+
+Every read is one pipelined round trip, however many days, models or keys the range holds. Settlement adds
+the same amounts to a day's totals, to its `m:<model>:` fields and to its `k:<key id>:` fields in one script,
+so totals, per-model and per-key sums agree exactly (all amounts are integers; credits in micro-credits).
+
+    range_usage = await UsageReader(redis).account_usage(account_id, usage_range, now)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from redis.asyncio import Redis
+
+from gateway.admin.accounts import ApiKeyRecord
+from gateway.billing import keyspace
+from gateway.billing.keyspace import as_text
+from gateway.usage.ranges import Granularity, UsageRange
+
+# Hash field -> Counts attribute.
+STATS = {
+    "requests": "requests",
+    "prompt_tokens": "prompt_tokens",
+    "completion_tokens": "completion_tokens",
+    "credits": "credits_micros",
+    "errors": "errors",
+}
+SUMMARY_BATCH = 100  # accounts per round trip in the cross-account summary
+
+
+@dataclass
+class Counts:
+    """Sums of one subject (a bucket, a model, a key, an account). Credits in micro-credits."""
+
+    requests: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    credits_micros: int = 0
+    errors: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+    def add_stat(self, stat: str, value: object) -> None:
+        name = STATS.get(stat)
+        if name is not None:
+            setattr(self, name, getattr(self, name) + int(as_text(value)))
+
+    def merge(self, other: Counts) -> None:
+        for name in STATS.values():
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+
+@dataclass
+class RangeUsage:
+    """One account's usage over a range: per bucket (oldest first), in total, per model and per API key."""
+
+    buckets: list[tuple[datetime, Counts]] = field(default_factory=list)
+    totals: Counts = field(default_factory=Counts)
+    models: dict[str, Counts] = field(default_factory=dict)
+    api_keys: dict[str, Counts] = field(default_factory=dict)
+
+    def add_bucket(self, start: datetime, fields: Mapping[object, object]) -> None:
+        """Fold one day or hour hash in. Model names may contain ':', so the stat is after the last one."""
+        counts = Counts()
+        for raw_name, value in fields.items():
+            name = as_text(raw_name)
+            if name.startswith(("m:", "k:")):
+                subject, _, stat = name[2:].rpartition(":")
+                table = self.models if name[0] == "m" else self.api_keys
+                table.setdefault(subject, Counts()).add_stat(stat, value)
+            else:
+                counts.add_stat(name, value)
+        self.buckets.append((start, counts))
+        self.totals.merge(counts)
+
+
+@dataclass
+class ApiKeyUsage:
+    """Usage per API key of an account, with the keys' records and last-use times (ms)."""
+
+    range_usage: RangeUsage
+    records: list[ApiKeyRecord]
+    last_used_ms: dict[str, int]
+
+
+@dataclass
+class AccountSummary:
+    account_id: str
+    name: str
+    balance_micros: int
+    counts: Counts
+
+
+def bucket_key(account_id: str, granularity: Granularity, start: datetime) -> str:
+    if granularity is Granularity.HOUR:
+        return keyspace.usage_hour(account_id, start)
+    return keyspace.usage_day(account_id, start)
+
+
+class UsageReader:
+    """Reads usage aggregates, one pipelined round trip per call (the summary: one per batch of accounts)."""
+
+    def __init__(self, redis: Redis):
+        self.redis = redis
+
+    async def account_usage(self, account_id: str, usage_range: UsageRange, now: datetime) -> RangeUsage:
+        starts = usage_range.buckets(now)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for start in starts:
+                pipe.hgetall(bucket_key(account_id, usage_range.granularity, start))
+            replies = await pipe.execute()
+        return _fold(starts, replies)
+
+    async def api_key_usage(self, account_id: str, usage_range: UsageRange, now: datetime) -> ApiKeyUsage:
+        starts = usage_range.buckets(now)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for start in starts:
+                pipe.hgetall(bucket_key(account_id, usage_range.granularity, start))
+            pipe.hvals(keyspace.api_key_records(account_id))
+            pipe.hgetall(keyspace.api_key_last_used(account_id))
+            *replies, records, last_used = await pipe.execute()
+        return ApiKeyUsage(
+            range_usage=_fold(starts, replies),
+            records=sorted((ApiKeyRecord.from_json(raw) for raw in records), key=ApiKeyRecord.sort_key),
+            last_used_ms={as_text(key_id): int(as_text(ms)) for key_id, ms in last_used.items()},
+        )
+
+    async def summary(
+        self, account_ids: list[str], usage_range: UsageRange, now: datetime
+    ) -> tuple[list[AccountSummary], dict[str, Counts]]:
+        """Totals per account and per model across accounts, reading SUMMARY_BATCH accounts per round trip."""
+        starts = usage_range.buckets(now)
+        accounts: list[AccountSummary] = []
+        models: dict[str, Counts] = {}
+        for offset in range(0, len(account_ids), SUMMARY_BATCH):
+            batch = account_ids[offset : offset + SUMMARY_BATCH]
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for account_id in batch:
+                    pipe.hmget(keyspace.account(account_id), ["name", "balance"])
+                    for start in starts:
+                        pipe.hgetall(bucket_key(account_id, usage_range.granularity, start))
+                replies = await pipe.execute()
+            stride = len(starts) + 1
+            for index, account_id in enumerate(batch):
+                (name, balance), *days = replies[index * stride : (index + 1) * stride]
+                range_usage = _fold(starts, days)
+                name_text, balance_micros = as_text(name or ""), int(balance or 0)
+                accounts.append(AccountSummary(account_id, name_text, balance_micros, range_usage.totals))
+                _merge_into(models, range_usage.models.items())
+        return accounts, models
+
+
+def _fold(starts: list[datetime], replies: list[Mapping[object, object]]) -> RangeUsage:
+    range_usage = RangeUsage()
+    for start, fields in zip(starts, replies, strict=True):
+        range_usage.add_bucket(start, fields)
+    return range_usage
+
+
+def _merge_into(target: dict[str, Counts], items: Iterable[tuple[str, Counts]]) -> None:
+    for name, counts in items:
+        target.setdefault(name, Counts()).merge(counts)

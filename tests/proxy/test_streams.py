@@ -1,0 +1,92 @@
+"""Streams that do not end well: the client leaves, the upstream cuts off or goes silent."""
+
+from __future__ import annotations
+
+import asyncio
+
+import orjson
+
+from gateway.app_state import LEDGER
+from gateway.billing import keyspace
+from tests.conftest import TEST_PRICE, Gateway, StartGateway, user_message
+
+
+async def _settled_record(gateway: Gateway, account: str) -> dict[str, str]:
+    """Wait (bounded) until the request has settled, and return its record."""
+    for _ in range(200):
+        if await gateway.redis.xlen(keyspace.request_log(account)) and await gateway.app[LEDGER].reserved(account) == 0:
+            return await gateway.last_record(account)
+        await asyncio.sleep(0.02)
+    raise AssertionError("the request never settled")
+
+
+async def test_client_disconnect_mid_stream_is_charged_for_what_was_sent(start_gateway: StartGateway) -> None:
+    gateway = await start_gateway(main={"completion_tokens": 200, "chunk_delay_ms": 20})
+    account, key = await gateway.new_account()
+    response = await gateway.chat(key, {"model": "m-main", "messages": user_message(), "stream": True})
+    for _ in range(5):
+        await response.content.readuntil(b"\n\n")
+    response.close()
+    record = await _settled_record(gateway, account)
+    assert record["status"] == "499" and record["usage_source"] == "gateway"
+    sent = int(record["completion_tokens"])
+    assert 4 <= sent < 200
+    assert int(record["credits_micros"]) == TEST_PRICE.cost_micros(int(record["prompt_tokens"]), sent)
+    assert await gateway.balance_micros(account) == 1000 * 10**6 - int(record["credits_micros"])
+    # Closing the upstream response cancelled the upstream request.
+    state = gateway.upstreams["main"].state
+    for _ in range(100):
+        if state.aborted_streams:
+            break
+        await asyncio.sleep(0.02)
+    assert state.aborted_streams == 1 and state.finished_streams == 0
+
+
+async def test_a_cut_upstream_stream_bills_what_arrived_and_tells_the_client(start_gateway: StartGateway) -> None:
+    gateway = await start_gateway(main={"completion_tokens": 50, "cut_after_chunks": 11})
+    account, key = await gateway.new_account()
+    response = await gateway.chat(key, {"model": "m-main", "messages": user_message(), "stream": True})
+    events = [e for e in (await response.read()).split(b"\n\n") if e]
+    last = orjson.loads(events[-1][6:])
+    assert last["error"]["code"] == "upstream_error"
+    record = await _settled_record(gateway, account)
+    # One role chunk, then ten one-token chunks.
+    assert record["status"] == "502" and record["completion_tokens"] == "10"
+    assert int(record["credits_micros"]) == TEST_PRICE.cost_micros(int(record["prompt_tokens"]), 10)
+
+
+async def test_an_upstream_silent_mid_stream_times_out(start_gateway: StartGateway) -> None:
+    gateway = await start_gateway(settings_overrides={"read_timeout": 0.3}, main={"stall_after_chunks": 6})
+    account, key = await gateway.new_account()
+    response = await gateway.chat(key, {"model": "m-main", "messages": user_message(), "stream": True})
+    events = [e for e in (await response.read()).split(b"\n\n") if e]
+    assert orjson.loads(events[-1][6:])["error"]["code"] == "upstream_timeout"
+    record = await _settled_record(gateway, account)
+    assert record["status"] == "504" and record["completion_tokens"] == "5"
+
+
+async def test_multi_byte_text_split_across_chunks_is_counted_whole(start_gateway: StartGateway) -> None:
+    text = "Grüße 👋🏽 from 東京! 🚀🚀 ¿Qué tal? Привет, мир. " * 3
+    gateway = await start_gateway(main={"text": text, "chunk_chars": 2, "usage": False})
+    account, key = await gateway.new_account()
+    response = await gateway.chat(key, {"model": "m-main", "messages": user_message(), "stream": True})
+    await response.read()
+    record = await _settled_record(gateway, account)
+    from gateway.tokens import get_encoding
+
+    assert int(record["completion_tokens"]) == len(get_encoding("o200k_base").encode(text))
+
+
+async def test_a_client_hanging_up_on_a_plain_request_pays_the_prompt(start_gateway: StartGateway) -> None:
+    gateway = await start_gateway(main={"latency_ms": 3000, "completion_tokens": 5})
+    account, key = await gateway.new_account()
+    request = asyncio.ensure_future(gateway.chat(key, {"model": "m-main", "messages": user_message()}))
+    state = gateway.upstreams["main"].state
+    for _ in range(100):
+        if state.requests:
+            break
+        await asyncio.sleep(0.02)
+    request.cancel()
+    record = await _settled_record(gateway, account)
+    assert record["status"] == "499" and record["completion_tokens"] == "0"
+    assert int(record["credits_micros"]) == TEST_PRICE.cost_micros(int(record["prompt_tokens"]), 0) > 0
