@@ -96,11 +96,11 @@ class _Commands:
 ADMIN_ACTIONS: dict[tuple[str, str], AdminAction] = {
     ("accounts", "create"): lambda s, a: s.create_account({"name": a.name, "credits": a.credits}),
     ("accounts", "list"): lambda s, a: s.list_accounts(),
-    ("accounts", "show"): lambda s, a: s.get_account(a.account_id),
+    ("accounts", "show"): lambda s, a: s.show_account(a.account_id),
     ("keys", "create"): lambda s, a: s.create_api_key(a.account, {"name": a.name}),
     ("keys", "list"): lambda s, a: s.list_api_keys(a.account),
     ("keys", "revoke"): lambda s, a: s.revoke_api_key(a.key_id),
-    ("credits", "grant"): lambda s, a: s.grant(a.account, {"amount": a.amount, "note": a.note}),
+    ("credits", "grant"): lambda s, a: s.adjust_credits(a.account, {"amount": a.amount, "note": a.note}),
 }
 
 

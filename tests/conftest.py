@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -65,6 +66,9 @@ class FakeClock:
 
     def __call__(self) -> float:
         return self.now
+
+    def utc(self) -> datetime:
+        return datetime.fromtimestamp(self.now, UTC)
 
 
 @dataclass

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.config import ConfigError, load_settings
+from gateway.config import SETTING_PATHS, ConfigError, Settings, load_settings
 
 BASE = """
 [server]
@@ -31,6 +31,14 @@ def test_the_shipped_example_config_loads() -> None:
     settings = load_settings(Path(__file__).parent.parent / "config" / "gateway.toml", {})
     assert {"gpt-4o", "gpt-4o-mini", "mock-model"} <= set(settings.models)
     assert settings.redis_url is None and settings.admin_token is None
+
+
+def test_the_shipped_config_shows_the_defaults() -> None:
+    """Defaults are written once, in `Settings`; the shipped file shows them, so the two must not drift apart."""
+    shipped = load_settings(Path(__file__).parent.parent / "config" / "gateway.toml", {})
+    defaults = Settings(models={}, upstreams={})
+    fields = [field for field, _ in SETTING_PATHS.values()]
+    assert [getattr(shipped, f) for f in fields] == [getattr(defaults, f) for f in fields]
 
 
 def test_values_and_prices(tmp_path: Path) -> None:

@@ -7,8 +7,10 @@ from typing import Any
 import pytest
 from aiohttp import ClientResponse
 
-from gateway.redis_server import free_port
-from tests.conftest import Gateway, StartGateway, user_message
+from gateway.app import create_app
+from gateway.config import UpstreamConfig
+from gateway.redis_server import EmbeddedRedis, free_port
+from tests.conftest import ADMIN_TOKEN, Gateway, StartGateway, make_settings, user_message
 
 
 async def _error(response: ClientResponse, status: int, code: str | None = None) -> dict[str, Any]:
@@ -130,11 +132,9 @@ async def test_oversized_body_gets_413(start_gateway: StartGateway) -> None:
 
 
 async def test_unreachable_upstream_gets_502_and_costs_nothing(start_gateway: StartGateway) -> None:
-    from gateway.config import UpstreamConfig
-
     gateway = await start_gateway()
     dead = UpstreamConfig(name="main", base_url=f"http://127.0.0.1:{free_port()}/v1")
-    gateway.app[__import__("gateway.app_state").app_state.SETTINGS].upstreams["main"] = dead  # type: ignore[index]
+    gateway.settings.upstreams["main"] = dead  # type: ignore[index]
     account, key = await gateway.new_account()
     response = await gateway.chat(key, {"model": "m-main", "messages": user_message()})
     await _error(response, 502, "upstream_error")
@@ -173,10 +173,6 @@ async def test_redis_going_away_gives_a_clean_500(
     aiohttp_client,
     tmp_path,  # type: ignore[no-untyped-def]
 ) -> None:
-    from gateway.app import create_app
-    from gateway.redis_server import EmbeddedRedis
-    from tests.conftest import ADMIN_TOKEN, make_settings
-
     server = EmbeddedRedis(tmp_path / "redis", port=free_port(), persistent=False)
     upstream = await start_upstream()
     settings = make_settings(server.start(), {"main": upstream.base_url})

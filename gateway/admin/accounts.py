@@ -78,18 +78,18 @@ class ParsedApiKey:
     sha256: str
 
 
-def hash_api_key(key: str) -> str:
-    return hashlib.sha256(key.encode()).hexdigest()
+def hash_api_key(api_key: str) -> str:
+    return hashlib.sha256(api_key.encode()).hexdigest()
 
 
-def parse_api_key(key: str) -> ParsedApiKey | None:
-    """Split a presented key into its account and hash, or None when it cannot be one of ours."""
-    if not key.startswith(API_KEY_PREFIX) or len(key) > 200:
+def parse_api_key(api_key: str) -> ParsedApiKey | None:
+    """Split a presented API key into its account and hash, or None when it cannot be one of ours."""
+    if not api_key.startswith(API_KEY_PREFIX) or len(api_key) > 200:
         return None
-    account_hex, _, secret = key[len(API_KEY_PREFIX) :].partition("-")
+    account_hex, _, secret = api_key[len(API_KEY_PREFIX) :].partition("-")
     if len(account_hex) != 16 or not secret or any(c not in "0123456789abcdef" for c in account_hex):
         return None
-    return ParsedApiKey(ACCOUNT_PREFIX + account_hex, hash_api_key(key))
+    return ParsedApiKey(ACCOUNT_PREFIX + account_hex, hash_api_key(api_key))
 
 
 def valid_account_id(account_id: str) -> bool:
@@ -106,7 +106,7 @@ class AccountStore:
         self.redis = redis
         self.clock = clock
 
-    async def create_account(self, name: str, balance_micros: int) -> Account:
+    async def insert_account(self, name: str, balance_micros: int) -> Account:
         account_id = ACCOUNT_PREFIX + secrets.token_hex(8)
         now = int(self.clock())
         await self.redis.hset(
@@ -116,7 +116,7 @@ class AccountStore:
         await self.redis.zadd(keyspace.ACCOUNT_INDEX, {account_id: now})
         return Account(account_id, name, balance_micros, now)
 
-    async def get_account(self, account_id: str) -> Account | None:
+    async def load_account(self, account_id: str) -> Account | None:
         if not valid_account_id(account_id):
             return None
         return _account(account_id, await self.redis.hgetall(keyspace.account(account_id)))
@@ -125,7 +125,7 @@ class AccountStore:
         """Every account's id, oldest first."""
         return [as_text(i) for i in await self.redis.zrange(keyspace.ACCOUNT_INDEX, 0, -1)]
 
-    async def list_accounts(self) -> list[Account]:
+    async def load_accounts(self) -> list[Account]:
         """Every account, oldest first, in two round trips."""
         ids = await self.account_ids()
         async with self.redis.pipeline(transaction=False) as pipe:
@@ -135,39 +135,39 @@ class AccountStore:
         accounts = [_account(account_id, fields) for account_id, fields in zip(ids, replies, strict=True)]
         return [account for account in accounts if account is not None]
 
-    async def create_api_key(self, account_id: str, name: str) -> tuple[ApiKeyRecord, str]:
+    async def insert_api_key(self, account_id: str, name: str) -> tuple[ApiKeyRecord, str]:
         """Make a new key for the account. Returns its record and the key itself, which is not kept."""
-        key = f"{API_KEY_PREFIX}{account_id.removeprefix(ACCOUNT_PREFIX)}-{secrets.token_urlsafe(32)}"
+        api_key = f"{API_KEY_PREFIX}{account_id.removeprefix(ACCOUNT_PREFIX)}-{secrets.token_urlsafe(32)}"
         record = ApiKeyRecord(
             id="key_" + secrets.token_hex(8),
             account_id=account_id,
             name=name,
-            masked_key=f"{key[:14]}...{key[-4:]}",
+            masked_key=f"{api_key[:14]}...{api_key[-4:]}",
             created_at=int(self.clock()),
             revoked_at=None,
-            sha256=hash_api_key(key),
+            sha256=hash_api_key(api_key),
         )
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.hset(keyspace.api_key_records(account_id), record.id, record.to_json())
             pipe.hset(keyspace.live_api_keys(account_id), record.sha256, record.id)
             await pipe.execute()
         await self.redis.hset(keyspace.API_KEY_INDEX, record.id, account_id)
-        return record, key
+        return record, api_key
 
-    async def list_api_keys(self, account_id: str) -> list[ApiKeyRecord]:
+    async def load_api_keys(self, account_id: str) -> list[ApiKeyRecord]:
         raw = await self.redis.hvals(keyspace.api_key_records(account_id))
         return sorted((ApiKeyRecord.from_json(value) for value in raw), key=ApiKeyRecord.sort_key)
 
-    async def get_api_key(self, key_id: str) -> ApiKeyRecord | None:
+    async def load_api_key(self, key_id: str) -> ApiKeyRecord | None:
         account_id = await self.redis.hget(keyspace.API_KEY_INDEX, key_id)
         if account_id is None:
             return None
         raw = await self.redis.hget(keyspace.api_key_records(as_text(account_id)), key_id)
         return None if raw is None else ApiKeyRecord.from_json(raw)
 
-    async def revoke_api_key(self, key_id: str) -> ApiKeyRecord | None:
+    async def mark_revoked(self, key_id: str) -> ApiKeyRecord | None:
         """Revoke at once: the key's hash leaves the live set, so the next request with it is refused."""
-        record = await self.get_api_key(key_id)
+        record = await self.load_api_key(key_id)
         if record is None:
             return None
         if record.revoked_at is None:
@@ -179,7 +179,7 @@ class AccountStore:
             record = revoked
         return record
 
-    async def authenticate(self, parsed: ParsedApiKey) -> Tenant | None:
+    async def find_tenant(self, parsed: ParsedApiKey) -> Tenant | None:
         """The tenant of a live API key, else None. One round trip."""
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.hget(keyspace.live_api_keys(parsed.account_id), parsed.sha256)

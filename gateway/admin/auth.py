@@ -35,7 +35,7 @@ def bearer_api_key(headers: Mapping[str, str]) -> ParsedApiKey:
 
 async def authenticate(accounts: AccountStore, api_key: ParsedApiKey) -> Tenant:
     """The tenant of a live API key; 401 when it is unknown or revoked."""
-    tenant = await accounts.authenticate(api_key)
+    tenant = await accounts.find_tenant(api_key)
     if tenant is None:
         raise AuthError()
     return tenant

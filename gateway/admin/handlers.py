@@ -27,43 +27,43 @@ async def _json_object(request: web.Request) -> dict[str, object]:
     return payload
 
 
-async def create_account(request: web.Request) -> web.Response:
+async def post_accounts(request: web.Request) -> web.Response:
     service = _service(request)
     return json_response(await service.create_account(await _json_object(request)), status=201)
 
 
-async def list_accounts(request: web.Request) -> web.Response:
+async def get_accounts(request: web.Request) -> web.Response:
     return json_response(await _service(request).list_accounts())
 
 
 async def get_account(request: web.Request) -> web.Response:
-    return json_response(await _service(request).get_account(request.match_info["account_id"]))
+    return json_response(await _service(request).show_account(request.match_info["account_id"]))
 
 
-async def create_api_key(request: web.Request) -> web.Response:
+async def post_account_keys(request: web.Request) -> web.Response:
     service = _service(request)
     view = await service.create_api_key(request.match_info["account_id"], await _json_object(request))
     return json_response(view, status=201, headers={"Cache-Control": "no-store"})
 
 
-async def list_api_keys(request: web.Request) -> web.Response:
+async def get_account_keys(request: web.Request) -> web.Response:
     return json_response(await _service(request).list_api_keys(request.match_info["account_id"]))
 
 
-async def grant_credits(request: web.Request) -> web.Response:
+async def post_account_credits(request: web.Request) -> web.Response:
     service = _service(request)
-    return json_response(await service.grant(request.match_info["account_id"], await _json_object(request)))
+    return json_response(await service.adjust_credits(request.match_info["account_id"], await _json_object(request)))
 
 
-async def revoke_api_key(request: web.Request) -> web.Response:
+async def delete_key(request: web.Request) -> web.Response:
     return json_response(await _service(request).revoke_api_key(request.match_info["key_id"]))
 
 
 def add_routes(app: web.Application) -> None:
-    app.router.add_post("/admin/accounts", create_account)
-    app.router.add_get("/admin/accounts", list_accounts)
+    app.router.add_post("/admin/accounts", post_accounts)
+    app.router.add_get("/admin/accounts", get_accounts)
     app.router.add_get("/admin/accounts/{account_id}", get_account)
-    app.router.add_post("/admin/accounts/{account_id}/keys", create_api_key)
-    app.router.add_get("/admin/accounts/{account_id}/keys", list_api_keys)
-    app.router.add_post("/admin/accounts/{account_id}/credits", grant_credits)
-    app.router.add_delete("/admin/keys/{key_id}", revoke_api_key)
+    app.router.add_post("/admin/accounts/{account_id}/keys", post_account_keys)
+    app.router.add_get("/admin/accounts/{account_id}/keys", get_account_keys)
+    app.router.add_post("/admin/accounts/{account_id}/credits", post_account_credits)
+    app.router.add_delete("/admin/keys/{key_id}", delete_key)

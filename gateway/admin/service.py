@@ -24,37 +24,37 @@ class AdminService:
         self.ledger = ledger
 
     async def create_account(self, payload: Mapping[str, object]) -> dict[str, object]:
-        name = _name(payload)
+        name = _checked_name(payload)
         credits = parse_credits(payload.get("credits", 0), "credits", allow_negative=False)
-        account = await self.accounts.create_account(name, credits)
+        account = await self.accounts.insert_account(name, credits)
         return await self.account_view(account)
 
-    async def get_account(self, account_id: str) -> dict[str, object]:
-        return await self.account_view(await self._account(account_id))
+    async def show_account(self, account_id: str) -> dict[str, object]:
+        return await self.account_view(await self._existing_account(account_id))
 
     async def list_accounts(self) -> dict[str, object]:
-        accounts = await self.accounts.list_accounts()
+        accounts = await self.accounts.load_accounts()
         reserved = await self.ledger.reserved_many([account.id for account in accounts])
         return {"object": "list", "data": [self._view(a, held) for a, held in zip(accounts, reserved, strict=True)]}
 
     async def create_api_key(self, account_id: str, payload: Mapping[str, object]) -> dict[str, object]:
-        await self._account(account_id)
-        record, key = await self.accounts.create_api_key(account_id, _name(payload))
+        await self._existing_account(account_id)
+        record, key = await self.accounts.insert_api_key(account_id, _checked_name(payload))
         return {**api_key_view(record), "key": key}
 
     async def list_api_keys(self, account_id: str) -> dict[str, object]:
-        await self._account(account_id)
-        records = await self.accounts.list_api_keys(account_id)
+        await self._existing_account(account_id)
+        records = await self.accounts.load_api_keys(account_id)
         return {"object": "list", "data": [api_key_view(record) for record in records]}
 
     async def revoke_api_key(self, api_key_id: str) -> dict[str, object]:
-        record = await self.accounts.revoke_api_key(api_key_id)
+        record = await self.accounts.mark_revoked(api_key_id)
         if record is None:
             raise NotFound(f"No key with id '{api_key_id}'.")
         return api_key_view(record)
 
-    async def grant(self, account_id: str, payload: Mapping[str, object]) -> dict[str, object]:
-        await self._account(account_id)
+    async def adjust_credits(self, account_id: str, payload: Mapping[str, object]) -> dict[str, object]:
+        await self._existing_account(account_id)
         amount = parse_credits(payload.get("amount"), "amount", allow_negative=True)
         if amount == 0:
             raise InvalidRequest("'amount' must not be zero.", param="amount")
@@ -65,10 +65,10 @@ class AdminService:
             await self.ledger.grant(account_id, amount, note[:MAX_NAME_LENGTH])
         except GrantError as exc:
             raise InvalidRequest(f"Cannot apply this amount: {exc}.", param="amount") from exc
-        return await self.get_account(account_id)
+        return await self.show_account(account_id)
 
-    async def _account(self, account_id: str) -> Account:
-        account = await self.accounts.get_account(account_id)
+    async def _existing_account(self, account_id: str) -> Account:
+        account = await self.accounts.load_account(account_id)
         if account is None:
             raise NotFound(f"No account with id '{account_id}'.")
         return account
@@ -110,7 +110,7 @@ def parse_credits(value: object, param: str, *, allow_negative: bool) -> int:
     return micros
 
 
-def _name(payload: Mapping[str, object]) -> str:
+def _checked_name(payload: Mapping[str, object]) -> str:
     name = payload.get("name")
     if not isinstance(name, str) or not name.strip() or len(name) > MAX_NAME_LENGTH:
         raise InvalidRequest(f"'name' is required: a string of 1 to {MAX_NAME_LENGTH} characters.", param="name")

@@ -140,22 +140,24 @@ class Reply:
             payload["usage"] = usage
         return b"data: " + orjson.dumps(payload) + b"\n\n"
 
-    def _delta(self, index: int, delta: dict[str, object], finish: str | None = None) -> bytes:
+    def _delta_chunk(self, index: int, delta: dict[str, object], finish: str | None = None) -> bytes:
         return self.chunk([{"index": index, "delta": delta, "logprobs": None, "finish_reason": finish}])
 
     def chunks(self) -> list[bytes]:
         """The stream's chunks, without the usage chunk and [DONE]."""
         count = len(self.pieces)
-        out = [self._delta(i, {"role": "assistant", "content": ""}) for i in range(count)]
+        out = [self._delta_chunk(i, {"role": "assistant", "content": ""}) for i in range(count)]
         if self.tool_call is not None:
             for i in range(count):
                 first = {"index": 0, "id": f"call_{i}", "type": "function", "function": self._function("")}
-                out.append(self._delta(i, {"tool_calls": [first]}))
+                out.append(self._delta_chunk(i, {"tool_calls": [first]}))
                 for piece in self.tool_call.pieces:
-                    out.append(self._delta(i, {"tool_calls": [{"index": 0, "function": {"arguments": piece}}]}))
+                    out.append(self._delta_chunk(i, {"tool_calls": [{"index": 0, "function": {"arguments": piece}}]}))
         for position in range(max((len(p) for p in self.pieces), default=0)):
-            out += [self._delta(i, {"content": p[position]}) for i, p in enumerate(self.pieces) if position < len(p)]
-        out += [self._delta(i, {}, self._finish()) for i in range(count)]
+            out += [
+                self._delta_chunk(i, {"content": p[position]}) for i, p in enumerate(self.pieces) if position < len(p)
+            ]
+        out += [self._delta_chunk(i, {}, self._finish()) for i in range(count)]
         return out
 
 

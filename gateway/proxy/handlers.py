@@ -29,17 +29,17 @@ async def read_body(request: web.Request) -> bytes:
     return await request.read()  # the app's client_max_size enforces the limit on chunked bodies
 
 
-async def chat_completions(request: web.Request) -> web.StreamResponse:
+async def post_chat_completions(request: web.Request) -> web.StreamResponse:
     started = time.monotonic()
     request_id = f"req_{uuid.uuid4().hex}"
     try:
-        return await _chat_completions(request, request_id, started)
+        return await _relay_chat_completion(request, request_id, started)
     except GatewayError as error:
         error.headers.setdefault("x-request-id", request_id)
         raise
 
 
-async def _chat_completions(request: web.Request, request_id: str, started: float) -> web.StreamResponse:
+async def _relay_chat_completion(request: web.Request, request_id: str, started: float) -> web.StreamResponse:
     app = request.app
     settings = app[SETTINGS]
     api_key = bearer_api_key(request.headers)
@@ -77,7 +77,7 @@ async def _checked_request(request: web.Request, api_key: ParsedApiKey) -> tuple
     return chat, model
 
 
-async def list_models(request: web.Request) -> web.Response:
+async def get_models(request: web.Request) -> web.Response:
     tenant = await authenticate(request.app[ACCOUNTS], bearer_api_key(request.headers))
     created = int(request.app[CLOCK]())
     data = [_model_object(name, created) for name in request.app[SETTINGS].models]
@@ -98,6 +98,6 @@ def _model_object(name: str, created: int) -> dict[str, object]:
 
 
 def add_routes(app: web.Application) -> None:
-    app.router.add_post("/v1/chat/completions", chat_completions)
-    app.router.add_get("/v1/models", list_models)
+    app.router.add_post("/v1/chat/completions", post_chat_completions)
+    app.router.add_get("/v1/models", get_models)
     app.router.add_get("/v1/models/{model:.+}", get_model)

@@ -161,11 +161,11 @@ async def read_pages(redis: Redis, account_id: str, first_ms: int, end_ms: int) 
     and is parsed, which is most of an export's cost.
     """
     script = redis.register_script(_page_script())
-    key = keyspace.request_log(account_id)
+    stream = keyspace.request_log(account_id)
     low, high = str(first_ms), str(end_ms - 1)  # a bare ms id covers every entry of that millisecond
     while True:
         # The gateway's client decodes responses: the page is text.
-        page = cast(list[str], await script([key], [low, high, PAGE_SIZE, *PROJECTED_FIELDS]))
+        page = cast(list[str], await script([stream], [low, high, PAGE_SIZE, *PROJECTED_FIELDS]))
         if page:
             yield page
         if len(page) < PAGE_SIZE * WIDTH:

@@ -39,7 +39,7 @@ async def usage_target(request: web.Request) -> UsageTarget:
     if is_admin(request.headers, request.app[SETTINGS].admin_token):
         if not requested:
             raise InvalidRequest("'account' is required with the admin token.", param="account")
-        account = await accounts.get_account(requested)
+        account = await accounts.load_account(requested)
         if account is None:
             raise NotFound(f"No account with id '{requested[:40]}'.", param="account")
         return UsageTarget(account.id, account.balance_micros)
@@ -94,7 +94,7 @@ async def get_api_key_usage(request: web.Request) -> web.Response:
     return json_response(views.api_key_usage_view(usage_range, api_key_usage), headers=target.headers)
 
 
-async def export_usage(request: web.Request) -> web.StreamResponse:
+async def get_usage_export(request: web.Request) -> web.StreamResponse:
     """Request records of the range; records past `redis.request_log_retention_days` are not exported."""
     target = await usage_target(request)
     fmt = parse_format(request.query.get("format"))
@@ -109,7 +109,7 @@ async def export_usage(request: web.Request) -> web.StreamResponse:
     return await stream_export(request, request.app[REDIS], target.account_id, (first_ms, end_ms), fmt, headers)
 
 
-async def admin_summary(request: web.Request) -> web.Response:
+async def get_admin_usage_summary(request: web.Request) -> web.Response:
     """Totals across accounts, the top accounts and the top models by credits, for the operator."""
     require_admin(request.headers, request.app[SETTINGS].admin_token)
     limit = _limit(request.query.get("limit"))
@@ -135,5 +135,5 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/v1/usage", get_usage)
     app.router.add_get("/v1/usage/models", get_model_usage)
     app.router.add_get("/v1/usage/keys", get_api_key_usage)
-    app.router.add_get("/v1/usage/export", export_usage)
-    app.router.add_get("/admin/usage/summary", admin_summary)
+    app.router.add_get("/v1/usage/export", get_usage_export)
+    app.router.add_get("/admin/usage/summary", get_admin_usage_summary)

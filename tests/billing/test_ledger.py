@@ -3,47 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
 
 from redis.asyncio import Redis
 
-from gateway.admin.accounts import AccountStore, parse_api_key
-from gateway.billing import GrantError, Ledger, ReserveStatus, Retention, Settlement, keyspace
+from gateway.billing import GrantError, ReserveStatus, keyspace
+from tests.billing.conftest import funded_ledger, settlement
 from tests.conftest import FakeClock
-
-RETENTION = Retention(request_log_maxlen=1000, request_log_retention_ms=0, hour_ttl_s=86400)
-
-
-async def _account(redis: Redis, credits_micros: int) -> tuple[Ledger, str, str]:
-    clock = FakeClock()
-    store = AccountStore(redis, clock=clock)
-    account = await store.create_account("acme", credits_micros)
-    _, key = await store.create_api_key(account.id, "app")
-    parsed = parse_api_key(key)
-    assert parsed is not None
-    return Ledger(redis, clock=clock, retention=RETENTION), account.id, parsed.sha256
-
-
-def _settlement(account_id: str, request_id: str, cost: int, **kw: object) -> Settlement:
-    return Settlement(
-        account_id=account_id,
-        request_id=request_id,
-        model="m",
-        cost_micros=cost,
-        prompt_tokens=10,
-        completion_tokens=5,
-        **kw,  # type: ignore[arg-type]
-    )
 
 
 async def test_reserve_holds_and_settle_charges_the_real_cost(redis_client: Redis) -> None:
-    ledger, account, sha = await _account(redis_client, 1_000)
+    ledger, account, sha = await funded_ledger(redis_client, 1_000)
     held = await ledger.reserve(account, sha, "r1", hold_micros=300, min_hold_micros=300, ttl_s=60)
     assert held.status is ReserveStatus.HELD and held.balance_micros == 700
     assert await ledger.reserved(account) == 300
-    outcome = await ledger.settle(_settlement(account, "r1", 120))
+    outcome = await ledger.settle(settlement(account, "r1", 120))
     assert (outcome.settled, outcome.balance_micros, outcome.charged_micros) == (True, 880, 120)
     assert await ledger.reserved(account) == 0
-    day = await redis_client.hgetall(keyspace.usage_day(account, _utc(ledger)))
+    day = await redis_client.hgetall(keyspace.usage_day(account, datetime.fromtimestamp(ledger.clock(), UTC)))
     assert day["requests"] == "1" and day["credits"] == "120" and day["m:m:credits"] == "120"
     assert day["prompt_tokens"] == "10" and day["completion_tokens"] == "5"
     records = await redis_client.xrange(keyspace.request_log(account))
@@ -52,25 +29,25 @@ async def test_reserve_holds_and_settle_charges_the_real_cost(redis_client: Redi
 
 
 async def test_settling_twice_charges_once(redis_client: Redis) -> None:
-    ledger, account, sha = await _account(redis_client, 1_000)
+    ledger, account, sha = await funded_ledger(redis_client, 1_000)
     await ledger.reserve(account, sha, "r1", hold_micros=300, min_hold_micros=300, ttl_s=60)
-    await ledger.settle(_settlement(account, "r1", 100))
-    again = await ledger.settle(_settlement(account, "r1", 100))
+    await ledger.settle(settlement(account, "r1", 100))
+    again = await ledger.settle(settlement(account, "r1", 100))
     assert not again.settled and again.balance_micros == 900
     assert await ledger.balance(account) == 900
 
 
 async def test_cost_above_the_hold_never_takes_the_balance_below_zero(redis_client: Redis) -> None:
-    ledger, account, sha = await _account(redis_client, 500)
+    ledger, account, sha = await funded_ledger(redis_client, 500)
     await ledger.reserve(account, sha, "r1", hold_micros=400, min_hold_micros=400, ttl_s=60)
-    outcome = await ledger.settle(_settlement(account, "r1", 10_000))
+    outcome = await ledger.settle(settlement(account, "r1", 10_000))
     assert outcome.charged_micros == 500 and outcome.balance_micros == 0
     records = await redis_client.xrange(keyspace.request_log(account))
     assert records[0][1]["cost_micros"] == "10000" and records[0][1]["credits_micros"] == "500"
 
 
 async def test_insufficient_and_partial_and_unknown_key(redis_client: Redis) -> None:
-    ledger, account, sha = await _account(redis_client, 100)
+    ledger, account, sha = await funded_ledger(redis_client, 100)
     partial = await ledger.reserve(account, sha, "r1", hold_micros=300, min_hold_micros=50, ttl_s=60)
     assert partial.status is ReserveStatus.PARTIAL and partial.balance_micros == 100
     short = await ledger.reserve(account, sha, "r2", hold_micros=300, min_hold_micros=300, ttl_s=60)
@@ -81,18 +58,18 @@ async def test_insufficient_and_partial_and_unknown_key(redis_client: Redis) -> 
 
 
 async def test_scripts_reload_after_script_flush(redis_client: Redis) -> None:
-    ledger, account, sha = await _account(redis_client, 1_000)
+    ledger, account, sha = await funded_ledger(redis_client, 1_000)
     await redis_client.script_flush()
     held = await ledger.reserve(account, sha, "r1", hold_micros=10, min_hold_micros=10, ttl_s=60)
     assert held.status is ReserveStatus.HELD
     await redis_client.script_flush()
-    assert (await ledger.settle(_settlement(account, "r1", 10))).settled
+    assert (await ledger.settle(settlement(account, "r1", 10))).settled
     await redis_client.script_flush()
     assert await ledger.grant(account, 5) == 995
 
 
 async def test_parallel_reserves_never_overdraw(redis_client: Redis) -> None:
-    ledger, account, sha = await _account(redis_client, 10_000)
+    ledger, account, sha = await funded_ledger(redis_client, 10_000)
     results = await asyncio.gather(
         *(ledger.reserve(account, sha, f"r{i}", hold_micros=300, min_hold_micros=300, ttl_s=60) for i in range(100))
     )
@@ -103,7 +80,7 @@ async def test_parallel_reserves_never_overdraw(redis_client: Redis) -> None:
 
 
 async def test_grant_adds_takes_back_and_refuses_to_go_negative(redis_client: Redis) -> None:
-    ledger, account, _ = await _account(redis_client, 100)
+    ledger, account, _ = await funded_ledger(redis_client, 100)
     assert await ledger.grant(account, 50, "top-up") == 150
     assert await ledger.grant(account, -150) == 0
     try:
@@ -123,18 +100,12 @@ async def test_grant_adds_takes_back_and_refuses_to_go_negative(redis_client: Re
 
 
 async def test_request_log_ids_stay_increasing_when_the_clock_goes_back(redis_client: Redis) -> None:
-    ledger, account, sha = await _account(redis_client, 1_000)
+    ledger, account, sha = await funded_ledger(redis_client, 1_000)
     clock = ledger.clock
     assert isinstance(clock, FakeClock)
     for index, shift in enumerate((0.0, -5.0, 0.0)):
         clock.now += shift
         await ledger.reserve(account, sha, f"r{index}", hold_micros=1, min_hold_micros=1, ttl_s=60)
-        await ledger.settle(_settlement(account, f"r{index}", 1))
+        await ledger.settle(settlement(account, f"r{index}", 1))
     ids = [entry[0] for entry in await redis_client.xrange(keyspace.request_log(account))]
     assert len(ids) == 3 and ids == sorted(ids, key=lambda i: tuple(map(int, i.split("-"))))
-
-
-def _utc(ledger: Ledger):  # type: ignore[no-untyped-def]
-    from datetime import UTC, datetime
-
-    return datetime.fromtimestamp(ledger.clock(), UTC)

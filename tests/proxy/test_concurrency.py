@@ -38,11 +38,5 @@ async def test_200_concurrent_requests_on_a_balance_that_pays_for_some(start_gat
     assert all(fields["cost_micros"] == fields["credits_micros"] for _, fields in records)
     status, view = await gateway.admin("GET", f"/admin/accounts/{account}")
     assert view["reserved_credits"] == 0
-    day = await gateway.app[REDIS].hgetall(keyspace.usage_day(account, _today(gateway)))
+    day = await gateway.app[REDIS].hgetall(keyspace.usage_day(account, gateway.clock.utc()))
     assert int(day["credits"]) == charged and int(day["requests"]) == served
-
-
-def _today(gateway):  # type: ignore[no-untyped-def]
-    from datetime import UTC, datetime
-
-    return datetime.fromtimestamp(gateway.clock(), UTC)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import orjson
 from openai import AsyncOpenAI
 
@@ -129,12 +131,8 @@ async def test_n_choices_are_all_billed(start_gateway: StartGateway) -> None:
 
 
 async def test_upstreams_that_reject_stream_options_are_not_sent_them(start_gateway: StartGateway) -> None:
-    import dataclasses
-
-    from gateway.app_state import SETTINGS
-
     gateway = await start_gateway(main={"completion_tokens": 3})
-    upstreams = gateway.app[SETTINGS].upstreams
+    upstreams = gateway.settings.upstreams
     upstreams["main"] = dataclasses.replace(upstreams["main"], stream_usage=False)  # type: ignore[index]
     account, key = await gateway.new_account()
     response = await gateway.chat(key, {"model": "m-main", "messages": user_message(), "stream": True})

@@ -8,6 +8,7 @@ import orjson
 
 from gateway.app_state import LEDGER
 from gateway.billing import keyspace
+from gateway.tokens import get_encoding
 from tests.conftest import TEST_PRICE, Gateway, StartGateway, user_message
 
 
@@ -72,8 +73,6 @@ async def test_multi_byte_text_split_across_chunks_is_counted_whole(start_gatewa
     response = await gateway.chat(key, {"model": "m-main", "messages": user_message(), "stream": True})
     await response.read()
     record = await _settled_record(gateway, account)
-    from gateway.tokens import get_encoding
-
     assert int(record["completion_tokens"]) == len(get_encoding("o200k_base").encode(text))
 
 

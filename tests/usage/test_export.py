@@ -26,20 +26,13 @@ from gateway.redis_server import free_port
 from gateway.usage import export
 from gateway.usage.export import COLUMNS
 from tests.conftest import ADMIN_TOKEN, FakeClock, Gateway, StartGateway, StartUpstream, make_settings
-from tests.usage.traffic import NOW, Tenant, get_json, new_tenant, run_schedule, send, utc
+from tests.usage.traffic import NOW, get_json, new_tenant, scheduled_traffic, send, utc
 
 MB = 1024 * 1024
 
 
-async def _traffic(start_gateway: StartGateway) -> tuple[Gateway, Tenant]:
-    gateway = await start_gateway(first={}, second={}, broken={"fail_status": 500})
-    tenant = await new_tenant(gateway)
-    await run_schedule(gateway, tenant)
-    return gateway, tenant
-
-
 async def test_csv_export_rows_headers_and_values(start_gateway: StartGateway) -> None:
-    gateway, tenant = await _traffic(start_gateway)
+    gateway, tenant = await scheduled_traffic(start_gateway)
     response = await gateway.client.get("/v1/usage/export", params={"format": "csv"}, headers=tenant.auth())
     assert response.status == 200 and response.headers["Content-Type"] == "text/csv; charset=utf-8"
     filename = f"usage-{tenant.account_id}-20260901-20260930.csv"
@@ -67,7 +60,7 @@ async def test_csv_export_rows_headers_and_values(start_gateway: StartGateway) -
 
 
 async def test_json_and_ndjson_exports_carry_the_same_records(start_gateway: StartGateway) -> None:
-    gateway, tenant = await _traffic(start_gateway)
+    gateway, tenant = await scheduled_traffic(start_gateway)
     params = {"start": "2026-08-31", "end": "2026-09-21"}
     csv_text = await (await gateway.client.get("/v1/usage/export", params=params, headers=tenant.auth())).text()
     csv_rows = list(csv.DictReader(io.StringIO(csv_text)))
@@ -84,7 +77,7 @@ async def test_json_and_ndjson_exports_carry_the_same_records(start_gateway: Sta
 
 
 async def test_an_empty_range_exports_no_rows(start_gateway: StartGateway) -> None:
-    gateway, tenant = await _traffic(start_gateway)
+    gateway, tenant = await scheduled_traffic(start_gateway)
     params = {"start": "2026-09-10", "end": "2026-09-12"}
     expected = {"csv": ",".join(COLUMNS) + "\r\n", "json": "[]\n", "ndjson": ""}
     for fmt, body in expected.items():

@@ -14,7 +14,7 @@ from redis.asyncio.client import Pipeline
 
 from gateway.billing.pricing import credits_number
 from tests.conftest import ADMIN_TOKEN, Gateway, StartGateway
-from tests.usage.traffic import NOW, Sent, Tenant, get_json, new_tenant, run_schedule, send, utc
+from tests.usage.traffic import NOW, Sent, Tenant, get_json, new_tenant, scheduled_traffic, send, utc
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 USAGE_FIELDS = {
@@ -42,13 +42,6 @@ KEY_FIELDS = {"key_id", "name", "masked_key", "revoked", "requests", "prompt_tok
 KEY_FIELDS |= {"credits_used", "credits_used_micros", "last_used_at"}
 
 
-async def _traffic(start_gateway: StartGateway, **settings: object) -> tuple[Gateway, Tenant]:
-    gateway = await start_gateway(settings or None, first={}, second={}, broken={"fail_status": 500})
-    tenant = await new_tenant(gateway)
-    await run_schedule(gateway, tenant)
-    return gateway, tenant
-
-
 def _sums(sent: Iterable[Sent]) -> tuple[int, int, int]:
     """(requests, tokens, micro-credits) of what the client saw."""
     sent = list(sent)
@@ -60,7 +53,7 @@ def _days(first: date, last: date) -> list[date]:
 
 
 async def test_usage_has_the_product_page_shape(start_gateway: StartGateway) -> None:
-    gateway, tenant = await _traffic(start_gateway)
+    gateway, tenant = await scheduled_traffic(start_gateway)
     response = await gateway.client.get("/v1/usage", headers=tenant.auth())
     body = await response.json()
     assert response.status == 200 and set(body) == USAGE_FIELDS
@@ -89,7 +82,7 @@ async def test_usage_has_the_product_page_shape(start_gateway: StartGateway) -> 
 
 
 async def test_model_usage_shape(start_gateway: StartGateway) -> None:
-    gateway, tenant = await _traffic(start_gateway)
+    gateway, tenant = await scheduled_traffic(start_gateway)
     status, body = await get_json(gateway, "/v1/usage/models", tenant.auth())
     assert status == 200 and body["object"] == "list" and body["period_start"] == "2026-09-01T00:00:00Z"
     data = body["data"]
@@ -105,7 +98,7 @@ async def test_model_usage_shape(start_gateway: StartGateway) -> None:
 
 
 async def test_key_usage_shape(start_gateway: StartGateway) -> None:
-    gateway, tenant = await _traffic(start_gateway)
+    gateway, tenant = await scheduled_traffic(start_gateway)
     idle = tenant.key_id(2)
     assert (await gateway.admin("DELETE", f"/admin/keys/{idle}"))[0] == 200
     _, listed = await gateway.admin("GET", f"/admin/accounts/{tenant.account_id}/keys")
@@ -149,7 +142,7 @@ async def _export_sums(gateway: Gateway, tenant: Tenant, params: dict[str, str])
 async def test_every_view_sums_to_the_same_totals(
     start_gateway: StartGateway, params: dict[str, str], first: date, last: date
 ) -> None:
-    gateway, tenant = await _traffic(start_gateway)
+    gateway, tenant = await scheduled_traffic(start_gateway)
     expected = _sums(tenant.within(first, last))
     _, usage = await get_json(gateway, "/v1/usage", tenant.auth(), **params)
     totals = (usage["total_requests"], usage["total_tokens"], usage["total_credits_used_micros"])
@@ -170,7 +163,7 @@ def _column_sums(rows: list[dict[str, int]], *columns: str) -> tuple[int, ...]:
 
 
 async def test_hourly_breakdown_for_todays_graph(start_gateway: StartGateway) -> None:
-    gateway, tenant = await _traffic(start_gateway)
+    gateway, tenant = await scheduled_traffic(start_gateway)
     status, today = await get_json(gateway, "/v1/usage", tenant.auth(), granularity="hour")
     assert status == 200 and set(today) == USAGE_FIELDS - {"daily_breakdown"} | {"hourly_breakdown"}
     assert today["period_start"] == "2026-09-21T00:00:00Z" and today["period_end"] == "2026-09-21T23:59:59Z"
@@ -190,7 +183,7 @@ async def test_hourly_breakdown_for_todays_graph(start_gateway: StartGateway) ->
 
 
 async def test_days_are_utc_and_datetime_bounds_widen_to_whole_days(start_gateway: StartGateway) -> None:
-    gateway, tenant = await _traffic(start_gateway)
+    gateway, tenant = await scheduled_traffic(start_gateway)
     # 01:00 at +02:00 is 23:00 UTC on 31 August: the range starts on that UTC day.
     for start in ("2026-09-01T01:00:00+02:00", "2026-09-01T01:00:00 02:00", "2026-08-31T23:00:00Z"):
         status, body = await get_json(gateway, "/v1/usage", tenant.auth(), start=start, end="2026-09-01T00:00:01Z")
@@ -267,7 +260,7 @@ async def test_the_maximum_range_is_configurable(start_gateway: StartGateway) ->
 
 
 async def test_a_key_never_reads_another_accounts_usage(start_gateway: StartGateway) -> None:
-    gateway, tenant = await _traffic(start_gateway)
+    gateway, tenant = await scheduled_traffic(start_gateway)
     other = await new_tenant(gateway, keys=("theirs",), name="other")
     await send(gateway, other, 0, "m-first", NOW)
     paths = ["/v1/usage", "/v1/usage/models", "/v1/usage/keys", "/v1/usage/export"]
@@ -290,7 +283,7 @@ async def test_a_key_never_reads_another_accounts_usage(start_gateway: StartGate
 
 
 async def test_the_admin_token_reads_any_account(start_gateway: StartGateway) -> None:
-    gateway, tenant = await _traffic(start_gateway)
+    gateway, tenant = await scheduled_traffic(start_gateway)
     _, as_tenant = await get_json(gateway, "/v1/usage", tenant.auth(), start="2026-08-31")
     response = await gateway.client.get("/v1/usage", params={"account": tenant.account_id, "start": "2026-08-31"})
     assert response.status == 401
@@ -306,7 +299,7 @@ async def test_the_admin_token_reads_any_account(start_gateway: StartGateway) ->
 
 
 async def test_admin_summary_ranks_accounts_and_models(start_gateway: StartGateway) -> None:
-    gateway, tenant = await _traffic(start_gateway)
+    gateway, tenant = await scheduled_traffic(start_gateway)
     other = await new_tenant(gateway, keys=("theirs",), name="other")
     await new_tenant(gateway, keys=(), name="idle")
     for _ in range(5):
@@ -327,7 +320,7 @@ async def test_admin_summary_ranks_accounts_and_models(start_gateway: StartGatew
 
 
 async def test_each_read_is_one_round_trip(start_gateway: StartGateway, monkeypatch: pytest.MonkeyPatch) -> None:
-    gateway, tenant = await _traffic(start_gateway)
+    gateway, tenant = await scheduled_traffic(start_gateway)
     trips: list[str] = []
     execute, command = Pipeline.execute, Redis.execute_command
 

@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 
-from tests.conftest import Gateway, user_message
+from tests.conftest import Gateway, StartGateway, user_message
 
 # TEST_PRICE: 1,000 micro-credits per prompt token, 2,000 per completion token.
 PROMPT_MICROS, COMPLETION_MICROS = 1_000, 2_000
@@ -105,3 +105,11 @@ async def get_json(
 ) -> tuple[int, dict[str, object]]:
     response = await gateway.client.get(path, params=params, headers=headers)
     return response.status, await response.json()
+
+
+async def scheduled_traffic(start_gateway: StartGateway, **settings: object) -> tuple[Gateway, Tenant]:
+    """A gateway with models m-first, m-second and m-broken (its upstream fails), and a tenant that ran SCHEDULE."""
+    gateway = await start_gateway(settings or None, first={}, second={}, broken={"fail_status": 500})
+    tenant = await new_tenant(gateway)
+    await run_schedule(gateway, tenant)
+    return gateway, tenant

@@ -7,8 +7,8 @@
 --    0  balance covers ARGV[4] but not ARGV[3]: nothing held, the caller may ask for less
 --   -1  unknown or revoked key (or account gone)
 --   -2  balance below ARGV[4]: insufficient credits
-local key_id = redis.call('HGET', KEYS[2], ARGV[1])
-if not key_id then
+local api_key_id = redis.call('HGET', KEYS[2], ARGV[1])
+if not api_key_id then
   return {-1, '', 0}
 end
 local balance = tonumber(redis.call('HGET', KEYS[1], 'balance'))
@@ -18,11 +18,11 @@ end
 local hold = tonumber(ARGV[3])
 if balance < hold then
   if balance >= tonumber(ARGV[4]) then
-    return {0, key_id, balance}
+    return {0, api_key_id, balance}
   end
-  return {-2, key_id, balance}
+  return {-2, api_key_id, balance}
 end
 local after = redis.call('HINCRBY', KEYS[1], 'balance', '-' .. ARGV[3])
 -- The deadline lets a sweeper return holds of a gateway that died before settling.
-redis.call('HSET', KEYS[3], ARGV[2], hold_encode(ARGV[3], ARGV[5], key_id))
-return {1, key_id, after}
+redis.call('HSET', KEYS[3], ARGV[2], hold_encode(ARGV[3], ARGV[5], api_key_id))
+return {1, api_key_id, after}

@@ -12,7 +12,7 @@ if not held then
   return {0, tonumber(redis.call('HGET', KEYS[1], 'balance')) or 0, 0}
 end
 redis.call('HDEL', KEYS[2], ARGV[1])
-local hold, _, key_id = hold_decode(held)
+local hold, _, api_key_id = hold_decode(held)
 
 -- The hold was taken out of the balance; a cost above it may use the rest of the balance, never more.
 local balance = tonumber(redis.call('HGET', KEYS[1], 'balance')) or 0
@@ -23,7 +23,7 @@ end
 local after = redis.call('HINCRBY', KEYS[1], 'balance', hold - charge)
 
 local prompt, completion = ARGV[3], ARGV[4]
-for _, prefix in ipairs({'', 'm:' .. ARGV[5] .. ':', 'k:' .. key_id .. ':'}) do
+for _, prefix in ipairs({'', 'm:' .. ARGV[5] .. ':', 'k:' .. api_key_id .. ':'}) do
   redis.call('HINCRBY', KEYS[3], prefix .. 'requests', 1)
   redis.call('HINCRBY', KEYS[3], prefix .. 'prompt_tokens', prompt)
   redis.call('HINCRBY', KEYS[3], prefix .. 'completion_tokens', completion)
@@ -37,7 +37,7 @@ redis.call('HINCRBY', KEYS[4], 'prompt_tokens', prompt)
 redis.call('HINCRBY', KEYS[4], 'completion_tokens', completion)
 redis.call('HINCRBY', KEYS[4], 'credits', charge)
 redis.call('EXPIRE', KEYS[4], ARGV[7])
-redis.call('HSET', KEYS[5], key_id, ARGV[6])
+redis.call('HSET', KEYS[5], api_key_id, ARGV[6])
 
 -- Record ids carry the settlement time, so exports can range over time; kept strictly increasing
 -- even if gateway clocks disagree (Redis 6.2 has no "<ms>-*" ids).
@@ -52,7 +52,7 @@ if last then
   end
 end
 local record = {'XADD', KEYS[6], 'MAXLEN', '~', ARGV[8], id,
-  'request_id', ARGV[1], 'key_id', key_id, 'model', ARGV[5], 'prompt_tokens', prompt,
+  'request_id', ARGV[1], 'key_id', api_key_id, 'model', ARGV[5], 'prompt_tokens', prompt,
   'completion_tokens', completion, 'credits_micros', charge, 'cost_micros', ARGV[2]}
 for i = 11, #ARGV do
   record[#record + 1] = ARGV[i]

@@ -1,0 +1,186 @@
+"""The layout stays true without review: every import points the way the packages' docstrings say.
+
+Dependencies point down: handlers use services; services use `billing/` and `tokens/`; those two use nothing
+else of the gateway. The table below is the rule; each package's `__init__.py` says the same in prose.
+"""
+
+from __future__ import annotations
+
+import ast
+import shutil
+import tomllib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+import gateway
+
+GATEWAY_DIR = Path(gateway.__file__).parent
+
+# Top-level modules, by role. Anything not named here, or in a package below, fails `test_every_module_has_a_place`.
+SHARED = {"__init__", "config", "errors", "metrics", "redis_server"}  # what every layer may use
+STATE = {"app_state", "storage"}  # the app's shared resources: for handlers and assembly only
+ASSEMBLY = {"app", "cli", "__main__"}  # wires everything together; may import anything
+PACKAGES = {"billing", "tokens", "admin", "proxy", "usage", "mock", "webhooks", "dashboard", "insights"}
+
+# What each part may import besides itself: whole parts, or single modules as "package.module".
+ALLOWED: dict[str, set[str]] = {
+    "billing": set(),
+    "tokens": set(),
+    "shared": {"billing"},
+    "admin": {"billing", "shared"},
+    "proxy": {"billing", "tokens", "shared", "admin.accounts", "admin.auth"},
+    "usage": {"billing", "shared", "admin.accounts", "admin.auth"},
+    "webhooks": {"billing", "shared", "admin.accounts", "admin.auth"},
+    "dashboard": {"billing", "shared", "admin.accounts", "admin.auth", "usage.ranges", "usage.reader", "usage.views"},
+    "insights": {"billing", "tokens", "shared", "admin.auth", "usage.ranges"},
+    "mock": {"tokens"},
+    "state": {"billing", "tokens", "shared", "admin.accounts"},
+    "assembly": {"billing", "tokens", "shared", "state", *PACKAGES},
+}
+# Modules that serve HTTP and read the app state. The rest of their package are services, which import
+# neither these nor the app state.
+HANDLERS = {"admin.handlers", "proxy.handlers", "proxy.exchange", "proxy.upstream", "usage.handlers"}
+
+
+@dataclass(frozen=True)
+class Import:
+    module: str  # the importing module, "proxy.handlers" (relative to gateway)
+    target: str  # the imported module, "billing.ledger"
+    line: int
+
+
+def module_name(path: Path, root: Path) -> str:
+    return ".".join(path.relative_to(root).with_suffix("").parts)
+
+
+def is_module(root: Path, dotted: str) -> bool:
+    """Whether `gateway.<dotted>` is a module or package of the tree at `root`."""
+    path = root.joinpath(*dotted.split("."))
+    return path.with_suffix(".py").exists() or (path / "__init__.py").exists()
+
+
+def resolve(root: Path, dotted: str) -> str:
+    """The module file `gateway.<dotted>` runs: a package stands for its `__init__`."""
+    return f"{dotted}.__init__" if (root.joinpath(*dotted.split(".")) / "__init__.py").exists() else dotted
+
+
+def imported_names(node: ast.AST, root: Path) -> list[str]:
+    """What an import statement imports, relative to gateway ("" for gateway itself); other imports are left out."""
+    names: list[str] = []
+    if isinstance(node, ast.Import):
+        names = [alias.name for alias in node.names]
+    elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+        # `from gateway.usage import views` imports the module gateway.usage.views, not just the package.
+        names = [f"{node.module}.{alias.name}" for alias in node.names]
+        names = [name if is_module(root, name.partition(".")[2]) else node.module for name in names]
+    return [name.partition(".")[2] for name in names if name == "gateway" or name.startswith("gateway.")]
+
+
+def gateway_imports(root: Path) -> Iterator[Import]:
+    """Every import of a gateway module in the tree at `root`, wherever it stands (in functions too)."""
+    for path in sorted(root.rglob("*.py")):
+        module = module_name(path, root)
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            for name in imported_names(node, root):
+                yield Import(module, resolve(root, name) if name else "__init__", getattr(node, "lineno", 0))
+
+
+def part_of(module: str) -> str:
+    """The part a module belongs to: its package, or the role of a top-level module."""
+    head, _, rest = module.partition(".")
+    if rest:
+        if head not in PACKAGES:
+            raise LookupError(f"gateway/{head}/ is a package with no rule in tests/test_architecture.py")
+        return head
+    for part, members in (("shared", SHARED), ("state", STATE), ("assembly", ASSEMBLY)):
+        if head in members:
+            return part
+    raise LookupError(f"gateway/{head}.py has no place in tests/test_architecture.py")
+
+
+def violation(edge: Import) -> str | None:
+    """Why this import breaks the direction of dependencies, or None when it is allowed."""
+    source, target = part_of(edge.module), part_of(edge.target)
+    target_module = edge.target.removesuffix(".__init__")
+    where = f"gateway/{edge.module.replace('.', '/')}.py:{edge.line} imports gateway.{target_module}"
+    if edge.target in HANDLERS and source != target and source != "assembly":
+        return f"{where}: a package's handlers are imported only within it and by the app assembly"
+    if edge.target in HANDLERS and edge.module not in HANDLERS and source == target:
+        return f"{where}: services never import handlers"
+    if target == "state" and source not in ("state", "assembly"):
+        if edge.module in HANDLERS:
+            return None
+        return f"{where}: services never read the app state; take what they need as arguments"
+    if source == target or target in ALLOWED[source] or target_module in ALLOWED[source]:
+        return None
+    allowed = ", ".join(sorted(ALLOWED[source])) or "nothing else of the gateway"
+    return f"{where}: {source} may import only {allowed}"
+
+
+def violations(root: Path) -> list[str]:
+    return [reason for edge in gateway_imports(root) if (reason := violation(edge)) is not None]
+
+
+def test_every_module_has_a_place() -> None:
+    for path in GATEWAY_DIR.rglob("*.py"):
+        part_of(module_name(path, GATEWAY_DIR))
+
+
+def test_imports_point_the_stated_way() -> None:
+    assert violations(GATEWAY_DIR) == []
+
+
+def test_every_package_states_what_it_owns_and_may_import() -> None:
+    for package in PACKAGES:
+        docstring = ast.get_docstring(ast.parse((GATEWAY_DIR / package / "__init__.py").read_text()))
+        assert docstring and "May import:" in docstring, f"gateway/{package}/__init__.py"
+
+
+def test_every_data_file_ships_in_the_wheel() -> None:
+    """Scripts and vocabularies are package data: a file moved to a new folder must not drop out of the wheel."""
+    pyproject = tomllib.loads((GATEWAY_DIR.parent / "pyproject.toml").read_text())
+    patterns = pyproject["tool"]["setuptools"]["package-data"]["gateway"]
+    data = [p for p in GATEWAY_DIR.rglob("*") if p.is_file() and p.suffix not in (".py", ".pyc")]
+    assert data and all(any(p.relative_to(GATEWAY_DIR).match(glob) for glob in patterns) for p in data), patterns
+
+
+@pytest.fixture
+def tree_copy(tmp_path: Path) -> Path:
+    """A copy of the gateway's sources to break on purpose."""
+    copy = tmp_path / "gateway"
+    shutil.copytree(GATEWAY_DIR, copy, ignore=shutil.ignore_patterns("__pycache__", "vocab"))
+    return copy
+
+
+@pytest.mark.parametrize(
+    ("module", "wrong_import", "reason"),
+    [
+        # billing/ uses nothing else of the gateway
+        ("billing/ledger.py", "from gateway.usage.reader import UsageReader", "billing may import only nothing else"),
+        ("tokens/counter.py", "from gateway.billing import Price", "tokens may import only nothing else"),
+        # a service reaching up into a handler, or into the app state
+        ("proxy/metering.py", "from gateway.proxy.exchange import ChatExchange", "services never import handlers"),
+        ("usage/reader.py", "from gateway.app_state import REDIS", "services never read the app state"),
+        # one handler package using another's handlers, and a sideways import between services
+        ("usage/handlers.py", "from gateway.proxy import handlers", "imported only within it"),
+        ("admin/service.py", "import gateway.usage.views", "admin may import only billing, shared"),
+        # the mock upstream is not part of the gateway
+        ("mock/reply.py", "from gateway.proxy.metering import Usage", "mock may import only tokens"),
+    ],
+)
+def test_a_wrong_import_is_caught(tree_copy: Path, module: str, wrong_import: str, reason: str) -> None:
+    assert violations(tree_copy) == []
+    path = tree_copy / module
+    path.write_text(path.read_text() + f"\n\ndef _wrong() -> None:\n    {wrong_import}\n")
+    found = violations(tree_copy)
+    assert len(found) == 1 and found[0].startswith(f"gateway/{module}:") and reason in found[0], found
+
+
+def test_a_module_without_a_place_is_caught(tree_copy: Path) -> None:
+    (tree_copy / "helpers.py").write_text("")
+    with pytest.raises(LookupError, match="helpers.py has no place"):
+        for path in tree_copy.rglob("*.py"):
+            part_of(module_name(path, tree_copy))
