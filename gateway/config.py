@@ -85,10 +85,33 @@ class Settings:
     read_timeout: float = 120.0
     total_timeout: float = 600.0
     max_upstream_response_bytes: int = 32 * 1024 * 1024
+    # Upstream-reported prompt tokens above ratio x the gateway's own count + slack are not believed.
+    prompt_clamp_ratio: int = 4
+    prompt_clamp_slack: int = 256
+    body_timeout: float = 30.0  # a request body still arriving after this gets 408
+    redis_timeout: float = 5.0  # one Redis call; a timed-out call is "unknown", never "did not happen"
+    sweep_interval_seconds: int = 30  # how often each process looks for holds past their deadline
+    spool_dir: Path = Path("data/spool")  # settlements Redis could not take yet, replayed when it is back
+    metrics_token: str | None = None  # bearer token for /metrics; see `metrics_public`
+    metrics_port: int | None = None  # serve /metrics on this port of `host` instead of the API port
     default_encoding: str = "o200k_base"
     remote_image_size: tuple[int, int] = (1024, 1024)
     usage_max_range_days: int = 400  # longest range the usage API and export answer
     usage_max_hour_range_hours: int = 744  # longest range of an hourly breakdown
+
+    def __post_init__(self) -> None:
+        # A hold must outlive the longest request, or the sweeper would release a request still running.
+        longest = self.body_timeout + self.total_timeout
+        if self.reservation_ttl_seconds <= longest:
+            raise ConfigError(
+                f"limits.reservation_ttl_seconds ({self.reservation_ttl_seconds}) must exceed "
+                f"server.body_timeout + timeouts.total ({longest:g} s)"
+            )
+
+    @property
+    def metrics_public(self) -> bool:
+        """/metrics needs no token only on a loopback-bound gateway that has none configured."""
+        return self.metrics_token is None and self.host in ("127.0.0.1", "::1", "localhost")
 
 
 def load_settings(path: Path | None = None, environ: Mapping[str, str] | None = None) -> Settings:
@@ -241,14 +264,22 @@ SETTING_PATHS: dict[str, tuple[str, Check]] = {
     "server.port": ("port", _positive),
     "server.admin_token": ("admin_token", _optional_text),
     "server.max_body_bytes": ("max_body_bytes", _positive),
+    "server.body_timeout": ("body_timeout", _seconds),
+    "server.spool_dir": ("spool_dir", _path),
     "redis.url": ("redis_url", _optional_text),
     "redis.data_dir": ("redis_data_dir", _path),
     "redis.request_log_maxlen": ("request_log_maxlen", _positive),
     "redis.request_log_retention_days": ("request_log_retention_days", _non_negative),
     "redis.hourly_retention_days": ("hourly_retention_days", _positive),
+    "redis.timeout": ("redis_timeout", _seconds),
     "limits.default_max_tokens": ("default_max_tokens", _positive),
     "limits.reservation_ttl_seconds": ("reservation_ttl_seconds", _positive),
     "limits.max_upstream_response_bytes": ("max_upstream_response_bytes", _positive),
+    "limits.prompt_clamp_ratio": ("prompt_clamp_ratio", _positive),
+    "limits.prompt_clamp_slack": ("prompt_clamp_slack", _non_negative),
+    "limits.sweep_interval_seconds": ("sweep_interval_seconds", _positive),
+    "metrics.token": ("metrics_token", _optional_text),
+    "metrics.port": ("metrics_port", _positive),
     "timeouts.connect": ("connect_timeout", _seconds),
     "timeouts.read": ("read_timeout", _seconds),
     "timeouts.total": ("total_timeout", _seconds),

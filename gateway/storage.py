@@ -8,6 +8,9 @@ from contextlib import asynccontextmanager
 
 from aiohttp import web
 from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError
 
 from gateway.admin.accounts import AccountStore
 from gateway.app_state import ACCOUNTS, CLOCK, LEDGER, REDIS, SETTINGS
@@ -24,10 +27,7 @@ async def open_redis(settings: Settings) -> AsyncIterator[Redis]:
     if url is None:
         embedded = EmbeddedRedis(settings.redis_data_dir)
         url = await asyncio.to_thread(embedded.start)
-    # Bounded waits: a hung Redis fails requests with a clean 500 instead of holding them forever.
-    client = Redis.from_url(
-        url, decode_responses=True, health_check_interval=30, socket_timeout=10, socket_connect_timeout=5
-    )
+    client = redis_client(url, settings)
     try:
         await client.ping()
         yield client
@@ -35,6 +35,24 @@ async def open_redis(settings: Settings) -> AsyncIterator[Redis]:
         await client.aclose()
         if embedded is not None:
             await asyncio.to_thread(embedded.stop)
+
+
+def redis_client(url: str, settings: Settings) -> Redis:
+    """A pooled client whose calls are bounded in time and retried on connection errors.
+
+    Only connection errors are retried here (a dead pooled connection after a Redis restart, a refused connect
+    during a blip): every script is idempotent by request id, so a retry never counts twice. A timeout is
+    not retried: the call may still run, so its caller treats it as "unknown".
+    """
+    retry = Retry(ExponentialBackoff(cap=0.2, base=0.01), retries=4, supported_errors=(ConnectionError,))
+    return Redis.from_url(
+        url,
+        decode_responses=True,
+        health_check_interval=30,
+        socket_timeout=settings.redis_timeout,
+        socket_connect_timeout=settings.redis_timeout,
+        retry=retry,
+    )
 
 
 def ledger_for(redis: Redis, settings: Settings, clock: Clock) -> Ledger:
