@@ -10,10 +10,10 @@ from collections.abc import Callable
 
 import aiohttp
 from aiohttp import web
-from redis.asyncio import Redis
 
 from gateway.admin.accounts import AccountStore
 from gateway.billing import Ledger
+from gateway.billing.client import RedisClient
 from gateway.config import Settings
 from gateway.metrics import Metrics
 from gateway.tokens import TokenCounter
@@ -21,7 +21,7 @@ from gateway.tokens import TokenCounter
 SETTINGS = web.AppKey("settings", Settings)
 CLOCK: web.AppKey[Callable[[], float]] = web.AppKey("clock")
 METRICS = web.AppKey("metrics", Metrics)
-REDIS = web.AppKey("redis", Redis)
+REDIS: web.AppKey[RedisClient] = web.AppKey("redis")
 LEDGER = web.AppKey("ledger", Ledger)
 ACCOUNTS = web.AppKey("accounts", AccountStore)
 TOKEN_COUNTER = web.AppKey("token_counter", TokenCounter)

@@ -75,6 +75,7 @@ class Settings:
     admin_token: str | None = None
     max_body_bytes: int = 4 * 1024 * 1024
     redis_url: str | None = None
+    redis_cluster: bool = False  # redis_url names one master of a Redis Cluster
     redis_data_dir: Path = Path("data/redis")
     request_log_maxlen: int = 1_000_000
     request_log_retention_days: int = 0  # 0: request records are capped by count only
@@ -267,6 +268,7 @@ SETTING_PATHS: dict[str, tuple[str, Check]] = {
     "server.body_timeout": ("body_timeout", _seconds),
     "server.spool_dir": ("spool_dir", _path),
     "redis.url": ("redis_url", _optional_text),
+    "redis.cluster": ("redis_cluster", _boolean),
     "redis.data_dir": ("redis_data_dir", _path),
     "redis.request_log_maxlen": ("request_log_maxlen", _positive),
     "redis.request_log_retention_days": ("request_log_retention_days", _non_negative),

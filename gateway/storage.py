@@ -5,26 +5,30 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from aiohttp import web
-from redis.asyncio import Redis
+from redis.asyncio import Redis, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
-from redis.exceptions import ConnectionError
+from redis.exceptions import ClusterDownError, ConnectionError, SlotNotCoveredError
 
 from gateway.admin.accounts import AccountStore
 from gateway.app_state import ACCOUNTS, CLOCK, LEDGER, REDIS, SETTINGS
 from gateway.billing import Clock, Ledger, Retention
-from gateway.config import Settings
+from gateway.billing.client import RedisClient
+from gateway.config import ConfigError, Settings
 from gateway.redis_server import EmbeddedRedis
 
 
 @asynccontextmanager
-async def open_redis(settings: Settings) -> AsyncIterator[Redis]:
+async def open_redis(settings: Settings) -> AsyncIterator[RedisClient]:
     """Connect to REDIS_URL, or start (or join) the embedded server in the data directory."""
     embedded: EmbeddedRedis | None = None
     url = settings.redis_url
     if url is None:
+        if settings.redis_cluster:
+            raise ConfigError("redis.cluster needs redis.url (REDIS_URL): the embedded Redis is a single server")
         embedded = EmbeddedRedis(settings.redis_data_dir)
         url = await asyncio.to_thread(embedded.start)
     client = redis_client(url, settings)
@@ -37,25 +41,41 @@ async def open_redis(settings: Settings) -> AsyncIterator[Redis]:
             await asyncio.to_thread(embedded.stop)
 
 
-def redis_client(url: str, settings: Settings) -> Redis:
+class _ClusterClient(RedisCluster):
+    """A cluster client that, like `redis_client`'s `Redis`, retries connection errors but never a timeout.
+
+    (redis-py's cluster client would also retry timeouts; a cluster that is failing over is still retried.)
+    """
+
+    ERRORS_ALLOW_RETRY = (ConnectionError, ClusterDownError, SlotNotCoveredError)  # type: ignore[assignment]
+
+
+def redis_client(url: str, settings: Settings) -> RedisClient:
     """A pooled client whose calls are bounded in time and retried on connection errors.
 
     Only connection errors are retried here (a dead pooled connection after a Redis restart, a refused connect
     during a blip): every script is idempotent by request id, so a retry never counts twice. A timeout is
     not retried: the call may still run, so its caller treats it as "unknown".
+
+    With `redis.cluster` the URL names any one master and the client finds the others. redis-py's cluster
+    client takes only the number of retries from `retry` and, before each retry, refreshes the slot map.
     """
     retry = Retry(ExponentialBackoff(cap=0.2, base=0.01), retries=4, supported_errors=(ConnectionError,))
-    return Redis.from_url(
-        url,
-        decode_responses=True,
-        health_check_interval=30,
-        socket_timeout=settings.redis_timeout,
-        socket_connect_timeout=settings.redis_timeout,
-        retry=retry,
-    )
+    options: dict[str, Any] = {
+        "decode_responses": True,
+        "health_check_interval": 30,
+        "socket_timeout": settings.redis_timeout,
+        "socket_connect_timeout": settings.redis_timeout,
+        "retry": retry,
+    }
+    if settings.redis_cluster:
+        # Unbounded per node, as the single server's pool is: redis-py's cluster default (100 per node) fails
+        # the 101st concurrent call with MaxConnectionsError instead of waiting for a connection.
+        return _ClusterClient.from_url(url, max_connections=2**31, **options)
+    return Redis.from_url(url, **options)
 
 
-def ledger_for(redis: Redis, settings: Settings, clock: Clock) -> Ledger:
+def ledger_for(redis: RedisClient, settings: Settings, clock: Clock) -> Ledger:
     """The ledger with the configured retention of what settlement writes."""
     retention = Retention(
         request_log_maxlen=settings.request_log_maxlen,

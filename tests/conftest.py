@@ -22,6 +22,7 @@ from gateway.config import ModelConfig, Settings, UpstreamConfig
 from gateway.mock.options import MockOptions
 from gateway.mock.server import MOCK_STATE, MockState, create_mock_app
 from gateway.redis_server import EmbeddedRedis, free_port
+from tests.cluster import RedisClusterNodes
 
 TEST_DB = 9
 ADMIN_TOKEN = "test-admin-token"
@@ -201,3 +202,17 @@ def user_message(text: str = "Hello!") -> list[dict[str, str]]:
 @pytest.fixture
 def data_dir(tmp_path: Path) -> Path:
     return tmp_path / "data"
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClusterNodes]:
+    """A real 3-master Redis Cluster for the whole run, started on first use (see tests/cluster.py)."""
+    with RedisClusterNodes(tmp_path_factory.mktemp("cluster")) as nodes:
+        yield nodes
+
+
+@pytest.fixture
+def cluster_url(redis_cluster: RedisClusterNodes) -> str:
+    """The URL of one master of the cluster, every master emptied first."""
+    redis_cluster.flushall()
+    return redis_cluster.url

@@ -15,9 +15,9 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import orjson
-from redis.asyncio import Redis
 
 from gateway.billing import keyspace
+from gateway.billing.client import RedisClient
 from gateway.billing.keyspace import as_text
 
 API_KEY_PREFIX = "sk-gw-"
@@ -102,7 +102,7 @@ def valid_account_id(account_id: str) -> bool:
 class AccountStore:
     """Create and read accounts; create, list and revoke their API keys."""
 
-    def __init__(self, redis: Redis, *, clock: Callable[[], float]):
+    def __init__(self, redis: RedisClient, *, clock: Callable[[], float]):
         self.redis = redis
         self.clock = clock
 

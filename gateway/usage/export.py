@@ -18,9 +18,9 @@ from typing import NamedTuple, cast
 
 import orjson
 from aiohttp import web
-from redis.asyncio import Redis
 
 from gateway.billing import keyspace
+from gateway.billing.client import RedisClient
 from gateway.billing.pricing import format_credits
 from gateway.billing.scripts import lua_source
 from gateway.errors import InvalidRequest
@@ -154,7 +154,9 @@ def _page_script() -> str:
     return lua_source("gateway.usage", "export_page.lua")
 
 
-async def read_pages(redis: Redis, account_id: str, first_ms: int, end_ms: int) -> AsyncGenerator[list[str], None]:
+async def read_pages(
+    redis: RedisClient, account_id: str, first_ms: int, end_ms: int
+) -> AsyncGenerator[list[str], None]:
     """Flat pages of the records with first_ms <= settlement ms < end_ms, oldest first.
 
     A script projects each record to the exported fields server-side: a third of the data crosses the wire
@@ -175,7 +177,7 @@ async def read_pages(redis: Redis, account_id: str, first_ms: int, end_ms: int) 
 
 async def stream_export(
     request: web.Request,
-    redis: Redis,
+    redis: RedisClient,
     account_id: str,
     span: tuple[int, int],
     fmt: ExportFormat,

@@ -13,10 +13,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from redis.asyncio import Redis
-
 from gateway.admin.accounts import ApiKeyRecord
 from gateway.billing import keyspace
+from gateway.billing.client import RedisClient
 from gateway.billing.keyspace import as_text
 from gateway.usage.ranges import Granularity, UsageRange
 
@@ -105,7 +104,7 @@ def bucket_key(account_id: str, granularity: Granularity, start: datetime) -> st
 class UsageReader:
     """Reads usage aggregates, one pipelined round trip per call (the summary: one per batch of accounts)."""
 
-    def __init__(self, redis: Redis):
+    def __init__(self, redis: RedisClient):
         self.redis = redis
 
     async def account_usage(self, account_id: str, usage_range: UsageRange, now: datetime) -> RangeUsage:
