@@ -8,10 +8,11 @@ from collections.abc import Callable
 
 from aiohttp import web
 
+from gateway import openapi, ops
 from gateway.admin import handlers as admin_handlers
 from gateway.app_state import CLOCK, METRICS, SETTINGS, TOKEN_COUNTER
 from gateway.config import Settings
-from gateway.errors import error_middleware
+from gateway.errors import error_middleware, redact_malformed_request_logs
 from gateway.metrics import Metrics
 from gateway.proxy import handlers as proxy_handlers
 from gateway.proxy.upstream import upstream_ctx
@@ -23,6 +24,7 @@ from gateway.usage import handlers as usage_handlers
 def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) -> web.Application:
     """Build the gateway. `clock` (unix seconds) is injectable so tests can move time without sleeping."""
     app = web.Application(middlewares=[error_middleware], client_max_size=settings.max_body_bytes)
+    redact_malformed_request_logs()
     app[SETTINGS] = settings
     app[CLOCK] = clock
     app[METRICS] = Metrics()
@@ -37,8 +39,8 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) ->
     proxy_handlers.add_routes(app)
     admin_handlers.add_routes(app)
     usage_handlers.add_routes(app)
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/metrics", app[METRICS].handle_scrape)
+    openapi.add_routes(app)
+    ops.add_routes(app)
     return app
 
 
@@ -47,10 +49,6 @@ async def warm_tokenizers(app: web.Application) -> None:
     counter = app[TOKEN_COUNTER]
     names = list(app[SETTINGS].models)
     await asyncio.to_thread(lambda: [counter.encoding_for(name) for name in names])
-
-
-async def healthz(request: web.Request) -> web.Response:
-    return web.json_response({"status": "ok"})
 
 
 def model_encodings(settings: Settings) -> dict[str, str]:

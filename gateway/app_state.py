@@ -14,6 +14,8 @@ from aiohttp import web
 from gateway.admin.accounts import AccountStore
 from gateway.billing import Ledger
 from gateway.billing.client import RedisClient
+from gateway.billing.health import RedisHealth
+from gateway.billing.settler import Settler
 from gateway.config import Settings
 from gateway.metrics import Metrics
 from gateway.tokens import TokenCounter
@@ -23,6 +25,8 @@ CLOCK: web.AppKey[Callable[[], float]] = web.AppKey("clock")
 METRICS = web.AppKey("metrics", Metrics)
 REDIS: web.AppKey[RedisClient] = web.AppKey("redis")
 LEDGER = web.AppKey("ledger", Ledger)
+SETTLER = web.AppKey("settler", Settler)
+REDIS_HEALTH = web.AppKey("redis_health", RedisHealth)
 ACCOUNTS = web.AppKey("accounts", AccountStore)
 TOKEN_COUNTER = web.AppKey("token_counter", TokenCounter)
 UPSTREAM_SESSION = web.AppKey("upstream_session", aiohttp.ClientSession)

@@ -58,6 +58,9 @@ class ModelConfig:
     # "auto", which picks max_completion_tokens for OpenAI's reasoning models and max_tokens otherwise.
     max_tokens_field: str = "auto"
     encoding: str | None = None
+    # Request fields that change the provider's price (proxy/priced_fields.py), allowed because this model's
+    # price already covers them; any other such field is refused with 400.
+    allowed_fields: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
         if self.max_tokens_field == "auto":
@@ -240,6 +243,12 @@ def _string_table(value: object, where: str) -> dict[str, str]:
     return {str(key): str(item) for key, item in value.items()}
 
 
+def _field_names(value: object, where: str) -> frozenset[str]:
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise ConfigError(f"{where} must be a list of request field names")
+    return frozenset(value)
+
+
 def _price(value: object, where: str) -> int:
     """Credits per million tokens, up to six decimals, as micro-credits per million tokens."""
     if isinstance(value, bool) or not isinstance(value, int | float | str):
@@ -300,6 +309,7 @@ MODEL_KEYS: dict[str, tuple[str, Check]] = {
     "max_output_tokens": ("max_output_tokens", _positive),
     "max_tokens_field": ("max_tokens_field", _max_tokens_field),
     "encoding": ("encoding", _optional_text),
+    "allowed_fields": ("allowed_fields", _field_names),
 }
 
 

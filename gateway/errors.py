@@ -11,8 +11,12 @@
     ├── NotFound                      404
     │   └── ModelNotFound             404 model_not_found
     ├── MethodNotAllowed              405
-    └── UpstreamError                 502 upstream_error
-        └── UpstreamTimeout           504 upstream_timeout
+    ├── RequestTimeout                408 request_timeout (the body stalled)
+    ├── UnsupportedMediaType          415 unsupported_content_encoding
+    ├── UpstreamError                 502 upstream_error
+    │   ├── UpstreamAuthFailed        502 upstream_authentication_failed (upstream 401/403: not the tenant's)
+    │   └── UpstreamTimeout           504 upstream_timeout
+    └── ServiceUnavailable            503 service_unavailable, with Retry-After (Redis unreachable)
 
 Each class sets its status, type and code; a class with one fixed message sets `default_message`, so an error
 is made complete and never edited afterwards. `error_middleware` renders these; anything else is logged with
@@ -26,6 +30,9 @@ from collections.abc import Awaitable, Callable, Mapping
 
 import orjson
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
+
+from gateway.billing.settler import REDIS_UNAVAILABLE
 
 log = logging.getLogger(__name__)
 
@@ -106,10 +113,42 @@ class MethodNotAllowed(GatewayError):
     code = "method_not_allowed"
 
 
+class RequestTimeout(GatewayError):
+    status = 408
+    type = "invalid_request_error"
+    code = "request_timeout"
+    default_message = "The request body did not arrive in time."
+
+
+class UnsupportedMediaType(GatewayError):
+    status = 415
+    type = "invalid_request_error"
+    code = "unsupported_content_encoding"
+    default_message = "Compressed request bodies are not accepted: send the body without Content-Encoding."
+
+
+class ServiceUnavailable(GatewayError):
+    status = 503
+    type = "api_error"
+    code = "service_unavailable"
+    default_message = "The gateway cannot reach its ledger right now. Please retry shortly."
+    retry_after_s = 2
+
+    def __init__(
+        self, message: str | None = None, *, param: str | None = None, headers: Mapping[str, str] | None = None
+    ):
+        super().__init__(message, param=param, headers={"Retry-After": str(self.retry_after_s), **(headers or {})})
+
+
 class UpstreamError(GatewayError):
     status = 502
     type = "upstream_error"
     code = "upstream_error"
+
+
+class UpstreamAuthFailed(UpstreamError):
+    code = "upstream_authentication_failed"
+    default_message = "The gateway could not authenticate to the upstream. The operator has been told."
 
 
 class UpstreamTimeout(UpstreamError):
@@ -131,6 +170,9 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return await handler(request)
     except GatewayError as error:
         return error_response(error)
+    except REDIS_UNAVAILABLE:
+        log.warning("Redis unavailable on %s %s", request.method, request.path)
+        return error_response(ServiceUnavailable())
     except web.HTTPException as http_error:
         # aiohttp's own routing errors (unknown path, wrong method) in OpenAI's shape too.
         if http_error.status == 404:
@@ -143,3 +185,22 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except Exception:
         log.exception("unhandled error on %s %s", request.method, request.path)
         return error_response(GatewayError())
+
+
+class _MalformedRequestRedaction(logging.Filter):
+    """aiohttp logs a request it cannot parse with the offending bytes, an over-long Authorization header
+    among them: keep the fact, drop the bytes."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, HttpProcessingError):
+            record.msg, record.args = "refused a malformed request (HTTP %s %s)", (error.code, type(error).__name__)
+            record.exc_info = record.exc_text = None
+        return True
+
+
+def redact_malformed_request_logs() -> None:
+    """Install the redaction on aiohttp's server logger, once per process."""
+    server_log = logging.getLogger("aiohttp.server")
+    if not any(isinstance(existing, _MalformedRequestRedaction) for existing in server_log.filters):
+        server_log.addFilter(_MalformedRequestRedaction())

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 
 # Upstream count minus gateway count, in tokens: symmetric, finer near zero where agreement should sit.
 DRIFT_BUCKETS = (-1000, -100, -50, -20, -10, -5, -2, -1, 0, 1, 2, 5, 10, 20, 50, 100, 1000, float("inf"))
@@ -22,6 +22,16 @@ class Metrics:
             buckets=DRIFT_BUCKETS,
             registry=self.registry,
         )
+        self.clamped = Counter(
+            "gateway_usage_clamped",
+            "Requests whose upstream-reported token count was beyond belief and was billed at its bound instead.",
+            ["model", "kind"],
+            registry=self.registry,
+        )
+
+    def observe_clamped(self, model: str, kinds: tuple[str, ...]) -> None:
+        for kind in kinds:
+            self.clamped.labels(model, kind).inc()
 
     def observe_drift(self, model: str, *, prompt: int, completion: int) -> None:
         self.token_drift.labels(model, "prompt").observe(prompt)

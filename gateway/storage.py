@@ -14,9 +14,13 @@ from redis.backoff import ExponentialBackoff
 from redis.exceptions import ClusterDownError, ConnectionError, SlotNotCoveredError
 
 from gateway.admin.accounts import AccountStore
-from gateway.app_state import ACCOUNTS, CLOCK, LEDGER, REDIS, SETTINGS
+from gateway.app_state import ACCOUNTS, CLOCK, LEDGER, REDIS, REDIS_HEALTH, SETTINGS, SETTLER
 from gateway.billing import Clock, Ledger, Retention
 from gateway.billing.client import RedisClient
+from gateway.billing.health import RedisHealth
+from gateway.billing.settler import Settler
+from gateway.billing.spool import Spool
+from gateway.billing.sweeper import Sweeper
 from gateway.config import ConfigError, Settings
 from gateway.redis_server import EmbeddedRedis
 
@@ -81,15 +85,36 @@ def ledger_for(redis: RedisClient, settings: Settings, clock: Clock) -> Ledger:
         request_log_maxlen=settings.request_log_maxlen,
         request_log_retention_ms=settings.request_log_retention_days * 86_400_000,
         hour_ttl_s=settings.hourly_retention_days * 86400,
+        settled_ids_ms=2 * settings.reservation_ttl_seconds * 1000,
     )
     return Ledger(redis, clock=clock, retention=retention)
 
 
 async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
-    """Open Redis, register the ledger's scripts and the account store, close on shutdown."""
+    """Open Redis, register the ledger's scripts and the account store, and run the ledger's upkeep: the
+    spool's replay and the sweeper. On shutdown, one last replay, then close."""
     settings = app[SETTINGS]
+    spool = Spool(settings.spool_dir)
+    await asyncio.to_thread(spool.open)
     async with open_redis(settings) as redis:
         app[REDIS] = redis
-        app[LEDGER] = ledger_for(redis, settings, app[CLOCK])
+        ledger = app[LEDGER] = ledger_for(redis, settings, app[CLOCK])
         app[ACCOUNTS] = AccountStore(redis, clock=app[CLOCK])
-        yield
+        settler = app[SETTLER] = Settler(ledger, spool)
+        health = app[REDIS_HEALTH] = RedisHealth(redis)
+        sweeper = Sweeper(
+            redis, ledger, interval_s=settings.sweep_interval_seconds, grace_ms=settings.sweep_interval_seconds * 1000
+        )
+        tasks = [
+            asyncio.create_task(settler.run(), name="spool-replay"),
+            asyncio.create_task(sweeper.run(settler), name="sweeper"),
+            asyncio.create_task(health.run(), name="redis-health"),
+        ]
+        try:
+            yield
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await settler.replay()
+            await asyncio.to_thread(spool.close)

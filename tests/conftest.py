@@ -30,6 +30,12 @@ ADMIN_TOKEN = "test-admin-token"
 TEST_PRICE = Price(input_micros_per_million=1_000 * 10**6, output_micros_per_million=2_000 * 10**6)
 
 
+@pytest.fixture(autouse=True)
+def _in_tmp_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test runs in its own directory: relative data paths (the spool's `data/spool`) stay out of the repo."""
+    monkeypatch.chdir(tmp_path)
+
+
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real Redis for the whole run: GATEWAY_TEST_REDIS_URL, else a redis-server we start on a free port."""

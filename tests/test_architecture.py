@@ -22,7 +22,13 @@ GATEWAY_DIR = Path(gateway.__file__).parent
 # Top-level modules, by role. Anything not named here, or in a package below, fails `test_every_module_has_a_place`.
 SHARED = {"__init__", "config", "errors", "metrics", "redis_server"}  # what every layer may use
 STATE = {"app_state", "storage"}  # the app's shared resources: for handlers and assembly only
-ASSEMBLY = {"app", "cli", "__main__"}  # wires everything together; may import anything
+ASSEMBLY = {
+    "app",
+    "cli",
+    "__main__",
+    "openapi",
+    "ops",
+}  # wires everything together, or describes it; may import anything
 PACKAGES = {"billing", "tokens", "admin", "proxy", "usage", "mock", "webhooks", "dashboard", "insights"}
 
 # What each part may import besides itself: whole parts, or single modules as "package.module".

@@ -168,7 +168,7 @@ async def test_unknown_paths_and_methods_get_openai_shaped_errors(start_gateway:
     await _error(await gateway.client.get("/v1/chat/completions"), 405)
 
 
-async def test_redis_going_away_gives_a_clean_500(
+async def test_redis_going_away_gives_a_clean_503(
     start_upstream,
     aiohttp_client,
     tmp_path,  # type: ignore[no-untyped-def]
@@ -189,6 +189,7 @@ async def test_redis_going_away_gives_a_clean_500(
         json={"model": "m-main", "messages": user_message()},
         headers={"Authorization": f"Bearer {key}"},
     )
-    error = await _error(response, 500, "internal_error")
+    error = await _error(response, 503, "service_unavailable")
+    assert response.headers["Retry-After"].isdigit()
     assert "redis" not in error["message"].lower() and "connection" not in error["message"].lower()
     assert upstream.state.requests == []

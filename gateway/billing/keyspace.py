@@ -12,6 +12,7 @@ from datetime import datetime
 PREFIX = "gw"
 ACCOUNT_INDEX = f"{PREFIX}:accounts"  # zset: account id -> created_at ms
 API_KEY_INDEX = f"{PREFIX}:keys"  # hash: API key id -> account id
+SWEEP_LOCK = f"{PREFIX}:sweeper"  # string with a TTL: one process sweeps expired holds per interval
 
 
 def as_text(value: object) -> str:
@@ -46,6 +47,17 @@ def api_key_last_used(account_id: str) -> str:
 def holds(account_id: str) -> str:
     """Hash: request id -> hold record (see `billing.scripts.Hold`), the reservations not yet settled."""
     return f"{account_tag(account_id)}:holds"
+
+
+def settled_requests(account_id: str) -> str:
+    """Sorted set: request id -> settlement ms. An id here is never held again, so a late or repeated reserve
+    (a timed-out call that ran after all) holds nothing. Trimmed to `Retention.settled_ids_ms`."""
+    return f"{account_tag(account_id)}:settled"
+
+
+def applied_grants(account_id: str) -> str:
+    """Sorted set: grant id -> ms; a grant retried under the same id is applied once."""
+    return f"{account_tag(account_id)}:grantids"
 
 
 def usage_day(account_id: str, when: datetime) -> str:

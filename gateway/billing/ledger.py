@@ -8,12 +8,13 @@ settled = await ledger.settle(Settlement(...))
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 
-from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 
 from gateway.billing import keyspace
+from gateway.billing.client import RedisClient
 from gateway.billing.keyspace import as_text
 from gateway.billing.scripts import (
     GrantCall,
@@ -39,7 +40,7 @@ class GrantError(Exception):
 class Ledger:
     """Credit balances in Redis. Every method that moves money is a single script call (one round trip)."""
 
-    def __init__(self, redis: Redis, *, clock: Clock, retention: Retention):
+    def __init__(self, redis: RedisClient, *, clock: Clock, retention: Retention):
         self.redis = redis
         self.clock = clock
         self.retention = retention
@@ -60,25 +61,46 @@ class Ledger:
         hold_micros: int,
         min_hold_micros: int,
         ttl_s: int,
+        model: str = "",
     ) -> ReserveOutcome:
-        """Authenticate the API key and hold `hold_micros`, or report why not. Nothing is held unless HELD."""
+        """Authenticate the API key and hold `hold_micros`, or report why not. Nothing is held unless HELD.
+
+        Once per request id: a repeat of a call that held returns HELD without holding more, and a call that
+        comes after the request was settled (a timed-out call that ran late) returns SETTLED.
+        """
         deadline_ms = self.now_ms() + ttl_s * 1000
-        call = ReserveCall(account_id, api_key_sha256, request_id, hold_micros, min_hold_micros, deadline_ms)
+        call = ReserveCall(account_id, api_key_sha256, request_id, hold_micros, min_hold_micros, deadline_ms, model)
         return ReserveOutcome.from_reply(await self._reserve(call.keys(), call.argv()))
 
-    async def settle(self, settlement: Settlement) -> SettleOutcome:
-        """Charge the real cost (never more than hold + balance), release the rest, record the usage."""
-        call = SettleCall(settlement, self.now_ms(), self.retention)
+    async def settle(self, settlement: Settlement, *, now_ms: int | None = None) -> SettleOutcome:
+        """Charge the real cost (never more than hold + balance), release the rest, record the usage.
+
+        Once per request id: a repeat finds no hold and changes nothing. `now_ms` is when the request ended,
+        kept by a settlement replayed from the spool so that it counts on the day it happened.
+        """
+        call = SettleCall(settlement, self.now_ms() if now_ms is None else now_ms, self.retention)
         return SettleOutcome.from_reply(await self._settle(call.keys(), call.argv()))
 
-    async def grant(self, account_id: str, amount_micros: int, note: str = "") -> int:
-        """Add credits (negative: take back, never below zero). Returns the balance after."""
-        call = GrantCall(account_id, amount_micros, self.now_ms(), note)
+    async def grant(self, account_id: str, amount_micros: int, note: str = "", *, grant_id: str | None = None) -> int:
+        """Add credits (negative: take back, never below zero). Returns the balance after.
+
+        Once per `grant_id` (a fresh one when not given), so a retried call never grants twice.
+        """
+        call = GrantCall(
+            account_id,
+            amount_micros,
+            self.now_ms(),
+            note,
+            grant_id or f"grant_{uuid.uuid4().hex}",
+            self.retention.settled_ids_ms,
+        )
         outcome = GrantOutcome.from_reply(await self._grant(call.keys(), call.argv()))
         if outcome.status is GrantStatus.NO_ACCOUNT:
             raise GrantError("account not found")
         if outcome.status is GrantStatus.BELOW_ZERO:
             raise GrantError("the balance cannot go below zero")
+        if outcome.status is GrantStatus.TOO_LARGE:
+            raise GrantError("the balance would be too large")
         return outcome.balance_micros
 
     async def balance(self, account_id: str) -> int | None:
@@ -91,8 +113,12 @@ class Ledger:
 
     async def reserved_many(self, account_ids: list[str]) -> list[int]:
         """`reserved` for several accounts in one round trip."""
+        return [sum(hold.amount_micros for hold in holds.values()) for holds in await self.holds_of(account_ids)]
+
+    async def holds_of(self, account_ids: list[str]) -> list[dict[str, Hold]]:
+        """The holds of each account (request id -> hold), in one round trip."""
         async with self.redis.pipeline(transaction=False) as pipe:
             for account_id in account_ids:
-                pipe.hvals(keyspace.holds(account_id))
+                pipe.hgetall(keyspace.holds(account_id))
             replies = await pipe.execute()
-        return [sum(Hold.parse(as_text(entry)).amount_micros for entry in holds) for holds in replies]
+        return [{as_text(request_id): Hold.parse(as_text(text)) for request_id, text in r.items()} for r in replies]

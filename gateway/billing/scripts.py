@@ -1,8 +1,9 @@
 """The Lua scripts' calling conventions: each script's KEYS, ARGV and reply are built and read here only.
 
 Each `lua/*.lua` file documents the same lists in its header. The hold record, written by reserve.lua and
-read by settle.lua and by Python, is built and parsed by `Hold` here and by `lua/hold.lua` (prepended to
-every money script), nowhere else.
+read by settle.lua and by Python, is built and parsed by `Hold` here and by `lua/prelude.lua` (prepended to
+every money script), nowhere else. Every number is checked here before a call (`whole`) and again by the
+script before its first write, because Redis does not roll back a script that fails halfway.
 
     call = ReserveCall(account_id, api_key_sha256, request_id, hold_micros=900, min_hold_micros=900, deadline_ms=t)
     outcome = ReserveOutcome.from_reply(await script(call.keys(), call.argv()))
@@ -20,6 +21,14 @@ from gateway.billing import keyspace
 from gateway.billing.keyspace import as_text
 
 Argv = list[str | int]
+MAX_SAFE_INTEGER = 2**53 - 1  # Lua numbers are doubles: integers are exact up to here
+
+
+def whole(value: int, name: str) -> int:
+    """`value` if it is an integer in [0, 2^53), else ValueError: no script is called with it."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_SAFE_INTEGER:
+        raise ValueError(f"{name} must be a whole number in [0, 2^53), got {value!r}")
+    return value
 
 
 def lua_source(package: str, name: str, *, prelude: Sequence[str] = ()) -> str:
@@ -30,25 +39,26 @@ def lua_source(package: str, name: str, *, prelude: Sequence[str] = ()) -> str:
 
 
 def money_script(name: str) -> str:
-    """A script of gateway/billing/lua with the hold record's helpers in front."""
-    return lua_source("gateway.billing", name, prelude=("hold.lua",))
+    """A script of gateway/billing/lua with the shared checks and hold record helpers in front."""
+    return lua_source("gateway.billing", name, prelude=("prelude.lua",))
 
 
 @dataclass(frozen=True)
 class Hold:
-    """A reservation not yet settled, stored in the holds hash as "amount_micros:deadline_ms:api_key_id"."""
+    """A reservation not yet settled, stored in the holds hash as "amount_micros:deadline_ms:api_key_id:model"."""
 
     amount_micros: int
-    deadline_ms: int  # after this a crashed gateway's hold may be returned
-    api_key_id: str
+    deadline_ms: int  # after this the request behind it is surely over: the sweeper may release it
+    api_key_id: str  # never contains ':'
+    model: str
 
     def encode(self) -> str:
-        return f"{self.amount_micros}:{self.deadline_ms}:{self.api_key_id}"
+        return f"{self.amount_micros}:{self.deadline_ms}:{self.api_key_id}:{self.model}"
 
     @classmethod
     def parse(cls, text: str) -> Hold:
-        amount, deadline, api_key_id = text.split(":", 2)
-        return cls(int(amount), int(deadline), api_key_id)
+        amount, deadline, api_key_id, model = text.split(":", 3)
+        return cls(int(amount), int(deadline), api_key_id, model)
 
 
 class ReserveStatus(enum.IntEnum):
@@ -56,6 +66,7 @@ class ReserveStatus(enum.IntEnum):
     PARTIAL = 0  # the balance covers the minimum but not the full hold: nothing held
     UNKNOWN_KEY = -1
     INSUFFICIENT = -2
+    SETTLED = -3  # this request id was settled or released already: a late or repeated reserve holds nothing
 
 
 @dataclass(frozen=True)
@@ -68,13 +79,26 @@ class ReserveCall:
     hold_micros: int
     min_hold_micros: int  # the least hold the caller accepts (PARTIAL when the balance is between the two)
     deadline_ms: int
+    model: str
 
     def keys(self) -> list[str]:
         account_id = self.account_id
-        return [keyspace.account(account_id), keyspace.live_api_keys(account_id), keyspace.holds(account_id)]
+        return [
+            keyspace.account(account_id),
+            keyspace.live_api_keys(account_id),
+            keyspace.holds(account_id),
+            keyspace.settled_requests(account_id),
+        ]
 
     def argv(self) -> Argv:
-        return [self.api_key_sha256, self.request_id, self.hold_micros, self.min_hold_micros, self.deadline_ms]
+        return [
+            self.api_key_sha256,
+            self.request_id,
+            whole(self.hold_micros, "hold"),
+            whole(self.min_hold_micros, "least hold"),
+            whole(self.deadline_ms, "deadline"),
+            self.model,
+        ]
 
 
 @dataclass(frozen=True)
@@ -96,6 +120,12 @@ class Retention:
     request_log_maxlen: int  # records per account's request log (approximate cap)
     request_log_retention_ms: int  # records older than this may be trimmed; 0: capped by count only
     hour_ttl_s: int  # hourly aggregates expire after this
+    settled_ids_ms: int  # how long settled request ids (and grant ids) are remembered against late repeats
+
+
+class SettleMode(enum.StrEnum):
+    CHARGE = "charge"  # charge the cost, release the rest, write aggregates and the request record
+    RELEASE = "release"  # return the whole hold and write nothing else: the request never ran
 
 
 @dataclass(frozen=True)
@@ -110,6 +140,12 @@ class Settlement:
     completion_tokens: int
     failed: bool = False
     record: Mapping[str, str | int] = field(default_factory=dict)  # extra request-record fields
+    mode: SettleMode = SettleMode.CHARGE
+
+    @classmethod
+    def release(cls, account_id: str, request_id: str) -> Settlement:
+        """Return a request's whole hold, if it has one, and remember its id so that no late reserve holds."""
+        return cls(account_id, request_id, "", 0, 0, 0, mode=SettleMode.RELEASE)
 
 
 @dataclass(frozen=True)
@@ -130,6 +166,7 @@ class SettleCall:
             keyspace.usage_hour(account_id, when),
             keyspace.api_key_last_used(account_id),
             keyspace.request_log(account_id),
+            keyspace.settled_requests(account_id),
         ]
 
     def argv(self) -> Argv:
@@ -139,15 +176,17 @@ class SettleCall:
             cutoff = max(self.now_ms - retention.request_log_retention_ms, 1)
         argv: Argv = [
             settlement.request_id,
-            settlement.cost_micros,
-            settlement.prompt_tokens,
-            settlement.completion_tokens,
+            whole(settlement.cost_micros, "cost"),
+            whole(settlement.prompt_tokens, "prompt tokens"),
+            whole(settlement.completion_tokens, "completion tokens"),
             settlement.model,
-            self.now_ms,
-            retention.hour_ttl_s,
-            retention.request_log_maxlen,
+            whole(self.now_ms, "now"),
+            whole(retention.hour_ttl_s, "hour ttl"),
+            whole(retention.request_log_maxlen, "request log length"),
             1 if settlement.failed else 0,
             cutoff,
+            settlement.mode.value,
+            max(self.now_ms - retention.settled_ids_ms, 0),
         ]
         for name, value in settlement.record.items():
             argv.extend((name, value))
@@ -167,25 +206,33 @@ class SettleOutcome:
 
 
 class GrantStatus(enum.IntEnum):
-    DONE = 1
+    DONE = 1  # applied now, or before under the same grant id
     NO_ACCOUNT = -1
     BELOW_ZERO = -2  # the amount would take the balance below zero: nothing changed
+    TOO_LARGE = -3  # the balance would pass 2^53 micro-credits: nothing changed
 
 
 @dataclass(frozen=True)
 class GrantCall:
-    """grant.lua: add (or take back) credits and log the grant."""
+    """grant.lua: add (or take back) credits and log the grant, once per grant id."""
 
     account_id: str
     amount_micros: int  # negative: take back
     now_ms: int
     note: str
+    grant_id: str
+    settled_ids_ms: int
 
     def keys(self) -> list[str]:
-        return [keyspace.account(self.account_id), keyspace.grant_log(self.account_id)]
+        account_id = self.account_id
+        return [keyspace.account(account_id), keyspace.grant_log(account_id), keyspace.applied_grants(account_id)]
 
     def argv(self) -> Argv:
-        return [self.amount_micros, self.now_ms, self.note]
+        if self.amount_micros == 0:
+            raise ValueError("a grant of zero")
+        whole(abs(self.amount_micros), "amount")
+        cutoff = max(self.now_ms - self.settled_ids_ms, 0)
+        return [self.amount_micros, whole(self.now_ms, "now"), self.note, self.grant_id, cutoff]
 
 
 @dataclass(frozen=True)

@@ -20,3 +20,7 @@ class MockOptions:
     text: str | None = None  # a fixed reply instead of generated words, streamed `chunk_chars` at a time
     chunk_chars: int = 3
     api_key: str | None = None  # when set, requests must carry `Authorization: Bearer <api_key>`
+    reported_usage: object = None  # when set, reported as `usage` as is: a misbehaving upstream's figures
+    error_status: int | None = None  # with error_body: answer every chat request with this status and body
+    error_body: bytes = b""
+    redirect_to: str | None = None  # answer every chat request with a 307 to this URL

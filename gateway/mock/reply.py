@@ -49,6 +49,7 @@ class Reply:
     completion_tokens: int
     reasoning_tokens: int = 0
     cached_tokens: int = 0
+    reported_usage: object = None  # reported instead of the real counts
     id: str = field(default_factory=lambda: f"chatcmpl-mock{uuid.uuid4().hex[:20]}")
     created: int = field(default_factory=lambda: int(time.time()))
 
@@ -86,9 +87,12 @@ class Reply:
             completion + options.reasoning_tokens,
             reasoning_tokens=options.reasoning_tokens,
             cached_tokens=min(options.cached_tokens, prompt),
+            reported_usage=options.reported_usage,
         )
 
-    def usage(self) -> dict[str, object]:
+    def usage(self) -> object:
+        if self.reported_usage is not None:
+            return self.reported_usage
         usage: dict[str, object] = {
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
@@ -128,7 +132,7 @@ class Reply:
             payload["usage"] = self.usage()
         return payload
 
-    def chunk(self, choices: list[dict[str, object]], usage: dict[str, object] | None = None) -> bytes:
+    def chunk(self, choices: list[dict[str, object]], usage: object = None) -> bytes:
         payload: dict[str, object] = {
             "id": self.id,
             "object": "chat.completion.chunk",

@@ -78,6 +78,10 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         await asyncio.sleep(options.latency_ms / 1000)
     if options.fail_status:
         return _error(options.fail_status, f"Mock failure {options.fail_status}.", "mock_failure")
+    if options.error_status:
+        return web.Response(status=options.error_status, body=options.error_body, content_type="application/json")
+    if options.redirect_to:
+        return web.Response(status=307, headers={"Location": options.redirect_to})
     reply = Reply.for_request(body, options, request.app[MOCK_COUNTER])
     if body.get("stream"):
         return await _stream(request, reply, body, options)

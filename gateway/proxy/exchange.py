@@ -1,31 +1,54 @@
-"""One chat completion in flight: forward it upstream, relay the answer, count it, bill it exactly once."""
+"""One chat completion in flight: forward it upstream, relay the answer, count it, settle it exactly once.
+
+How a request ended decides what it costs, worked out once, in `billed_usage`, when it has ended:
+- the upstream answered (a plain body, or a stream the client was sent): its usage, bounded, else the
+  gateway's own count of what was sent;
+- the client left: the gateway's count of what it was sent, and the prompt if the upstream had it;
+- anything else (the upstream failed or refused, the gateway refused): nothing.
+`run` settles that in one place, its `finally`, whatever the path.
+"""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
+from dataclasses import dataclass
 
 import aiohttp
 import orjson
 from aiohttp import web
 
 from gateway.admin.auth import credits_header
-from gateway.app_state import LEDGER, METRICS, SETTINGS, TOKEN_COUNTER, UPSTREAM_SESSION
+from gateway.app_state import METRICS, SETTINGS, SETTLER, TOKEN_COUNTER, UPSTREAM_SESSION
 from gateway.config import ModelConfig, UpstreamConfig
-from gateway.errors import GatewayError, UpstreamError, UpstreamTimeout
+from gateway.errors import GatewayError, UpstreamAuthFailed, UpstreamError, UpstreamTimeout
 from gateway.proxy.chat_request import ChatRequest
-from gateway.proxy.metering import Reservation, Usage, bill, usage_from_upstream
-from gateway.proxy.sse import DONE, Event, EventSplitter, EventTooLarge, encode_event
-from gateway.proxy.upstream import post_upstream, relayed_headers
+from gateway.proxy.metering import Reservation, Usage, bill, bounded_usage, usage_from_upstream
+from gateway.proxy.relay import CLIENT_CLOSED, StreamRelay, usage_object
+from gateway.proxy.upstream import post_upstream, relayed_headers, scrubbed_error_body
 
 log = logging.getLogger(__name__)
 
-CLIENT_CLOSED = 499  # nginx's code for "the client went away"; recorded, never sent
+ERROR_BODY_LIMIT = 64 * 1024  # an upstream error body beyond this is not relayed
+
+
+@dataclass
+class Ending:
+    """How a request ended: the status it is recorded with, and where its balance header can still go."""
+
+    status: int = CLIENT_CLOSED  # what stands if the handler is cancelled: the client went away
+    response: web.StreamResponse | None = None
+    error: GatewayError | None = None
+
+    def add_headers(self, headers: dict[str, str]) -> None:
+        if self.error is not None:
+            self.error.headers.update(headers)
+        elif self.response is not None and not self.response.prepared:
+            self.response.headers.update(headers)
 
 
 class ChatExchange:
-    """Holds what one request knows as it goes; `bill_if_unbilled` guarantees the hold is released."""
+    """What one request knows as it goes; `run` forwards, relays and settles it."""
 
     def __init__(
         self,
@@ -44,11 +67,42 @@ class ChatExchange:
         self.prompt_tokens = prompt_tokens
         self.started = started
         self.counter = self.app[TOKEN_COUNTER].completion_counter(chat.model)
-        self.upstream_usage: Usage | None = None
-        self.status = 502
-        self.billed = False
+        self.upstream_usage: Usage | None = None  # bounded
         self.forwarded = False  # the request went upstream, so the upstream has (at least) read its prompt
-        self.last_chunk: dict[str, object] = {}
+        self.answered = False  # the upstream's answer reached the client, whole or in part
+
+    async def run(self) -> web.StreamResponse:
+        """Forward and relay; then settle exactly once, and put the balance on the answer if it can still go."""
+        ending = Ending()
+        try:
+            ending.response, ending.status = await self._exchange()
+            return ending.response
+        except GatewayError as error:
+            ending.status, ending.error = error.status, error
+            raise
+        except Exception:
+            ending.status = 500
+            raise
+        finally:
+            ending.add_headers(credits_header(await self._settle(ending.status)))
+
+    async def _exchange(self) -> tuple[web.StreamResponse, int]:
+        upstream = self.app[SETTINGS].upstreams[self.model.upstream]
+        body = self.upstream_body(upstream)
+        self.forwarded = True
+        response = await post_upstream(
+            self.app[UPSTREAM_SESSION], upstream, "/chat/completions", body, stream=self.chat.stream
+        )
+        async with response:
+            if 300 <= response.status < 400:
+                # Never followed: a redirect would carry the body, and perhaps the provider key, elsewhere.
+                raise UpstreamError(f"The upstream answered with a redirect (HTTP {response.status}).")
+            if response.status >= 400:
+                return await self._upstream_error(response, upstream)
+            headers = {**relayed_headers(response), "x-request-id": self.reservation.request_id}
+            if self.chat.stream and response.content_type == "text/event-stream":
+                return await self._relay_stream(response, headers)
+            return await self._forward_plain(response, headers), response.status
 
     def upstream_body(self, upstream: UpstreamConfig) -> bytes:
         body = dict(self.chat.body)
@@ -63,25 +117,7 @@ class ChatExchange:
             body["stream_options"] = {**(options if isinstance(options, dict) else {}), "include_usage": True}
         return orjson.dumps(body)
 
-    def base_headers(self) -> dict[str, str]:
-        return {"x-request-id": self.reservation.request_id}
-
-    async def run(self) -> web.StreamResponse:
-        settings = self.app[SETTINGS]
-        upstream = settings.upstreams[self.model.upstream]
-        session = self.app[UPSTREAM_SESSION]
-        body = self.upstream_body(upstream)
-        self.forwarded = True
-        response = await post_upstream(session, upstream, "/chat/completions", body, stream=self.chat.stream)
-        async with response:
-            if response.status >= 400:
-                return await self._upstream_error(response)
-            if self.chat.stream and response.content_type == "text/event-stream":
-                return await self._relay_stream(response)
-            return await self._forward_plain(response)
-
-    async def _read(self, response: aiohttp.ClientResponse) -> bytes:
-        limit = self.app[SETTINGS].max_upstream_response_bytes
+    async def _read(self, response: aiohttp.ClientResponse, limit: int) -> bytes:
         parts: list[bytes] = []
         size = 0
         try:
@@ -97,23 +133,26 @@ class ChatExchange:
             raise UpstreamError("The upstream connection failed while sending its response.") from exc
         return b"".join(parts)
 
-    async def _upstream_error(self, response: aiohttp.ClientResponse) -> web.Response:
-        """Upstream errors pass through with their status and cost nothing."""
-        self.status = response.status
-        body = await self._read(response)
+    async def _upstream_error(
+        self, response: aiohttp.ClientResponse, upstream: UpstreamConfig
+    ) -> tuple[web.Response, int]:
+        """Upstream errors cost nothing. Their bodies pass through bounded and scrubbed of anything that looks
+        like a credential; the upstream refusing the gateway's own credentials is the operator's business."""
+        if response.status in (401, 403):
+            log.error("upstream %r refused the gateway's credentials (HTTP %d)", upstream.name, response.status)
+            raise UpstreamAuthFailed()
         try:
-            parsed = orjson.loads(body)
-        except orjson.JSONDecodeError:
-            parsed = None
-        if not (isinstance(parsed, dict) and isinstance(parsed.get("error"), dict)):
-            message = f"The upstream answered with HTTP {response.status}."
-            body = orjson.dumps(UpstreamError(message).body())
-        balance = await self._bill(Usage(0, 0))
-        headers = {**relayed_headers(response), **self.base_headers(), **credits_header(balance)}
-        return web.Response(body=body, status=response.status, headers=headers, content_type="application/json")
+            body = scrubbed_error_body(await self._read(response, ERROR_BODY_LIMIT), upstream)
+        except UpstreamError:
+            body = None
+        if body is None:
+            body = orjson.dumps(UpstreamError(f"The upstream answered with HTTP {response.status}.").body())
+        headers = {**relayed_headers(response), "x-request-id": self.reservation.request_id}
+        answer = web.Response(body=body, status=response.status, headers=headers, content_type="application/json")
+        return answer, response.status
 
-    async def _forward_plain(self, response: aiohttp.ClientResponse) -> web.Response:
-        body = await self._read(response)
+    async def _forward_plain(self, response: aiohttp.ClientResponse, headers: dict[str, str]) -> web.Response:
+        body = await self._read(response, self.app[SETTINGS].max_upstream_response_bytes)
         try:
             payload = orjson.loads(body)
         except orjson.JSONDecodeError as exc:
@@ -121,163 +160,73 @@ class ChatExchange:
         if not isinstance(payload, dict):
             raise UpstreamError("The upstream sent a response that is not a JSON object.")
         self.counter.add_response(payload)
-        self.upstream_usage = usage_from_upstream(payload.get("usage"))
-        self.status = response.status
-        usage = self.billed_usage()
-        balance = await self._bill(usage)
-        if usage.source != "upstream":
-            # Clients rely on `usage`; fill it in when the upstream left it out (this is the only re-encode).
+        reported = usage_from_upstream(payload.get("usage"))
+        self.upstream_usage = None if reported is None else self._bounded(reported)
+        self.answered = True
+        usage = self.billed_usage(response.status)
+        if usage.source != "upstream" or usage.clamped:
+            # Clients rely on `usage`: it shows what is billed (the only re-encode of a plain answer).
             payload["usage"] = usage_object(usage)
             body = orjson.dumps(payload)
-        headers = {**relayed_headers(response), **self.base_headers(), **credits_header(balance)}
         return web.Response(body=body, status=response.status, headers=headers, content_type="application/json")
 
-    async def _relay_stream(self, upstream: aiohttp.ClientResponse) -> web.StreamResponse:
-        client = web.StreamResponse(
-            status=200,
-            headers={
-                **relayed_headers(upstream),
-                **self.base_headers(),
-                # For streams the balance is known only up to the hold; settlement comes after the last byte.
-                **credits_header(self.reservation.balance_micros),
-                "Content-Type": "text/event-stream; charset=utf-8",
-                "Cache-Control": "no-cache",
-                "X-Accel-Buffering": "no",
-            },
+    async def _relay_stream(
+        self, response: aiohttp.ClientResponse, headers: dict[str, str]
+    ) -> tuple[web.StreamResponse, int]:
+        relay = StreamRelay(
+            self.request,
+            self.chat,
+            self.counter,
+            self._bounded,
+            prompt_tokens=self.prompt_tokens,
+            request_id=self.reservation.request_id,
+            max_event_bytes=self.app[SETTINGS].max_upstream_response_bytes,
         )
-        self.status = 200
+        # For streams the balance is known only up to the hold; settlement comes after the last byte.
+        headers = {**headers, **credits_header(self.reservation.balance_micros)}
+        self.answered = True
         try:
-            await client.prepare(self.request)
-            finished = await self._pump(upstream, client)
-            if not finished:
-                self.status = 502
-                await self._send_error(client, UpstreamError("The upstream stream ended early."))
-            await client.write_eof()
-        except (ConnectionError, asyncio.CancelledError) as exc:
-            # The client went away (a failed write, or aiohttp cancelling the handler): stop reading; closing
-            # the upstream response cancels the upstream request.
-            self.status = CLIENT_CLOSED
-            upstream.close()
-            if isinstance(exc, asyncio.CancelledError):
-                raise
+            return await relay.run(response, headers)
         finally:
-            await self._bill(self.billed_usage())
-        return client
+            self.upstream_usage = relay.upstream_usage
 
-    async def _pump(self, upstream: aiohttp.ClientResponse, client: web.StreamResponse) -> bool:
-        """Relay events as they complete. True when the upstream sent [DONE] or at least its usage."""
-        splitter = EventSplitter(self.app[SETTINGS].max_upstream_response_bytes)
-        try:
-            async for chunk in upstream.content.iter_any():
-                for event in splitter.feed(chunk):
-                    if await self._relay_event(event, client):
-                        return True
-            for event in splitter.rest():
-                if await self._relay_event(event, client):
-                    return True
-        except TimeoutError:
-            self.status = 504
-            await self._send_error(client, UpstreamTimeout("The upstream timed out in the middle of the stream."))
-            return True
-        except ConnectionResetError:
-            raise  # the client's side (aiohttp's reset error is also a ClientError)
-        except (aiohttp.ClientError, EventTooLarge):
-            log.info("upstream stream cut for %s", self.reservation.request_id)
-        return self.upstream_usage is not None
+    def _bounded(self, reported: Usage) -> Usage:
+        settings = self.app[SETTINGS]
+        return bounded_usage(reported, self.prompt_tokens, self.reservation.completion_limit, settings)
 
-    async def _relay_event(self, event: Event, client: web.StreamResponse) -> bool:
-        """Forward one event; True once it was [DONE]."""
-        if event.data == DONE:
-            if self.chat.client_wants_usage and self.upstream_usage is None:
-                await client.write(encode_event(orjson.dumps(self._usage_chunk())))
-            await client.write(event.raw + b"\n\n")
-            return True
-        chunk = _json_object(event.data) if event.data is not None else None
-        if chunk is not None:
-            usage = usage_from_upstream(chunk.get("usage"))
-            if usage is not None:
-                self.upstream_usage = usage
-                if not self.chat.client_wants_usage and not chunk.get("choices"):
-                    return False  # the usage chunk the gateway asked for on its own behalf
-            if isinstance(chunk.get("error"), dict):
-                self.status = 502
-        await client.write(event.raw + b"\n\n")
-        if chunk is not None:
-            # Counted only once written: a client that leaves mid-stream pays for what it was sent.
-            self.counter.add_chunk(chunk)
-            self.last_chunk = chunk
-        return False
-
-    def _usage_chunk(self) -> dict[str, object]:
-        last = self.last_chunk
-        return {
-            "id": last.get("id", self.reservation.request_id),
-            "object": "chat.completion.chunk",
-            "created": last.get("created", int(time.time())),
-            "model": last.get("model", self.chat.model),
-            "choices": [],
-            "usage": usage_object(self.billed_usage()),
-        }
-
-    async def _send_error(self, client: web.StreamResponse, error: GatewayError) -> None:
-        await client.write(encode_event(orjson.dumps(error.body())))
-
-    def billed_usage(self) -> Usage:
-        """The upstream's usage when it reported one, else the gateway's own count."""
-        if self.upstream_usage is not None and self.status != CLIENT_CLOSED:
-            return self.upstream_usage
-        return self.estimate()
+    def billed_usage(self, status: int) -> Usage:
+        """What the request costs, given how it ended (see the module's docstring)."""
+        if status == CLIENT_CLOSED:
+            return self.estimate() if self.forwarded else Usage(0, 0)
+        if not self.answered:
+            return Usage(0, 0)
+        return self.upstream_usage if self.upstream_usage is not None else self.estimate()
 
     def estimate(self) -> Usage:
         return Usage(self.prompt_tokens, self.counter.count_completion_tokens())
 
-    async def _bill(self, usage: Usage) -> int:
-        self.billed = True
-        estimate = self.estimate()
-        if usage.source == "upstream":
+    async def _settle(self, status: int) -> int:
+        """Settle once; the balance after it, or after the hold while the settlement waits in the spool."""
+        usage, estimate = self.billed_usage(status), self.estimate()
+        metrics = self.app[METRICS]
+        if usage.clamped:
+            metrics.observe_clamped(self.model.name, usage.clamped)
+        elif usage.source == "upstream":
             # Reasoning tokens are never in the visible text the gateway counts; leave them out of the drift.
             visible = usage.completion_tokens - usage.reasoning_tokens
-            self.app[METRICS].observe_drift(
+            metrics.observe_drift(
                 self.model.name,
                 prompt=usage.prompt_tokens - estimate.prompt_tokens,
                 completion=visible - estimate.completion_tokens,
             )
         outcome = await bill(
-            self.app[LEDGER],
+            self.app[SETTLER],
             self.reservation,
             self.model,
             usage,
             estimate,
-            status=self.status,
+            status=status,
             latency_ms=int((time.monotonic() - self.started) * 1000),
             stream=self.chat.stream,
         )
-        return outcome.balance_micros
-
-    async def bill_if_unbilled(self, status: int) -> int | None:
-        """Bill a request that ended before it was billed; None if it had been billed already.
-
-        Failures are free. A client that hung up after its request went upstream pays for the prompt the
-        upstream processed (and any output it was sent), so hanging up late is never a way to get work free.
-        """
-        if self.billed:
-            return None
-        self.status = status
-        usage = self.estimate() if status == CLIENT_CLOSED and self.forwarded else Usage(0, 0)
-        return await self._bill(usage)
-
-
-def usage_object(usage: Usage) -> dict[str, int]:
-    return {
-        "prompt_tokens": usage.prompt_tokens,
-        "completion_tokens": usage.completion_tokens,
-        "total_tokens": usage.prompt_tokens + usage.completion_tokens,
-    }
-
-
-def _json_object(data: bytes) -> dict[str, object] | None:
-    try:
-        parsed = orjson.loads(data)
-    except orjson.JSONDecodeError:
-        return None
-    return parsed if isinstance(parsed, dict) else None
+        return self.reservation.balance_micros if outcome is None else outcome.balance_micros

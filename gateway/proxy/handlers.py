@@ -1,7 +1,9 @@
 """/v1 handlers: authenticate -> hold credits -> forward -> relay and count -> bill.
 
 Every chat request takes two Redis round trips on its happy path: the reserve script (which also
-authenticates the API key) and the settle script. Error paths may take one more to tell 401 from 400/404.
+authenticates the API key) and the settle script. A body larger than INLINE_COUNT_BYTES (or of unknown size)
+is only read once its key has been checked, one round trip more, and is counted on a thread: nothing heavy
+happens for a key that is not one. Error paths may take one more round trip to tell 401 from 400/404.
 """
 
 from __future__ import annotations
@@ -12,21 +14,41 @@ import uuid
 
 from aiohttp import web
 
-from gateway.admin.accounts import ParsedApiKey
+from gateway.admin.accounts import ParsedApiKey, Tenant
 from gateway.admin.auth import authenticate, bearer_api_key, credits_header
-from gateway.app_state import ACCOUNTS, CLOCK, LEDGER, SETTINGS, TOKEN_COUNTER
-from gateway.config import ModelConfig
-from gateway.errors import GatewayError, ModelNotFound, PayloadTooLarge, json_response
+from gateway.app_state import ACCOUNTS, CLOCK, LEDGER, SETTINGS, SETTLER, TOKEN_COUNTER
+from gateway.config import ModelConfig, Settings
+from gateway.errors import (
+    GatewayError,
+    ModelNotFound,
+    PayloadTooLarge,
+    RequestTimeout,
+    UnsupportedMediaType,
+    json_response,
+)
 from gateway.proxy.chat_request import ChatRequest, parse_chat_request
-from gateway.proxy.exchange import CLIENT_CLOSED, ChatExchange
+from gateway.proxy.exchange import ChatExchange
 from gateway.proxy.metering import hold_credits
+from gateway.proxy.priced_fields import refuse_priced_fields
+from gateway.tokens import TokenCounter
+
+# Up to this size a body is read and counted before its key is checked (by the reserve script): counting it
+# takes a few milliseconds at worst. Beyond it, the key is checked first and counting runs on a thread.
+INLINE_COUNT_BYTES = 16 * 1024
 
 
-async def read_body(request: web.Request) -> bytes:
-    limit = request.app[SETTINGS].max_body_bytes
+async def read_body(request: web.Request, settings: Settings) -> bytes:
+    """The raw body: 415 if compressed (never inflated), 413 if too large, 408 if it stalls."""
+    if request.headers.get("Content-Encoding", "identity").strip().lower() not in ("", "identity"):
+        raise UnsupportedMediaType()
+    limit = settings.max_body_bytes
     if request.content_length is not None and request.content_length > limit:
         raise PayloadTooLarge(f"Request body is {request.content_length} bytes; the limit is {limit}.")
-    return await request.read()  # the app's client_max_size enforces the limit on chunked bodies
+    try:
+        async with asyncio.timeout(settings.body_timeout):
+            return await request.read()  # the app's client_max_size enforces the limit on chunked bodies
+    except TimeoutError:
+        raise RequestTimeout() from None
 
 
 async def post_chat_completions(request: web.Request) -> web.StreamResponse:
@@ -43,38 +65,42 @@ async def _relay_chat_completion(request: web.Request, request_id: str, started:
     app = request.app
     settings = app[SETTINGS]
     api_key = bearer_api_key(request.headers)
-    chat, model = await _checked_request(request, api_key)
-    prompt_tokens = app[TOKEN_COUNTER].count_prompt_tokens(chat.model, chat.body)
-    reservation = await hold_credits(app[LEDGER], settings, model, api_key, request_id, chat, prompt_tokens)
-    exchange = ChatExchange(request, chat, model, reservation, prompt_tokens, started)
-    try:
-        return await exchange.run()
-    except GatewayError as error:
-        # An upstream failure after the hold: release it (free of charge) and still report the balance.
-        balance = await exchange.bill_if_unbilled(error.status)
-        if balance is not None:
-            error.headers.update(credits_header(balance))
-        raise
-    except asyncio.CancelledError:
-        await exchange.bill_if_unbilled(CLIENT_CLOSED)
-        raise
-    finally:
-        await exchange.bill_if_unbilled(500)
+    tenant = None
+    if request.content_length is None or request.content_length > INLINE_COUNT_BYTES:
+        tenant = await authenticate(app[ACCOUNTS], api_key)
+    chat, model, size = await _checked_request(request, api_key, tenant)
+    prompt_tokens = await _count_prompt_tokens(app[TOKEN_COUNTER], chat, size)
+    reservation = await hold_credits(
+        app[LEDGER], app[SETTLER], settings, model, api_key, request_id, chat, prompt_tokens
+    )
+    return await ChatExchange(request, chat, model, reservation, prompt_tokens, started).run()
 
 
-async def _checked_request(request: web.Request, api_key: ParsedApiKey) -> tuple[ChatRequest, ModelConfig]:
-    """The parsed body and its model. On 400/404 the key is checked first, so a bad key always gets 401."""
+async def _checked_request(
+    request: web.Request, api_key: ParsedApiKey, tenant: Tenant | None
+) -> tuple[ChatRequest, ModelConfig, int]:
+    """The parsed body, its model and its size. On 4xx the key is checked first, so a bad key always gets 401."""
+    settings = request.app[SETTINGS]
     try:
-        raw = await read_body(request)
+        raw = await read_body(request, settings)
         chat = parse_chat_request(raw)
-        model = request.app[SETTINGS].models.get(chat.model)
+        model = settings.models.get(chat.model)
         if model is None:
             raise ModelNotFound(f"The model '{chat.model}' does not exist or is not served here.", param="model")
+        refuse_priced_fields(chat.body, model)
     except GatewayError as error:
-        tenant = await authenticate(request.app[ACCOUNTS], api_key)
+        tenant = tenant or await authenticate(request.app[ACCOUNTS], api_key)
         error.headers.update(credits_header(tenant.balance_micros))
         raise
-    return chat, model
+    return chat, model, len(raw)
+
+
+async def _count_prompt_tokens(counter: TokenCounter, chat: ChatRequest, size: int) -> int:
+    """Small prompts are counted inline; large ones on a thread, so other requests are not held up
+    (tiktoken releases the GIL while it encodes)."""
+    if size <= INLINE_COUNT_BYTES:
+        return counter.count_prompt_tokens(chat.model, chat.body)
+    return await asyncio.to_thread(counter.count_prompt_tokens, chat.model, chat.body)
 
 
 async def get_models(request: web.Request) -> web.Response:

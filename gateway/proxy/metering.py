@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from gateway.admin.accounts import ParsedApiKey
 from gateway.admin.auth import credits_header
 from gateway.billing import Ledger, ReserveStatus, Settlement, SettleOutcome
 from gateway.billing.pricing import format_credits
+from gateway.billing.scripts import MAX_SAFE_INTEGER
+from gateway.billing.settler import REDIS_UNAVAILABLE, Settler
 from gateway.config import ModelConfig, Settings
-from gateway.errors import AuthError, InsufficientCredits
+from gateway.errors import AuthError, GatewayError, InsufficientCredits, ServiceUnavailable
 from gateway.proxy.chat_request import ChatRequest
+
+log = logging.getLogger(__name__)
 
 # A hold can shrink between the two tries when other requests spend concurrently; give up after this many.
 MAX_RESERVE_TRIES = 3
@@ -29,6 +34,8 @@ class Reservation:
     balance_micros: int  # available after the hold
     # Per-choice output bound the gateway must forward because the client set none; None when it set one.
     forced_max_tokens: int | None
+    # The most completion tokens the upstream may produce across all choices (the forwarded bound times n).
+    completion_limit: int
 
 
 @dataclass(frozen=True)
@@ -40,10 +47,12 @@ class Usage:
     cached_tokens: int = 0
     reasoning_tokens: int = 0
     source: str = "gateway"  # "upstream" when the upstream reported usage
+    clamped: tuple[str, ...] = ()  # the reported counts that were beyond belief and cut to their bound
 
 
 async def hold_credits(
     ledger: Ledger,
+    settler: Settler,
     settings: Settings,
     model: ModelConfig,
     api_key: ParsedApiKey,
@@ -51,11 +60,11 @@ async def hold_credits(
     chat: ChatRequest,
     prompt_tokens: int,
 ) -> Reservation:
-    """Authenticate and hold the most this request can cost; raise 401 or 402 otherwise.
+    """Authenticate and hold the most this request can cost; raise 401, 402 or 503 otherwise.
 
     With a client-set max_tokens the hold is exact-or-nothing. Without one, the gateway holds for its cap and,
     when the balance cannot pay for that, for as many output tokens as the balance can pay for, which it then
-    forwards as the request's max_tokens.
+    forwards as the request's max_tokens. Every try carries the same request id, so none holds twice.
     """
     price = model.price
     if chat.max_tokens is not None:
@@ -66,19 +75,36 @@ async def hold_credits(
         minimum = price.cost_micros(prompt_tokens, chat.n)
     hold = price.cost_micros(prompt_tokens, per_choice * chat.n)
     for _ in range(MAX_RESERVE_TRIES):
-        outcome = await ledger.reserve(
-            api_key.account_id,
-            api_key.sha256,
-            request_id,
-            hold_micros=hold,
-            min_hold_micros=minimum,
-            ttl_s=settings.reservation_ttl_seconds,
-        )
+        try:
+            outcome = await ledger.reserve(
+                api_key.account_id,
+                api_key.sha256,
+                request_id,
+                # Above 2^53 no balance can pay anyway; the cap keeps the script's numbers exact.
+                hold_micros=min(hold, MAX_SAFE_INTEGER),
+                min_hold_micros=min(minimum, MAX_SAFE_INTEGER),
+                ttl_s=settings.reservation_ttl_seconds,
+                model=model.name,
+            )
+        except REDIS_UNAVAILABLE as exc:
+            # The call may still run (a frozen Redis wakes up): release what it holds once Redis takes it.
+            await settler.defer(Settlement.release(api_key.account_id, request_id))
+            raise ServiceUnavailable() from exc
         if outcome.status is ReserveStatus.UNKNOWN_KEY:
             raise AuthError()
         if outcome.status is ReserveStatus.HELD:
             forced = None if chat.max_tokens is not None else per_choice
-            return Reservation(api_key.account_id, outcome.api_key_id, request_id, hold, outcome.balance_micros, forced)
+            return Reservation(
+                api_key.account_id,
+                outcome.api_key_id,
+                request_id,
+                hold,
+                outcome.balance_micros,
+                forced,
+                per_choice * chat.n,
+            )
+        if outcome.status is ReserveStatus.SETTLED:
+            raise GatewayError()  # request ids are fresh uuids: a settled one here is a bug, not the tenant's
         if outcome.status is ReserveStatus.INSUFFICIENT:
             break
         per_choice = price.affordable_completion_tokens(outcome.balance_micros, prompt_tokens) // chat.n
@@ -93,7 +119,7 @@ async def hold_credits(
 
 
 def usage_from_upstream(usage: object) -> Usage | None:
-    """The upstream's `usage` object, if it is a usable one."""
+    """The upstream's `usage` object, if it is a usable one (counts are whole numbers, never negative)."""
     if not isinstance(usage, Mapping):
         return None
     prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
@@ -118,8 +144,33 @@ def _detail(details: object, name: str) -> int:
     return value if _count(value) and isinstance(value, int) else 0
 
 
+def bounded_usage(reported: Usage, own_prompt_tokens: int, completion_limit: int, settings: Settings) -> Usage:
+    """The upstream's usage, never beyond belief: prompt tokens at most `prompt_clamp_ratio` times the
+    gateway's own count plus `prompt_clamp_slack`, completion tokens at most the forwarded bound times n."""
+    prompt_limit = min(own_prompt_tokens * settings.prompt_clamp_ratio + settings.prompt_clamp_slack, MAX_SAFE_INTEGER)
+    completion_limit = min(completion_limit, MAX_SAFE_INTEGER)
+    clamped = []
+    prompt, completion = reported.prompt_tokens, reported.completion_tokens
+    if prompt > prompt_limit:
+        prompt = prompt_limit
+        clamped.append("prompt")
+    if completion > completion_limit:
+        completion = completion_limit
+        clamped.append("completion")
+    if not clamped:
+        return reported
+    return replace(
+        reported,
+        prompt_tokens=prompt,
+        completion_tokens=completion,
+        cached_tokens=min(reported.cached_tokens, prompt),
+        reasoning_tokens=min(reported.reasoning_tokens, completion),
+        clamped=tuple(clamped),
+    )
+
+
 async def bill(
-    ledger: Ledger,
+    settler: Settler,
     reservation: Reservation,
     model: ModelConfig,
     usage: Usage,
@@ -128,14 +179,16 @@ async def bill(
     status: int,
     latency_ms: int,
     stream: bool,
-) -> SettleOutcome:
-    """Charge `usage` against the hold; shielded so a cancelled handler still settles."""
+) -> SettleOutcome | None:
+    """Charge `usage` against the hold, once; None when Redis could not take it now and it was spooled.
+    Shielded, so a handler cancelled by a departing client still settles."""
     cost = model.price.cost_micros(usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens)
     settlement = Settlement(
         account_id=reservation.account_id,
         request_id=reservation.request_id,
         model=model.name,
-        cost_micros=cost,
+        # settle.lua charges at most hold + balance, both below 2^53; the cap keeps its numbers exact.
+        cost_micros=min(cost, MAX_SAFE_INTEGER),
         prompt_tokens=usage.prompt_tokens,
         completion_tokens=usage.completion_tokens,
         failed=status >= 400,
@@ -149,6 +202,7 @@ async def bill(
             "gateway_prompt_tokens": estimate.prompt_tokens,
             "gateway_completion_tokens": estimate.completion_tokens,
             "hold_micros": reservation.hold_micros,
+            "clamped": ",".join(usage.clamped),
         },
     )
-    return await asyncio.shield(ledger.settle(settlement))
+    return await asyncio.shield(settler.settle(settlement))

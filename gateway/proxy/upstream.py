@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 
 import aiohttp
+import orjson
 from aiohttp import web
 
 from gateway.app_state import SETTINGS, UPSTREAM_SESSION
@@ -15,6 +17,12 @@ USER_AGENT = "llm-metering-gateway/0.1"
 # Upstream headers passed on to the client; the rest (the provider account's rate limits, cookies, hop-by-hop)
 # is the gateway's business, not the tenant's.
 RELAYED_RESPONSE_HEADERS = ("openai-processing-ms", "openai-version")
+# What looks like a credential in an upstream's error text: OpenAI-style keys (also masked ones), bearer
+# tokens, Azure's 32-hex keys, and any other long unbroken token.
+CREDENTIAL_LIKE = re.compile(
+    r"sk-[A-Za-z0-9_*.\-]{6,}|(?i:bearer)\s+[A-Za-z0-9._~+/=*\-]+|\b[0-9a-fA-F]{32}\b|[A-Za-z0-9_+/=\-]{40,}"
+)
+REDACTED = "[redacted]"
 
 
 async def upstream_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -56,9 +64,37 @@ async def post_upstream(
     url = f"{upstream.base_url}{path}"
     try:
         return await session.post(
-            url, data=body, headers=upstream_headers(upstream, stream=stream), params=upstream.query or None
+            url,
+            data=body,
+            headers=upstream_headers(upstream, stream=stream),
+            params=upstream.query or None,
+            allow_redirects=False,  # a redirect is answered with 502, never followed with the body and key
         )
     except TimeoutError as exc:
         raise UpstreamTimeout(f"Upstream {upstream.name!r} did not answer in time.") from exc
     except aiohttp.ClientError as exc:
         raise UpstreamError(f"Upstream {upstream.name!r} is unreachable.") from exc
+
+
+def scrub(text: str, upstream: UpstreamConfig) -> str:
+    """`text` without the provider key or anything else that looks like a credential."""
+    if upstream.api_key:
+        text = text.replace(upstream.api_key, REDACTED)
+    return CREDENTIAL_LIKE.sub(REDACTED, text)
+
+
+def scrubbed_error_body(body: bytes, upstream: UpstreamConfig) -> bytes | None:
+    """An OpenAI-shaped upstream error body with every string scrubbed, or None when it is not one."""
+    try:
+        parsed = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    if not (isinstance(parsed, dict) and isinstance(parsed.get("error"), dict)):
+        return None
+    error = parsed["error"]
+    kept = {
+        name: scrub(value, upstream) if isinstance(value, str) else value
+        for name, value in error.items()
+        if name in ("message", "type", "param", "code") and (value is None or isinstance(value, str | int))
+    }
+    return orjson.dumps({"error": {"message": "", "type": "upstream_error", "param": None, "code": None, **kept}})

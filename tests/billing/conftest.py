@@ -8,7 +8,7 @@ from gateway.admin.accounts import AccountStore, parse_api_key
 from gateway.billing import Ledger, Retention, Settlement
 from tests.conftest import FakeClock
 
-RETENTION = Retention(request_log_maxlen=1000, request_log_retention_ms=0, hour_ttl_s=86400)
+RETENTION = Retention(request_log_maxlen=1000, request_log_retention_ms=0, hour_ttl_s=86400, settled_ids_ms=3_600_000)
 
 
 async def funded_ledger(redis: Redis, credits_micros: int) -> tuple[Ledger, str, str]:

@@ -1,17 +1,33 @@
--- Add (or, with a negative amount, take back) credits, never taking the balance below zero.
+-- Add (or, with a negative amount, take back) credits, never taking the balance below zero; once per grant id.
 -- Called through billing.scripts.GrantCall / GrantOutcome, which build and read these lists:
--- KEYS: 1 account hash, 2 grant log stream
--- ARGV: 1 amount (micros, may be negative), 2 now (ms), 3 note
--- Reply {code, balance_after}: 1 done, -1 no such account, -2 would go below zero
+-- KEYS: 1 account hash, 2 grant log stream, 3 applied grant ids (sorted set, scored by ms)
+-- ARGV: 1 amount (micros, may be negative), 2 now (ms), 3 note, 4 grant id, 5 grant-ids cutoff (ms; older ids
+--       are forgotten)
+-- Reply {code, balance_after}: 1 done (or done before under this grant id), -1 no such account,
+--   -2 would go below zero, -3 would pass 2^53 micro-credits
+local amount = tonumber(ARGV[1])
+if amount == nil or amount % 1 ~= 0 or math.abs(amount) >= 9007199254740992 or amount == 0 then
+  error('invalid amount: ' .. tostring(ARGV[1]))
+end
+local now = whole(ARGV[2], 'now')
+whole(ARGV[5], 'grant-ids cutoff')
 if redis.call('EXISTS', KEYS[1]) == 0 then
   return {-1, 0}
 end
 local balance = tonumber(redis.call('HGET', KEYS[1], 'balance'))
-if balance + tonumber(ARGV[1]) < 0 then
+if redis.call('ZSCORE', KEYS[3], ARGV[4]) then
+  return {1, balance}
+end
+if balance + amount < 0 then
   return {-2, balance}
+end
+if balance + amount >= 9007199254740992 then
+  return {-3, balance}
 end
 local after = redis.call('HINCRBY', KEYS[1], 'balance', ARGV[1])
 redis.call('HINCRBY', KEYS[1], 'granted', ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', '(' .. ARGV[5])
+redis.call('ZADD', KEYS[3], now, ARGV[4])
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', 100000, '*',
-  'amount_micros', ARGV[1], 'balance_after', after, 'time_ms', ARGV[2], 'note', ARGV[3])
+  'amount_micros', ARGV[1], 'balance_after', after, 'time_ms', ARGV[2], 'note', ARGV[3], 'grant_id', ARGV[4])
 return {1, after}

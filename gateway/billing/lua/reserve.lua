@@ -1,12 +1,17 @@
--- Authenticate an API key and hold credits for one request, atomically.
+-- Authenticate an API key and hold credits for one request, atomically and idempotently by request id.
 -- Called through billing.scripts.ReserveCall / ReserveOutcome, which build and read these lists:
--- KEYS: 1 account hash, 2 live API keys hash, 3 holds hash (all in one {acct:ID} slot)
--- ARGV: 1 sha256(API key), 2 request id, 3 hold (micros), 4 least acceptable hold (micros), 5 deadline (ms)
+-- KEYS: 1 account hash, 2 live API keys hash, 3 holds hash, 4 settled request ids (all in one {acct:ID} slot)
+-- ARGV: 1 sha256(API key), 2 request id, 3 hold (micros), 4 least acceptable hold (micros), 5 deadline (ms),
+--       6 model
 -- Reply {code, api_key_id, balance_micros}:
---    1  held ARGV[3]; balance is what stays available
+--    1  held ARGV[3] (or already held for this request id: nothing more is taken); balance is what is left
 --    0  balance covers ARGV[4] but not ARGV[3]: nothing held, the caller may ask for less
 --   -1  unknown or revoked key (or account gone)
 --   -2  balance below ARGV[4]: insufficient credits
+--   -3  this request id was settled or released already (a late or repeated call): nothing held
+local hold = whole(ARGV[3], 'hold')
+local least = whole(ARGV[4], 'least hold')
+whole(ARGV[5], 'deadline')
 local api_key_id = redis.call('HGET', KEYS[2], ARGV[1])
 if not api_key_id then
   return {-1, '', 0}
@@ -15,14 +20,19 @@ local balance = tonumber(redis.call('HGET', KEYS[1], 'balance'))
 if not balance then
   return {-1, '', 0}
 end
-local hold = tonumber(ARGV[3])
+if redis.call('ZSCORE', KEYS[4], ARGV[2]) then
+  return {-3, api_key_id, balance}
+end
+if redis.call('HEXISTS', KEYS[3], ARGV[2]) == 1 then
+  return {1, api_key_id, balance}
+end
 if balance < hold then
-  if balance >= tonumber(ARGV[4]) then
+  if balance >= least then
     return {0, api_key_id, balance}
   end
   return {-2, api_key_id, balance}
 end
-local after = redis.call('HINCRBY', KEYS[1], 'balance', '-' .. ARGV[3])
--- The deadline lets a sweeper return holds of a gateway that died before settling.
-redis.call('HSET', KEYS[3], ARGV[2], hold_encode(ARGV[3], ARGV[5], api_key_id))
+local after = redis.call('HINCRBY', KEYS[1], 'balance', 0 - hold)  -- never "-0", which is no integer to Redis
+-- The deadline lets the sweeper return holds of a gateway that died before settling.
+redis.call('HSET', KEYS[3], ARGV[2], hold_encode(ARGV[3], ARGV[5], api_key_id, ARGV[6]))
 return {1, api_key_id, after}

@@ -1,28 +1,49 @@
--- Settle one request: charge its real cost against its hold, release the rest, and write the usage
--- aggregates and the request record, all in one atomic step.
+-- Settle one request, once: charge its real cost against its hold and release the rest, writing the usage
+-- aggregates and the request record; or, in release mode, return the hold and write nothing else.
 -- Called through billing.scripts.SettleCall / SettleOutcome, which build and read these lists:
--- KEYS: 1 account, 2 holds, 3 usage day hash, 4 usage hour hash, 5 key last-used hash, 6 request log stream
+-- KEYS: 1 account, 2 holds, 3 usage day hash, 4 usage hour hash, 5 key last-used hash, 6 request log stream,
+--       7 settled request ids (sorted set, scored by settlement ms)
 -- ARGV: 1 request id, 2 cost (micros), 3 prompt tokens, 4 completion tokens, 5 model, 6 now (ms),
 --       7 hour hash ttl (s), 8 request log max length, 9 failed (1 when the request ended in an error),
 --       10 request log retention cutoff (ms; records older may be trimmed; 0: none),
---       11.. extra request-record fields as name, value pairs
--- Reply {settled, balance_after, charged}: settled 0 means there was no hold (already settled): no-op.
+--       11 mode ("charge" or "release"), 12 settled-ids cutoff (ms; ids settled before it are forgotten),
+--       13.. extra request-record fields as name, value pairs
+-- Reply {settled, balance_after, charged}: settled 0 means there was no hold (settled already, or never held):
+-- nothing moved, and the id is remembered so that a late reserve for it holds nothing.
+local cost = whole(ARGV[2], 'cost')
+local prompt = whole(ARGV[3], 'prompt tokens')
+local completion = whole(ARGV[4], 'completion tokens')
+local now = whole(ARGV[6], 'now')
+whole(ARGV[7], 'hour ttl')
+whole(ARGV[8], 'request log length')
+whole(ARGV[10], 'retention cutoff')
+whole(ARGV[12], 'settled-ids cutoff')
+local mode = ARGV[11]
+if (mode ~= 'charge' and mode ~= 'release') or (ARGV[9] ~= '0' and ARGV[9] ~= '1') or (#ARGV - 12) % 2 ~= 0 then
+  error('invalid settle arguments')
+end
+
 local held = redis.call('HGET', KEYS[2], ARGV[1])
 if not held then
+  redis.call('ZADD', KEYS[7], 'NX', now, ARGV[1])
   return {0, tonumber(redis.call('HGET', KEYS[1], 'balance')) or 0, 0}
 end
 redis.call('HDEL', KEYS[2], ARGV[1])
+redis.call('ZADD', KEYS[7], now, ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[7], '-inf', '(' .. ARGV[12])
 local hold, _, api_key_id = hold_decode(held)
+if mode == 'release' then
+  return {1, redis.call('HINCRBY', KEYS[1], 'balance', hold), 0}
+end
 
 -- The hold was taken out of the balance; a cost above it may use the rest of the balance, never more.
 local balance = tonumber(redis.call('HGET', KEYS[1], 'balance')) or 0
-local charge = tonumber(ARGV[2])
+local charge = cost
 if charge > balance + hold then
   charge = balance + hold
 end
 local after = redis.call('HINCRBY', KEYS[1], 'balance', hold - charge)
 
-local prompt, completion = ARGV[3], ARGV[4]
 for _, prefix in ipairs({'', 'm:' .. ARGV[5] .. ':', 'k:' .. api_key_id .. ':'}) do
   redis.call('HINCRBY', KEYS[3], prefix .. 'requests', 1)
   redis.call('HINCRBY', KEYS[3], prefix .. 'prompt_tokens', prompt)
@@ -41,7 +62,6 @@ redis.call('HSET', KEYS[5], api_key_id, ARGV[6])
 
 -- Record ids carry the settlement time, so exports can range over time; kept strictly increasing
 -- even if gateway clocks disagree (Redis 6.2 has no "<ms>-*" ids).
-local now = tonumber(ARGV[6])
 local id = ARGV[6] .. '-0'
 local last = redis.call('XREVRANGE', KEYS[6], '+', '-', 'COUNT', 1)[1]
 if last then
@@ -52,9 +72,9 @@ if last then
   end
 end
 local record = {'XADD', KEYS[6], 'MAXLEN', '~', ARGV[8], id,
-  'request_id', ARGV[1], 'key_id', api_key_id, 'model', ARGV[5], 'prompt_tokens', prompt,
-  'completion_tokens', completion, 'credits_micros', charge, 'cost_micros', ARGV[2]}
-for i = 11, #ARGV do
+  'request_id', ARGV[1], 'key_id', api_key_id, 'model', ARGV[5], 'prompt_tokens', ARGV[3],
+  'completion_tokens', ARGV[4], 'credits_micros', charge, 'cost_micros', ARGV[2]}
+for i = 13, #ARGV do
   record[#record + 1] = ARGV[i]
 end
 redis.call(unpack(record))

@@ -1,0 +1,92 @@
+"""Every request that reserved is settled exactly once: at once when Redis takes it, else from the spool.
+
+    settler = Settler(ledger, spool)
+    outcome = await settler.settle(settlement)  # None: Redis could not take it; spooled, applied later
+    await settler.replay()                      # what the spool holds, this process's and orphans'
+
+A call that failed or timed out may still have run; replaying it is safe because settle.lua is idempotent by
+request id. Settlement never waits on the spool's replay: a client's answer goes out either way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from redis import exceptions as redis_errors
+
+from gateway.billing.ledger import Ledger
+from gateway.billing.scripts import Settlement, SettleOutcome
+from gateway.billing.spool import Spool, SpooledSettlement, read_entries
+
+log = logging.getLogger(__name__)
+
+# Redis could not be reached or did not answer in time: the call's effect is unknown, so it must be repeatable.
+REDIS_UNAVAILABLE: tuple[type[redis_errors.RedisError], ...] = (redis_errors.ConnectionError, redis_errors.TimeoutError)
+
+
+class Settler:
+    """Settles through the ledger, spooling what Redis cannot take; `replay` drains the spool."""
+
+    def __init__(self, ledger: Ledger, spool: Spool):
+        self.ledger = ledger
+        self.spool = spool
+        self.spooled = asyncio.Event()  # set when something was spooled: the replay loop wakes up
+
+    async def settle(self, settlement: Settlement) -> SettleOutcome | None:
+        """Apply the settlement now, or spool it durably and return None."""
+        now_ms = self.ledger.now_ms()
+        try:
+            return await self.ledger.settle(settlement, now_ms=now_ms)
+        except REDIS_UNAVAILABLE as exc:
+            log.warning(
+                "settlement of %s spooled: Redis is unavailable (%s)", settlement.request_id, type(exc).__name__
+            )
+        await asyncio.to_thread(self.spool.append, SpooledSettlement(settlement, now_ms))
+        self.spooled.set()
+        return None
+
+    async def defer(self, settlement: Settlement) -> None:
+        """Spool a settlement without trying Redis first (it has just failed): applied once it is back."""
+        await asyncio.to_thread(self.spool.append, SpooledSettlement(settlement, self.ledger.now_ms()))
+        self.spooled.set()
+
+    async def replay(self) -> int:
+        """Apply every spooled settlement Redis takes now; returns how many of this process's are left."""
+        done: list[str] = []
+        try:
+            for entry in self.spool.pending:
+                await self.ledger.settle(entry.settlement, now_ms=entry.now_ms)
+                done.append(entry.settlement.request_id)
+            await self._replay_orphans()
+        except REDIS_UNAVAILABLE:
+            log.info("spool replay paused: Redis is still unavailable")
+        finally:
+            if done:
+                await asyncio.to_thread(self.spool.mark_done, done)
+                log.info("replayed %d spooled settlements", len(done))
+        return len(self.spool.pending)
+
+    async def _replay_orphans(self) -> None:
+        """Spool files of processes that are gone (a crash): apply them all, then delete each file."""
+        with self.spool.orphans() as paths:
+            for path in paths:
+                entries = await asyncio.to_thread(read_entries, path)
+                for entry in entries:
+                    await self.ledger.settle(entry.settlement, now_ms=entry.now_ms)
+                path.unlink(missing_ok=True)
+                log.info("replayed %d settlements from %s", len(entries), path.name)
+
+    async def run(self, *, idle_s: float = 30.0, retry_s: float = 0.5, max_retry_s: float = 5.0) -> None:
+        """Replay until cancelled: soon after something is spooled, with backoff while Redis stays away, and
+        every `idle_s` for orphans."""
+        delay = retry_s
+        while True:
+            self.spooled.clear()
+            left = await self.replay()
+            wait = delay if left else idle_s
+            delay = min(delay * 2, max_retry_s) if left else retry_s
+            try:
+                await asyncio.wait_for(self.spooled.wait(), timeout=wait)
+            except TimeoutError:
+                pass

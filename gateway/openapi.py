@@ -1,0 +1,428 @@
+"""The HTTP API as an OpenAPI 3.1 document, served at `GET /openapi.json` (public).
+
+It describes every route the app serves; `tests/test_openapi.py` fails when a route is missing, and fuzzes
+every operation against it. Limits come from the modules that enforce them, so the two cannot disagree.
+"""
+
+from __future__ import annotations
+
+import functools
+from importlib import metadata
+
+import orjson
+from aiohttp import web
+
+from gateway.admin.service import MAX_CREDITS_MICROS, MAX_NAME_LENGTH
+from gateway.proxy.chat_request import MAX_DEPTH, MAX_N, ROLES
+from gateway.usage.export import COLUMNS, ExportFormat
+from gateway.usage.handlers import MAX_SUMMARY_LIMIT
+from gateway.usage.ranges import Granularity
+
+Schema = dict[str, object]
+
+Security = list[dict[str, list[str]]]  # alternatives; `{}` among them: none needed
+
+TENANT: Security = [{"apiKey": []}]
+ADMIN: Security = [{"adminToken": []}]
+TENANT_OR_ADMIN: Security = [{"apiKey": []}, {"adminToken": []}]
+PUBLIC: Security = []
+
+ERRORS = {
+    "400": "Malformed input: bad JSON, a missing or invalid field or query parameter (`param` names it).",
+    "401": "Missing, malformed, unknown or revoked credential.",
+    "402": "Not enough credits for the request's hold (`insufficient_quota`).",
+    "403": "An API key asking for another account (`permission_denied`).",
+    "404": "Unknown model, account, key or path.",
+    "408": "The request body did not arrive in time.",
+    "413": "The request body is over `server.max_body_bytes`.",
+    "415": "A compressed request body (`Content-Encoding`).",
+    "502": "The upstream is unreachable or answered badly (free of charge).",
+    "503": "Redis is unreachable: retry after `Retry-After` seconds.",
+    "504": "The upstream timed out (free of charge).",
+}
+HEADERS = {
+    "x-request-id": {"description": "The gateway's id of this request.", "schema": {"type": "string"}},
+    "x-credits-remaining": {
+        "description": "The account's balance in credits (exact decimal), on every answer to a known API key.",
+        "schema": {"type": "string"},
+    },
+}
+
+
+def ref(name: str) -> Schema:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def nullable(schema: Schema) -> Schema:
+    return {"anyOf": [schema, {"type": "null"}]}
+
+
+def obj(properties: dict[str, Schema], *, required: tuple[str, ...] | None = None, extra: bool = False) -> Schema:
+    """An object; every property is required unless `required` says otherwise."""
+    names = list(properties) if required is None else list(required)
+    return {"type": "object", "properties": properties, "required": names, "additionalProperties": extra}
+
+
+def array(items: Schema, **limits: int) -> Schema:
+    return {"type": "array", "items": items, **limits}
+
+
+def listing(items: Schema, *extra: str) -> Schema:
+    """`{"object": "list", "data": [...]}`, with the range bounds when `extra` names them."""
+    return obj({"object": {"const": "list"}, **{name: STRING for name in extra}, "data": array(items)})
+
+
+STRING: Schema = {"type": "string"}
+INTEGER: Schema = {"type": "integer"}
+NUMBER: Schema = {"type": "number"}
+MICROS: Schema = {"type": "integer", "description": "micro-credits (1 credit = 1,000,000)"}
+ACCOUNT_ID: Schema = {"type": "string", "pattern": "^acct_[0-9a-f]{16}$"}
+KEY_ID: Schema = {"type": "string", "pattern": "^key_[0-9a-f]{16}$"}
+# Credits as a JSON number or decimal text, up to 6 decimals.
+CREDITS_IN: Schema = {
+    "anyOf": [
+        {"type": "number", "minimum": -MAX_CREDITS_MICROS / 10**6, "maximum": MAX_CREDITS_MICROS / 10**6},
+        {"type": "string", "pattern": r"^-?[0-9]{1,10}(\.[0-9]{1,6})?$"},
+    ]
+}
+MOMENT: Schema = {
+    "anyOf": [{"type": "string", "format": "date"}, {"type": "string", "format": "date-time"}],
+    "examples": ["2026-09-01", "2026-09-01T12:00:00+02:00"],
+}
+
+
+def record(*, strings: str = "", integers: str = "", credits: str = "", **others: Schema) -> Schema:
+    """A response object whose fields are all present, named by type: `credits` are exact decimals in credits,
+    each with a `*_micros` twin."""
+    properties: dict[str, Schema] = {name: STRING for name in strings.split()}
+    properties |= {name: INTEGER for name in integers.split()}
+    for name in credits.split():
+        properties |= {name: NUMBER, f"{name}_micros": MICROS}
+    return obj(properties | others)
+
+
+def one_of_fields(schema: Schema, fields: dict[str, Schema]) -> Schema:
+    """`schema` with exactly one of `fields` added."""
+    properties, required = schema["properties"], schema["required"]
+    return schema | {
+        "properties": properties | fields,  # type: ignore[operator]
+        "oneOf": [{"required": [*required, name]} for name in fields],  # type: ignore[misc]
+    }
+
+
+CHAT_REQUEST = obj(
+    {
+        "model": {"type": "string", "minLength": 1, "description": "A model configured on the gateway."},
+        "messages": array(
+            obj(
+                {"role": {"enum": sorted(ROLES)}, "content": nullable({"anyOf": [STRING, array({"type": "object"})]})},
+                required=("role",),
+                extra=True,
+            ),
+            minItems=1,
+        ),
+        "stream": nullable({"type": "boolean"}),
+        "stream_options": nullable(obj({"include_usage": {"type": "boolean"}}, required=(), extra=True)),
+        "n": nullable({"type": "integer", "minimum": 1, "maximum": MAX_N}),
+        "max_tokens": nullable({"type": "integer", "minimum": 1}),
+        "max_completion_tokens": nullable({"type": "integer", "minimum": 1}),
+    },
+    required=("model", "messages"),
+    extra=True,
+) | {
+    "description": "OpenAI's chat request. The gateway checks the fields named here and forwards the rest; arrays "
+    f"and objects may nest at most {MAX_DEPTH} levels. Without `max_tokens` / `max_completion_tokens` the gateway "
+    "bounds the output itself. Fields that change the provider's price (`service_tier`, `audio`, `modalities`, "
+    "`web_search_options`, `store`) are refused unless the model's config prices them."
+}
+USAGE = "requests prompt_tokens completion_tokens"
+API_KEY_FIELDS: dict[str, Schema] = {
+    "id": KEY_ID,
+    "object": {"const": "api_key"},
+    "account_id": ACCOUNT_ID,
+    "name": STRING,
+    "masked_key": STRING,
+    "created_at": INTEGER,
+    "revoked_at": nullable(INTEGER),
+}
+SCHEMAS: dict[str, Schema] = {
+    "Error": obj(
+        {"error": obj({"message": STRING, "type": STRING, "param": nullable(STRING), "code": nullable(STRING)})}
+    ),
+    "ChatCompletionRequest": CHAT_REQUEST,
+    "ChatCompletion": obj({"choices": array({"type": "object"}), "usage": ref("Usage")}, extra=True),
+    "Usage": obj({"prompt_tokens": INTEGER, "completion_tokens": INTEGER, "total_tokens": INTEGER}, extra=True),
+    "Model": record(strings="id owned_by", integers="created", object={"const": "model"}),
+    "ModelList": listing(ref("Model")),
+    "Account": record(
+        strings="name period_start period_end",
+        integers="created_at",
+        credits="credits",
+        id=ACCOUNT_ID,
+        object={"const": "account"},
+        reserved_credits=NUMBER,
+    ),
+    "AccountList": listing(ref("Account")),
+    "ApiKey": obj(API_KEY_FIELDS),
+    "ApiKeyList": listing(ref("ApiKey")),
+    "ApiKeyCreated": obj(API_KEY_FIELDS | {"key": STRING}),
+    "UsageReport": one_of_fields(
+        record(
+            strings="period_start period_end",
+            integers="total_requests total_tokens",
+            credits="total_credits_used credits_remaining",
+        ),
+        {"daily_breakdown": array(ref("UsageBucket")), "hourly_breakdown": array(ref("UsageBucket"))},
+    )
+    | {"description": "`daily_breakdown` (`date`), or with `granularity=hour` `hourly_breakdown` (`hour`)."},
+    "UsageBucket": one_of_fields(
+        record(integers="requests tokens", credits="credits"), {"date": STRING, "hour": STRING}
+    ),
+    "ModelUsage": record(strings="model", integers=f"{USAGE} total_tokens", credits="credits_used"),
+    "ModelUsageList": listing(ref("ModelUsage"), "period_start", "period_end"),
+    "KeyUsage": record(
+        strings="key_id",
+        integers=f"{USAGE} tokens",
+        credits="credits_used",
+        name=nullable(STRING),
+        masked_key=nullable(STRING),
+        revoked={"type": "boolean"},
+        last_used_at=nullable(STRING),
+    ),
+    "KeyUsageList": listing(ref("KeyUsage"), "period_start", "period_end"),
+    "AccountUsage": record(
+        strings="account_id name", integers="requests tokens", credits="credits_used", credits_remaining=NUMBER
+    ),
+    "UsageSummary": record(
+        strings="period_start period_end",
+        integers="accounts active_accounts total_requests total_tokens",
+        credits="total_credits_used",
+        object={"const": "usage_summary"},
+        top_accounts=array(ref("AccountUsage")),
+        top_models=array(ref("ModelUsage")),
+    ),
+    "Status": obj({"status": STRING}),
+}
+
+
+def query(name: str, schema: Schema, description: str) -> Schema:
+    return {"name": name, "in": "query", "required": False, "schema": schema, "description": description}
+
+
+def path(name: str, schema: Schema, description: str) -> Schema:
+    return {"name": name, "in": "path", "required": True, "schema": schema, "description": description}
+
+
+START = query(
+    "start",
+    MOMENT,
+    "First UTC day (YYYY-MM-DD) or instant (ISO 8601 date-time, `Z` or an offset), from 2000 to 9000. "
+    "Default: the start of the billing period (hourly: of today).",
+)
+END = query("end", MOMENT, "Last UTC day (inclusive) or instant (exclusive), from 2000 to 9000. Default: now.")
+ACCOUNT = query("account", ACCOUNT_ID, "The account to read: required with the admin token; a key reads its own.")
+GRANULARITY = query("granularity", {"enum": [g.value for g in Granularity]}, "Default: day.")
+DAY_ONLY = query("granularity", {"enum": [Granularity.DAY.value]}, "These sums are kept per day only.")
+FORMAT = query("format", {"enum": [f.value for f in ExportFormat]}, "Default: csv.")
+LIMIT_SCHEMA = {"type": "integer", "minimum": 1, "maximum": MAX_SUMMARY_LIMIT, "default": 10}
+LIMIT = query("limit", LIMIT_SCHEMA, "How many top accounts and top models.")
+MODEL = path("model", STRING, "The model's name; it may contain '/'.")
+ACCOUNT_PATH = path("account_id", ACCOUNT_ID, "The account's id.")
+KEY_PATH = path("key_id", KEY_ID, "The key's id.")
+NAME = {"type": "string", "minLength": 1, "maxLength": MAX_NAME_LENGTH}
+BODY_ERRORS = (400, 408, 413, 415)
+READ_ERRORS = (400, 403, 404)
+
+Operation = tuple[str, str, Schema]  # method, path, operation object
+
+
+class MediaTypes(dict[str, Schema]):
+    """A success answered in several media types: the schema of each."""
+
+
+def content(schema: Schema, description: str, media_type: str = "application/json") -> Schema:
+    return {"description": description, "content": {media_type: {"schema": schema}}}
+
+
+def op(
+    route: str,
+    summary: str,
+    security: Security,
+    answer: Schema | MediaTypes,
+    parameters: list[Schema] | None = None,
+    *,
+    fails: tuple[int, ...] = (),
+    body: Schema | None = None,
+    status: int = 200,
+) -> Operation:
+    """`route` is "METHOD /path"; `answer` is the JSON schema of its success, or a schema per media type. Answers
+    to an API key carry the request id and balance headers; every failure answers with the Error schema."""
+    media_types = answer if isinstance(answer, MediaTypes) else {"application/json": answer}
+    success: Schema = {"description": "OK", "content": {name: {"schema": s} for name, s in media_types.items()}}
+    if security and security[0] == {"apiKey": []}:
+        success["headers"] = HEADERS
+    statuses = sorted({*fails, *((401, 503) if security else ())})
+    result: Schema = {
+        "summary": summary,
+        "security": security,
+        "parameters": parameters or [],
+        "responses": {str(status): success} | {str(s): content(ref("Error"), ERRORS[str(s)]) for s in statuses},
+    }
+    if body is not None:
+        result["requestBody"] = {"required": True, "content": {"application/json": {"schema": body}}}
+    method, _, path_ = route.partition(" ")
+    return method.lower(), path_, result
+
+
+def operations() -> list[Operation]:
+    """Every route the gateway serves, in the order of the README."""
+    chat = MediaTypes({"application/json": ref("ChatCompletion"), "text/event-stream": STRING})
+    row = obj({column: {} for column in COLUMNS})
+    rows = MediaTypes({"text/csv": STRING, "application/json": array(row), "application/x-ndjson": STRING})
+    credits = obj({"amount": CREDITS_IN, "note": STRING}, required=("amount",))
+    new_account = obj({"name": NAME, "credits": CREDITS_IN}, required=("name",))
+    ranged = [START, END, DAY_ONLY, ACCOUNT]
+    both, one_account = TENANT_OR_ADMIN, [ACCOUNT_PATH]
+    return [
+        op(
+            "POST /v1/chat/completions",
+            "A metered chat completion (SSE with `stream: true`)",
+            TENANT,
+            chat,
+            body=ref("ChatCompletionRequest"),
+            fails=(*BODY_ERRORS, 402, 404, 502, 504),
+        ),
+        op("GET /v1/models", "The configured models", TENANT, ref("ModelList")),
+        op("GET /v1/models/{model}", "One configured model", TENANT, ref("Model"), [MODEL], fails=(404,)),
+        op(
+            "GET /v1/usage",
+            "Usage totals per day or per hour",
+            both,
+            ref("UsageReport"),
+            [START, END, GRANULARITY, ACCOUNT],
+            fails=READ_ERRORS,
+        ),
+        op("GET /v1/usage/models", "Usage per model", both, ref("ModelUsageList"), ranged, fails=READ_ERRORS),
+        op("GET /v1/usage/keys", "Usage per API key", both, ref("KeyUsageList"), ranged, fails=READ_ERRORS),
+        op(
+            "GET /v1/usage/export",
+            "The request records, oldest first",
+            both,
+            rows,
+            [START, END, FORMAT, ACCOUNT],
+            fails=READ_ERRORS,
+        ),
+        op(
+            "GET /admin/usage/summary",
+            "Totals, top accounts and top models",
+            ADMIN,
+            ref("UsageSummary"),
+            [START, END, DAY_ONLY, LIMIT],
+            fails=(400,),
+        ),
+        op(
+            "POST /admin/accounts",
+            "Create an account",
+            ADMIN,
+            ref("Account"),
+            body=new_account,
+            status=201,
+            fails=BODY_ERRORS,
+        ),
+        op("GET /admin/accounts", "Every account, oldest first", ADMIN, ref("AccountList")),
+        op("GET /admin/accounts/{account_id}", "One account", ADMIN, ref("Account"), one_account, fails=(404,)),
+        op(
+            "POST /admin/accounts/{account_id}/keys",
+            "Create an API key (the only time it is shown)",
+            ADMIN,
+            ref("ApiKeyCreated"),
+            one_account,
+            body=obj({"name": NAME}),
+            status=201,
+            fails=(*BODY_ERRORS, 404),
+        ),
+        op(
+            "GET /admin/accounts/{account_id}/keys",
+            "The account's keys",
+            ADMIN,
+            ref("ApiKeyList"),
+            one_account,
+            fails=(404,),
+        ),
+        op(
+            "POST /admin/accounts/{account_id}/credits",
+            "Grant credits (or take back)",
+            ADMIN,
+            ref("Account"),
+            one_account,
+            body=credits,
+            fails=(*BODY_ERRORS, 404),
+        ),
+        op("DELETE /admin/keys/{key_id}", "Revoke an API key", ADMIN, ref("ApiKey"), [KEY_PATH], fails=(404,)),
+        op("GET /healthz", "The process is up", PUBLIC, ref("Status")),
+        op("GET /readyz", "Ready to serve: Redis answers", PUBLIC, ref("Status"), fails=(503,)),
+        # Public only on a loopback-bound gateway without `[metrics] token`; not here with `[metrics] port`.
+        op(
+            "GET /metrics",
+            "Prometheus metrics",
+            [{}, {"metricsToken": []}],
+            MediaTypes({"text/plain": STRING}),
+            fails=(401,),
+        ),
+        op("GET /openapi.json", "This document", PUBLIC, {"type": "object"}),
+    ]
+
+
+def paths() -> dict[str, dict[str, Schema]]:
+    result: dict[str, dict[str, Schema]] = {}
+    for method, route, operation in operations():
+        result.setdefault(route, {})[method] = operation
+    return result
+
+
+def bearer(description: str, bearer_format: str | None = None) -> Schema:
+    scheme: Schema = {"type": "http", "scheme": "bearer", "description": description}
+    return scheme | ({"bearerFormat": bearer_format} if bearer_format else {})
+
+
+def build_document() -> Schema:
+    """The whole OpenAPI 3.1 document."""
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "LLM metering gateway",
+            "version": _version(),
+            "description": "An OpenAI-compatible gateway that meters chat requests and debits credits. Every "
+            'error has OpenAI\'s shape, `{"error": {"message", "type", "param", "code"}}`.',
+        },
+        "paths": paths(),
+        "components": {
+            "schemas": SCHEMAS,
+            "securitySchemes": {
+                "apiKey": bearer("A tenant's API key: `Authorization: Bearer sk-gw-...`.", "sk-gw-<account>-<secret>"),
+                "adminToken": bearer("The operator's `server.admin_token` (GATEWAY_ADMIN_TOKEN)."),
+                "metricsToken": bearer("`[metrics] token`, when configured."),
+            },
+        },
+    }
+
+
+def _version() -> str:
+    try:
+        return metadata.version("llm-metering-gateway")
+    except metadata.PackageNotFoundError:  # run from a source tree that was never installed
+        return "0.0.0"
+
+
+@functools.cache
+def document_bytes() -> bytes:
+    """Built and encoded once per process: it never changes while the gateway runs."""
+    return orjson.dumps(build_document())
+
+
+async def get_openapi(request: web.Request) -> web.Response:
+    return web.Response(body=document_bytes(), content_type="application/json")
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/openapi.json", get_openapi)

@@ -1,0 +1,34 @@
+"""Request fields that make the provider charge more than its plain text price, or by another meter.
+
+The gateway bills tokens at the model's configured prices. A field below would have the provider bill
+differently (a priority tier, audio, web search, stored completions), so it is refused with 400 unless the
+model's config lists it in `allowed_fields`, saying its prices already cover it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+from gateway.config import ModelConfig
+from gateway.errors import InvalidRequest
+
+# Field -> whether this value of it changes the price. Absent and null never do.
+PRICED_FIELDS: dict[str, Callable[[object], bool]] = {
+    "service_tier": lambda value: value != "default",  # "auto" may use scale tier, "flex"/"priority" differ
+    "audio": lambda value: True,
+    "modalities": lambda value: not isinstance(value, list) or any(kind != "text" for kind in value),
+    "web_search_options": lambda value: True,
+    "store": lambda value: value is not False,
+}
+
+
+def refuse_priced_fields(body: Mapping[str, object], model: ModelConfig) -> None:
+    """400 for the first field that would change the price and that the model is not priced for."""
+    for name, changes_price in PRICED_FIELDS.items():
+        value = body.get(name)
+        if value is not None and name not in model.allowed_fields and changes_price(value):
+            raise InvalidRequest(
+                f"'{name}' changes the provider's price, and '{model.name}' is not priced for it on this gateway "
+                f'(the operator can allow it with [models."{model.name}"] allowed_fields).',
+                param=name,
+            )

@@ -1,0 +1,161 @@
+"""A streamed answer relayed to the client event by event as it arrives, counted as it is written."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Mapping
+
+import aiohttp
+import orjson
+from aiohttp import web
+
+from gateway.errors import GatewayError, UpstreamError, UpstreamTimeout
+from gateway.proxy.chat_request import ChatRequest
+from gateway.proxy.metering import Usage, usage_from_upstream
+from gateway.proxy.sse import DONE, Event, EventSplitter, EventTooLarge, encode_event
+from gateway.tokens import CompletionCounter
+
+log = logging.getLogger(__name__)
+
+CLIENT_CLOSED = 499  # nginx's code for "the client went away"; recorded, never sent
+
+
+class StreamRelay:
+    """Relays one upstream SSE stream. Afterwards `upstream_usage` holds the upstream's usage (bounded), if
+    it sent one, and the counter holds what the client was sent."""
+
+    def __init__(
+        self,
+        request: web.Request,
+        chat: ChatRequest,
+        counter: CompletionCounter,
+        bound: Callable[[Usage], Usage],
+        *,
+        prompt_tokens: int,
+        request_id: str,
+        max_event_bytes: int,
+    ):
+        self.request = request
+        self.chat = chat
+        self.counter = counter
+        self.prompt_tokens = prompt_tokens  # the gateway's own count
+        self.bound = bound  # the upstream's usage, never beyond belief (metering.bounded_usage)
+        self.request_id = request_id
+        self.max_event_bytes = max_event_bytes
+        self.upstream_usage: Usage | None = None
+        self.error_event = False  # the upstream reported an error in the stream
+        self.last_chunk: dict[str, object] = {}
+
+    async def run(self, upstream: aiohttp.ClientResponse, headers: Mapping[str, str]) -> tuple[web.StreamResponse, int]:
+        """Relay to the end; returns the response and the status the request ends with: 200, 502 (the upstream
+        cut the stream or reported an error in it), 504 (it went silent) or 499 (the client left)."""
+        client = web.StreamResponse(
+            status=200,
+            headers={
+                **headers,
+                "Content-Type": "text/event-stream; charset=utf-8",
+                "Cache-Control": "no-cache",
+                "X-Accel-Buffering": "no",
+            },
+        )
+        try:
+            await client.prepare(self.request)
+            status = await self._pump(upstream, client)
+            if status == 502 and not self.error_event:
+                await self._send_error(client, UpstreamError("The upstream stream ended early."))
+            await client.write_eof()
+        except (ConnectionError, asyncio.CancelledError) as exc:
+            # The client went away (a failed write, or aiohttp cancelling the handler): stop reading; closing
+            # the upstream response cancels the upstream request.
+            upstream.close()
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            return client, CLIENT_CLOSED
+        return client, status
+
+    async def _pump(self, upstream: aiohttp.ClientResponse, client: web.StreamResponse) -> int:
+        """Relay events as they complete; the status the stream ended with."""
+        splitter = EventSplitter(self.max_event_bytes)
+        try:
+            async for chunk in upstream.content.iter_any():
+                for event in splitter.feed(chunk):
+                    if await self._relay_event(event, client):
+                        return self._finished()
+            for event in splitter.rest():
+                if await self._relay_event(event, client):
+                    return self._finished()
+        except TimeoutError:
+            await self._send_error(client, UpstreamTimeout("The upstream timed out in the middle of the stream."))
+            return 504
+        except ConnectionResetError:
+            raise  # the client's side (aiohttp's reset error is also a ClientError)
+        except (aiohttp.ClientError, EventTooLarge):
+            log.info("upstream stream cut for %s", self.request_id)
+        # No [DONE]: an upstream that sent its usage has finished (vLLM-style streams end without [DONE]).
+        return self._finished() if self.upstream_usage is not None else 502
+
+    def _finished(self) -> int:
+        return 502 if self.error_event else 200
+
+    async def _relay_event(self, event: Event, client: web.StreamResponse) -> bool:
+        """Forward one event; True once it was [DONE]."""
+        if event.data == DONE:
+            if self.chat.client_wants_usage and self.upstream_usage is None:
+                await client.write(encode_event(orjson.dumps(self._usage_chunk())))
+            await client.write(event.raw + b"\n\n")
+            return True
+        chunk = _json_object(event.data) if event.data is not None else None
+        raw = event.raw + b"\n\n"
+        if chunk is not None:
+            reported = usage_from_upstream(chunk.get("usage"))
+            if reported is not None:
+                self.upstream_usage = self.bound(reported)
+                if not self.chat.client_wants_usage and not chunk.get("choices"):
+                    return False  # the usage chunk the gateway asked for on its own behalf
+                if self.upstream_usage.clamped:
+                    raw = encode_event(orjson.dumps({**chunk, "usage": usage_object(self.upstream_usage)}))
+            if isinstance(chunk.get("error"), dict):
+                self.error_event = True
+        await client.write(raw)
+        if chunk is not None:
+            # Counted only once written: a client that leaves mid-stream pays for what it was sent.
+            self.counter.add_chunk(chunk)
+            self.last_chunk = chunk
+        return False
+
+    def estimate(self) -> Usage:
+        """The gateway's own count: the prompt, and what the client was sent."""
+        return Usage(self.prompt_tokens, self.counter.count_completion_tokens())
+
+    def _usage_chunk(self) -> dict[str, object]:
+        """The usage chunk the client asked for and the upstream did not send: the gateway's own count."""
+        last = self.last_chunk
+        return {
+            "id": last.get("id", self.request_id),
+            "object": "chat.completion.chunk",
+            "created": last.get("created", int(time.time())),
+            "model": last.get("model", self.chat.model),
+            "choices": [],
+            "usage": usage_object(self.estimate()),
+        }
+
+    async def _send_error(self, client: web.StreamResponse, error: GatewayError) -> None:
+        await client.write(encode_event(orjson.dumps(error.body())))
+
+
+def usage_object(usage: Usage) -> dict[str, int]:
+    return {
+        "prompt_tokens": usage.prompt_tokens,
+        "completion_tokens": usage.completion_tokens,
+        "total_tokens": usage.prompt_tokens + usage.completion_tokens,
+    }
+
+
+def _json_object(data: bytes) -> dict[str, object] | None:
+    try:
+        parsed = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return None
+    return parsed if isinstance(parsed, dict) else None
