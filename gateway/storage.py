@@ -11,7 +11,7 @@ from aiohttp import web
 from redis.asyncio import Redis, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
-from redis.exceptions import ClusterDownError, ConnectionError, SlotNotCoveredError
+from redis.exceptions import ClusterDownError, ConnectionError, RedisClusterException, SlotNotCoveredError
 
 from gateway.admin.accounts import AccountStore
 from gateway.app_state import ACCOUNTS, CLOCK, LEDGER, REDIS, REDIS_HEALTH, SETTINGS, SETTLER
@@ -52,6 +52,14 @@ class _ClusterClient(RedisCluster):
     """
 
     ERRORS_ALLOW_RETRY = (ConnectionError, ClusterDownError, SlotNotCoveredError)  # type: ignore[assignment]
+
+    async def initialize(self, *args: Any, **kwargs: Any) -> _ClusterClient:
+        """Learn the slot map; no reachable node is a ConnectionError here, as a refused connect is for `Redis`."""
+        try:
+            await super().initialize(*args, **kwargs)
+        except RedisClusterException as exc:
+            raise ConnectionError(str(exc)) from exc
+        return self
 
 
 def redis_client(url: str, settings: Settings) -> RedisClient:

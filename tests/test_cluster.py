@@ -12,10 +12,11 @@ import pytest
 import redis
 from redis.asyncio import RedisCluster
 
-from gateway.admin.accounts import AccountStore, parse_api_key
+from gateway.admin.accounts import AccountStore, ParsedApiKey, parse_api_key
 from gateway.billing import Ledger, ReserveStatus, Settlement, keyspace
 from gateway.billing.client import RedisClient
 from gateway.config import ConfigError, Settings
+from gateway.redis_server import free_port
 from gateway.storage import ledger_for, open_redis, redis_client
 from gateway.usage.export import read_pages
 from gateway.usage.ranges import Granularity, UsageRange
@@ -188,3 +189,16 @@ async def test_the_cluster_setting_needs_a_url() -> None:
     with pytest.raises(ConfigError, match="redis.cluster needs redis.url"):
         async with open_redis(Settings(models={}, upstreams={}, redis_cluster=True)):
             pass
+
+
+async def test_an_unreachable_cluster_is_a_connection_error() -> None:
+    """As a refused connect is for one server, so the errors that mean "Redis is unavailable" cover both."""
+    url = f"redis://127.0.0.1:{free_port()}"
+    client = redis_client(url, Settings(models={}, upstreams={}, redis_url=url, redis_cluster=True))
+    try:
+        with pytest.raises(redis.exceptions.ConnectionError, match="cannot be connected"):
+            await client.ping()
+        with pytest.raises(redis.exceptions.ConnectionError):
+            await AccountStore(client, clock=FakeClock()).find_tenant(ParsedApiKey("acct_0123456789abcdef", "0" * 64))
+    finally:
+        await client.aclose()
