@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
@@ -15,9 +17,10 @@ from aiohttp.test_utils import TestClient, TestServer
 from redis.asyncio import Redis
 
 from gateway.app import create_app
-from gateway.app_state import REDIS
+from gateway.app_state import LEDGER, REDIS, SETTLER
 from gateway.billing import keyspace
 from gateway.billing.pricing import Price
+from gateway.billing.settler import REDIS_UNAVAILABLE
 from gateway.config import ModelConfig, Settings, UpstreamConfig
 from gateway.mock.options import MockOptions
 from gateway.mock.server import MOCK_STATE, MockState, create_mock_app
@@ -166,6 +169,16 @@ class Gateway:
         assert status == 200
         return int(account["credits_micros"])  # type: ignore[call-overload]
 
+    async def wait_settled(self, account_id: str, timeout: float = 20.0) -> None:
+        """Until nothing is held for the account and the spool is empty (bounded)."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while asyncio.get_running_loop().time() < deadline:
+            with contextlib.suppress(*REDIS_UNAVAILABLE):
+                if not self.app[SETTLER].spool.pending and await self.app[LEDGER].reserved(account_id) == 0:
+                    return
+            await asyncio.sleep(0.05)
+        raise AssertionError("the account never settled")
+
     async def chat(self, key: str, body: dict[str, object], **headers: str):  # type: ignore[no-untyped-def]
         return await self.client.post(
             "/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {key}", **headers}
@@ -186,7 +199,9 @@ async def start_gateway(
     ) -> Gateway:
         upstream_options = upstream_options or {"main": {}}
         upstreams = {name: await start_upstream(**opts) for name, opts in upstream_options.items()}
-        settings = make_settings(redis_url, {n: u.base_url for n, u in upstreams.items()}, **(settings_overrides or {}))
+        overrides = dict(settings_overrides or {})
+        url = str(overrides.pop("redis_url", redis_url))
+        settings = make_settings(url, {n: u.base_url for n, u in upstreams.items()}, **overrides)
         clock = FakeClock()
         client = await aiohttp_client(create_app(settings, clock=clock))
         return Gateway(client, settings, clock, upstreams)

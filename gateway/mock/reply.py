@@ -7,6 +7,7 @@ whole, once, with the model's real tokenizer (tool calls: the function name plus
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -142,7 +143,7 @@ class Reply:
         }
         if usage is not None:
             payload["usage"] = usage
-        return b"data: " + orjson.dumps(payload) + b"\n\n"
+        return b"data: " + dumps(payload) + b"\n\n"
 
     def _delta_chunk(self, index: int, delta: dict[str, object], finish: str | None = None) -> bytes:
         return self.chunk([{"index": index, "delta": delta, "logprobs": None, "finish_reason": finish}])
@@ -163,6 +164,14 @@ class Reply:
             ]
         out += [self._delta_chunk(i, {}, self._finish()) for i in range(count)]
         return out
+
+
+def dumps(payload: object) -> bytes:
+    """JSON; the standard library's when orjson refuses (a reported usage beyond 64 bits, on purpose)."""
+    try:
+        return orjson.dumps(payload)
+    except TypeError:
+        return json.dumps(payload).encode()
 
 
 def _first_tool_name(body: dict[str, object]) -> str | None:

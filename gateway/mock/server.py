@@ -15,7 +15,7 @@ import orjson
 from aiohttp import web
 
 from gateway.mock.options import MockOptions
-from gateway.mock.reply import Reply
+from gateway.mock.reply import Reply, dumps
 from gateway.tokens import TokenCounter
 
 
@@ -85,7 +85,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     reply = Reply.for_request(body, options, request.app[MOCK_COUNTER])
     if body.get("stream"):
         return await _stream(request, reply, body, options)
-    return web.json_response(reply.completion(options.usage), dumps=lambda obj: orjson.dumps(obj).decode())
+    return web.json_response(reply.completion(options.usage), dumps=lambda obj: dumps(obj).decode())
 
 
 async def _stream(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import re
 from collections.abc import AsyncIterator
 
@@ -23,6 +24,7 @@ CREDENTIAL_LIKE = re.compile(
     r"sk-[A-Za-z0-9_*.\-]{6,}|(?i:bearer)\s+[A-Za-z0-9._~+/=*\-]+|\b[0-9a-fA-F]{32}\b|[A-Za-z0-9_+/=\-]{40,}"
 )
 REDACTED = "[redacted]"
+LARGE_BODY_BYTES = 1 << 20
 
 
 async def upstream_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -65,7 +67,8 @@ async def post_upstream(
     try:
         return await session.post(
             url,
-            data=body,
+            # aiohttp sends a large bytes body in one write that holds the loop; a stream goes in chunks.
+            data=io.BytesIO(body) if len(body) > LARGE_BODY_BYTES else body,
             headers=upstream_headers(upstream, stream=stream),
             params=upstream.query or None,
             allow_redirects=False,  # a redirect is answered with 502, never followed with the body and key

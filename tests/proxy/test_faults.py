@@ -1,0 +1,224 @@
+"""The books survive faults: absurd upstream usage, Redis going away for 1 s or 10 s, and Redis frozen in the
+middle of a reserve or a settle. After each, what left the balance equals what the clients saw succeed."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+import pytest
+from aiohttp import ClientResponse
+
+from gateway.billing import keyspace
+from tests.conftest import ADMIN_TOKEN, Gateway, StartGateway, user_message
+from tests.faults import ControlledRedis
+
+# TEST_PRICE: 1,000 micro-credits per prompt token, 2,000 per completion token.
+PROMPT_MICROS, COMPLETION_MICROS = 1_000, 2_000
+INITIAL_MICROS = 1000 * 10**6
+# One user message "Hello!" on gpt-4o-mini (o200k_base), by the cookbook's rule: 3 per message + "user" (1) +
+# "Hello" "!" (2) + 3 priming the reply = 9 tokens. The mock replies 16 one-token words unless told otherwise.
+HELLO_PROMPT_TOKENS = 9
+
+
+@pytest.fixture
+async def controlled_redis(tmp_path: Path) -> AsyncIterator[ControlledRedis]:
+    redis = ControlledRedis(tmp_path / "redis")
+    redis.start()
+    yield redis
+    redis.thaw() if redis.server.process is not None else None
+    redis.stop()
+
+
+@dataclass(frozen=True)
+class Seen:
+    """What a client saw of one request."""
+
+    status: int
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    @property
+    def cost_micros(self) -> int:
+        return self.prompt_tokens * PROMPT_MICROS + self.completion_tokens * COMPLETION_MICROS
+
+
+async def _seen(response: ClientResponse, stream: bool) -> Seen:
+    if response.status != 200:
+        error = await response.json()
+        assert set(error["error"]) == {"message", "type", "param", "code"}
+        return Seen(response.status)
+    if not stream:
+        usage = (await response.json())["usage"]
+        return Seen(200, usage["prompt_tokens"], usage["completion_tokens"])
+    usage = None
+    for event in (await response.read()).split(b"\n\n"):
+        if event.startswith(b"data: {"):
+            chunk = orjson.loads(event[6:])
+            assert "error" not in chunk, chunk
+            usage = chunk.get("usage") or usage
+    assert usage is not None, "a stream that asked for usage got none"
+    return Seen(200, usage["prompt_tokens"], usage["completion_tokens"])
+
+
+async def _send(gateway: Gateway, key: str, text: str, *, stream: bool) -> Seen:
+    body: dict[str, object] = {"model": "m-main", "messages": user_message(text), "max_tokens": 8}
+    if stream:
+        body |= {"stream": True, "stream_options": {"include_usage": True}}
+    return await _seen(await gateway.chat(key, body), stream)
+
+
+async def _books(gateway: Gateway, account: str, key: str) -> tuple[int, int, int, int]:
+    """(what left the balance, sum of the records, the day aggregate, what /v1/usage reports), in micros."""
+    left = INITIAL_MICROS - await gateway.balance_micros(account)
+    records = await gateway.redis.xrange(keyspace.request_log(account))
+    day = await gateway.redis.hgetall(keyspace.usage_day(account, gateway.clock.utc()))
+    response = await gateway.client.get("/v1/usage", headers={"Authorization": f"Bearer {key}"})
+    reported = (await response.json())["total_credits_used_micros"]
+    return left, sum(int(fields["credits_micros"]) for _, fields in records), int(day.get("credits", 0)), reported
+
+
+@pytest.mark.parametrize(
+    "reported",
+    [
+        {"prompt_tokens": 10**12, "completion_tokens": 10**12, "total_tokens": 2 * 10**12},
+        {"prompt_tokens": 2**63 - 1, "completion_tokens": 2**63 - 1},
+        {"prompt_tokens": 2**64 - 1, "completion_tokens": 5},
+    ],
+)
+@pytest.mark.parametrize("stream", [False, True])
+async def test_absurd_upstream_usage_is_clamped(start_gateway: StartGateway, reported: object, stream: bool) -> None:
+    gateway = await start_gateway(main={"reported_usage": reported})
+    account, key = await gateway.new_account()
+    seen = await _send(gateway, key, "Hello!", stream=stream)
+    # Billed at the bounds: prompt 9 * 4 + 256 = 292 (prompt_clamp_ratio, prompt_clamp_slack); completion at
+    # most max_tokens * n = 8. Cost 292 * 1,000 + 8 * 2,000 = 308,000 micro-credits.
+    assert (seen.status, seen.prompt_tokens) == (200, 292)
+    record = await gateway.last_record(account)
+    assert record["gateway_prompt_tokens"] == str(HELLO_PROMPT_TOKENS)
+    assert record["clamped"] == ("prompt,completion" if reported["completion_tokens"] > 8 else "prompt")  # type: ignore[index]
+    expected = 308_000 if reported["completion_tokens"] > 8 else 292 * 1_000 + 5 * 2_000  # type: ignore[index]
+    assert int(record["credits_micros"]) == expected == INITIAL_MICROS - await gateway.balance_micros(account)
+    metrics = await (await gateway.client.get("/metrics")).text()
+    assert 'gateway_usage_clamped_total{kind="prompt",model="m-main"} 1.0' in metrics
+    # The account keeps working, and the books agree.
+    assert (await _send(gateway, key, "Hello!", stream=stream)).status == 200
+    left, records, day, usage = await _books(gateway, account, key)
+    assert left == records == day == usage == 2 * expected
+
+
+@pytest.mark.parametrize(
+    "reported",
+    [
+        {"prompt_tokens": -5, "completion_tokens": 3},
+        {"prompt_tokens": "9", "completion_tokens": "16"},
+        {"prompt_tokens": 9.0, "completion_tokens": 16.5},
+        {"prompt_tokens": 2**64, "completion_tokens": 6},  # parses as a float: no count
+        "lots",
+    ],
+)
+async def test_unusable_upstream_usage_is_replaced_by_the_gateways_count(
+    start_gateway: StartGateway, reported: object
+) -> None:
+    gateway = await start_gateway(main={"reported_usage": reported, "completion_tokens": 6})
+    account, key = await gateway.new_account()
+    seen = await _send(gateway, key, "Hello!", stream=False)
+    assert (seen.status, seen.prompt_tokens, seen.completion_tokens) == (200, HELLO_PROMPT_TOKENS, 6)
+    record = await gateway.last_record(account)
+    assert record["usage_source"] == "gateway" and record["credits_micros"] == str(9 * 1_000 + 6 * 2_000)
+
+
+async def _traffic(gateway: Gateway, key: str, stop: asyncio.Event, seen: list[Seen], worker: int) -> None:
+    count = 0
+    while not stop.is_set():
+        count += 1
+        seen.append(await _send(gateway, key, f"worker {worker} request {count}", stream=worker % 2 == 0))
+
+
+@pytest.mark.parametrize("outage_s", [1, 10])
+async def test_redis_outage_during_traffic_loses_nothing(
+    start_gateway: StartGateway, controlled_redis: ControlledRedis, outage_s: float, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="gateway.billing.settler")
+    gateway = await start_gateway(
+        {"redis_url": controlled_redis.url, "redis_timeout": 1.0},
+        main={"latency_ms": 100, "chunk_delay_ms": 30, "completion_tokens": 8},
+    )
+    account, key = await gateway.new_account()
+    stop, seen = asyncio.Event(), []
+    workers = [asyncio.create_task(_traffic(gateway, key, stop, seen, index)) for index in range(6)]
+    await asyncio.sleep(1.0)
+    controlled_redis.stop()
+    await asyncio.sleep(outage_s)
+    controlled_redis.start()
+    await asyncio.sleep(1.0)
+    stop.set()
+    await asyncio.gather(*workers)
+    # A burst right after the restart: pooled connections that died with Redis cost no request anything.
+    controlled_redis.stop()
+    controlled_redis.start()
+    burst = await asyncio.gather(*(_send(gateway, key, f"burst {i}", stream=i % 2 == 0) for i in range(25)))
+    seen += burst
+    assert {s.status for s in burst} == {200}
+
+    assert {s.status for s in seen} <= {200, 503}, "clients saw only success or a clean 503"
+    if outage_s >= 10:  # long enough that new requests were refused and answered ones had to be spooled
+        assert any(s.status == 503 for s in seen)
+        assert "spooled" in caplog.text and "replayed" in caplog.text
+    await gateway.wait_settled(account)
+    succeeded = [s for s in seen if s.status == 200]
+    left, records, day, usage = await _books(gateway, account, key)
+    assert left == records == day == usage == sum(s.cost_micros for s in succeeded)
+    assert await gateway.redis.xlen(keyspace.request_log(account)) == len(succeeded)
+
+
+async def test_frozen_redis_during_reserve_charges_nothing(
+    start_gateway: StartGateway, controlled_redis: ControlledRedis
+) -> None:
+    gateway = await start_gateway({"redis_url": controlled_redis.url, "redis_timeout": 0.5})
+    account, key = await gateway.new_account()
+    controlled_redis.freeze()
+    try:
+        started = asyncio.get_running_loop().time()
+        health = asyncio.ensure_future(gateway.client.get("/healthz"))
+        seen = await _send(gateway, key, "Hello!", stream=False)
+        assert seen.status == 503
+        assert (await health).status == 200  # probes never wait on Redis
+        assert asyncio.get_running_loop().time() - started < 5
+    finally:
+        controlled_redis.thaw()  # the reserve that timed out now runs, and holds
+    await gateway.wait_settled(account)  # ...and the spooled release returns it
+    assert await gateway.balance_micros(account) == INITIAL_MICROS
+    assert await gateway.redis.xlen(keyspace.request_log(account)) == 0
+    assert (await _send(gateway, key, "Hello!", stream=False)).status == 200
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_frozen_redis_during_settle_charges_once(
+    start_gateway: StartGateway, controlled_redis: ControlledRedis, stream: bool
+) -> None:
+    gateway = await start_gateway(
+        {"redis_url": controlled_redis.url, "redis_timeout": 0.5}, main={"latency_ms": 600, "completion_tokens": 8}
+    )
+    account, key = await gateway.new_account()
+    request = asyncio.ensure_future(_send(gateway, key, "Hello!", stream=stream))
+    upstream = gateway.upstreams["main"].state
+    while not upstream.requests:  # the hold is taken; the upstream is thinking
+        await asyncio.sleep(0.01)
+    controlled_redis.freeze()
+    try:
+        seen = await request  # the answer is delivered though its settlement must wait
+    finally:
+        controlled_redis.thaw()  # the settle that timed out runs now; the spooled copy then changes nothing
+    assert seen.status == 200
+    await gateway.wait_settled(account)
+    await asyncio.sleep(0.5)  # let the replay of the spooled copy happen too
+    await gateway.wait_settled(account)
+    left, records, day, usage = await _books(gateway, account, key)
+    assert left == records == day == usage == seen.cost_micros == 9 * 1_000 + 8 * 2_000
+    assert await gateway.redis.xlen(keyspace.request_log(account)) == 1
+    assert ADMIN_TOKEN  # the admin API read the balance above
