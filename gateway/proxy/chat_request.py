@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import TypeVar, cast
 
 import orjson
 
@@ -11,6 +12,10 @@ from gateway.errors import InvalidRequest
 
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
 MAX_N = 128
+# orjson refuses to encode past 254 levels, and the body is re-encoded to go upstream: refuse deep bodies at
+# parse time. No real request comes near this (a tool's JSON schema may nest a dozen levels).
+MAX_DEPTH = 64
+_CONTAINERS = (dict, list)
 T = TypeVar("T")
 
 
@@ -34,6 +39,7 @@ def parse_chat_request(raw: bytes) -> ChatRequest:
         raise InvalidRequest("We could not parse the JSON body of your request. The body must be valid JSON.") from exc
     if not isinstance(body, dict):
         raise InvalidRequest("The request body must be a JSON object.")
+    _check_depth(body)
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise InvalidRequest("'model' is required and must be a non-empty string.", param="model")
@@ -54,6 +60,22 @@ def parse_chat_request(raw: bytes) -> ChatRequest:
     return ChatRequest(body, model, stream, stream and include_usage, max_tokens, n)
 
 
+def _check_depth(body: dict[str, object]) -> None:
+    """400 when arrays and objects nest more than MAX_DEPTH levels (the body itself is level 1)."""
+    level: list[object] = [body]
+    for _ in range(MAX_DEPTH):
+        # Only containers go on to the next level. orjson builds exact dicts and lists, so `type(...) in` is exact,
+        # and twice as fast as isinstance: ~0.1 s for a 4 MB body of nothing but empty objects.
+        level = [child for container in level for child in _children(container) if type(child) in _CONTAINERS]
+        if not level:
+            return
+    raise InvalidRequest(f"The request body nests arrays and objects more than {MAX_DEPTH} levels deep.")
+
+
+def _children(container: object) -> Iterable[object]:
+    return container.values() if type(container) is dict else cast(list[object], container)
+
+
 def _check_messages(messages: object) -> None:
     if not isinstance(messages, list) or not messages:
         raise InvalidRequest("'messages' is required and must be a non-empty array.", param="messages")
@@ -61,7 +83,7 @@ def _check_messages(messages: object) -> None:
         if not isinstance(message, dict):
             raise InvalidRequest(f"'messages[{index}]' must be an object.", param=f"messages[{index}]")
         role = message.get("role")
-        if role not in ROLES:
+        if not isinstance(role, str) or role not in ROLES:  # a list or object role is unhashable
             raise InvalidRequest(
                 f"'messages[{index}].role' must be one of {', '.join(sorted(ROLES))}.", param=f"messages[{index}].role"
             )

@@ -123,10 +123,17 @@ def parse_moment(query: Mapping[str, str], param: str) -> datetime | None:
     except ValueError:
         moment = _datetime(text, param)
     else:
-        moment = datetime(day.year, day.month, day.day, tzinfo=UTC) + timedelta(days=1 if param == "end" else 0)
+        moment = datetime(day.year, day.month, day.day, tzinfo=UTC)
+        # Checked before the day is added: 9999-12-31 plus one day is past what datetime can hold.
+        _check_bounds(moment, param)
+        moment += timedelta(days=1 if param == "end" else 0)
+    _check_bounds(moment, param)
+    return moment
+
+
+def _check_bounds(moment: datetime, param: str) -> None:
     if not EARLIEST <= moment <= LATEST:
         raise InvalidRequest(f"'{param}' must be between 2000 and 9000.", param=param)
-    return moment
 
 
 def _datetime(text: str, param: str) -> datetime:
@@ -137,7 +144,13 @@ def _datetime(text: str, param: str) -> datetime:
         raise InvalidRequest(
             f"'{param}' must be a date (YYYY-MM-DD) or an ISO 8601 date-time, got '{shown}'.", param=param
         ) from None
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:
+        # An offset that moves the first or last day of year 1 or 9999 past what datetime can hold.
+        raise InvalidRequest(f"'{param}' must be between 2000 and 9000.", param=param) from None
 
 
 def _default_range(now: datetime, granularity: Granularity) -> tuple[datetime, datetime]:

@@ -218,6 +218,12 @@ BAD_INPUT = [
     ("/v1/usage/export", {"start": "2026-02-30"}, "start"),
     ("/v1/usage/export", {"start": "2020-01-01", "end": "2026-01-01"}, "end"),
     ("/v1/usage/export", {"start": "2026-09-02", "end": "2026-09-01"}, "end"),
+    # The ends of the calendar: no overflow when a day is added or an offset applied.
+    ("/v1/usage", {"end": "9999-12-31"}, "end"),
+    ("/v1/usage/models", {"start": "0001-01-01T00:00:00+01:00"}, "start"),
+    ("/v1/usage/keys", {"end": "9999-12-31T23:59:59-01:00"}, "end"),
+    ("/v1/usage/export", {"start": "0001-01-01T00:00:00+01:00"}, "start"),
+    ("/v1/usage", {"granularity": "hour", "start": "0001-01-01T00:00:00+23:59"}, "start"),
 ]
 
 
@@ -240,6 +246,7 @@ async def test_admin_bad_input(start_gateway: StartGateway) -> None:
         ("/admin/usage/summary", {"limit": "0"}, "limit"),
         ("/admin/usage/summary", {"limit": "ten"}, "limit"),
         ("/admin/usage/summary", {"start": "2026-09-05", "end": "2026-09-04"}, "end"),
+        ("/admin/usage/summary", {"end": "9999-12-31"}, "end"),
     ]:
         status, body = await get_json(gateway, path, ADMIN, **params)
         assert status == 400 and body["error"]["param"] == param, body
