@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+import aiohttp
 import pytest
 import redis
 from aiohttp import web
@@ -26,6 +27,7 @@ from gateway.mock.options import MockOptions
 from gateway.mock.server import MOCK_STATE, MockState, create_mock_app
 from gateway.redis_server import EmbeddedRedis, free_port
 from tests.cluster import RedisClusterNodes
+from tests.processes import GatewayProcesses
 
 TEST_DB = 9
 ADMIN_TOKEN = "test-admin-token"
@@ -237,3 +239,18 @@ def cluster_url(redis_cluster: RedisClusterNodes) -> str:
     """The URL of one master of the cluster, every master emptied first."""
     redis_cluster.flushall()
     return redis_cluster.url
+
+
+@pytest.fixture
+def processes(tmp_path: Path) -> Iterator[GatewayProcesses]:
+    """Real `gateway` processes for the test (tests/processes.py); all stopped at its end."""
+    started = GatewayProcesses(tmp_path)
+    yield started
+    started.stop_all()
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    """A plain HTTP client for gateways running as processes."""
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
+        yield session

@@ -8,24 +8,17 @@ day aggregate and /v1/usage; nothing is still held, and both processes report th
 from __future__ import annotations
 
 import asyncio
-import json
-import os
-import subprocess
-import sys
-import time
-from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 import aiohttp
-import pytest
 
 from gateway.billing import keyspace
 from gateway.billing.client import RedisClient
 from gateway.config import Settings
 from gateway.redis_server import free_port
 from gateway.storage import redis_client
+from tests.processes import GatewayProcesses, gateway_env, wait_ready
 
 ADMIN = "multi-admin"
 REQUESTS = 240  # split across both processes
@@ -45,88 +38,25 @@ default_max_tokens = 64
 """
 
 
-@dataclass
-class Processes:
-    """Processes started for one test, stopped (killed if need be) at its end."""
-
-    tmp_path: Path
-    running: list[subprocess.Popen[bytes]]
-
-    @property
-    def log(self) -> Path:
-        return self.tmp_path / "processes.log"
-
-    def command(self, *args: str) -> list[str]:
-        return [sys.executable, "-m", "gateway", "--config", str(self.tmp_path / "gateway.toml"), *args]
-
-    def start(self, env: dict[str, str], *args: str) -> subprocess.Popen[bytes]:
-        with self.log.open("ab") as log:
-            process = subprocess.Popen(self.command(*args), env=env, stdout=log, stderr=subprocess.STDOUT)
-        self.running.append(process)
-        return process
-
-    async def cli(self, env: dict[str, str], *args: str) -> dict[str, object]:
-        done = await asyncio.to_thread(subprocess.run, self.command(*args), env=env, capture_output=True, timeout=30)
-        assert done.returncode == 0, done.stderr.decode()
-        result: dict[str, object] = json.loads(done.stdout)
-        return result
-
-
-@pytest.fixture
-def processes(tmp_path: Path) -> Iterator[Processes]:
-    started = Processes(tmp_path, [])
-    yield started
-    for process in started.running:
-        process.terminate()
-    for process in started.running:
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
 def _env(redis_url: str, cluster: bool, spool: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL" and not k.startswith("GATEWAY")}
-    env |= {"REDIS_URL": redis_url, "GATEWAY_ADMIN_TOKEN": ADMIN, "GATEWAY__SERVER__SPOOL_DIR": str(spool)}
+    env = gateway_env(REDIS_URL=redis_url, GATEWAY_ADMIN_TOKEN=ADMIN, GATEWAY__SERVER__SPOOL_DIR=str(spool))
     if cluster:
         env["GATEWAY__REDIS__CLUSTER"] = "true"
     return env
 
 
-async def _wait_ready(processes: Processes, session: aiohttp.ClientSession, url: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if any(process.poll() is not None for process in processes.running):
-            raise AssertionError(f"a process exited: {processes.log.read_text()[-2000:]}")
-        try:
-            async with session.get(url) as response:
-                if response.status == 200:
-                    return
-        except aiohttp.ClientError:
-            pass
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"{url} never answered: {processes.log.read_text()[-2000:]}")
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
-        yield session
-
-
-async def _start(processes: Processes, http: aiohttp.ClientSession, redis_url: str, cluster: bool) -> list[str]:
+async def _start(processes: GatewayProcesses, http: aiohttp.ClientSession, redis_url: str, cluster: bool) -> list[str]:
     """A mock upstream and two gateways on `redis_url`; returns the gateways' base URLs."""
     mock_port, ports = free_port(), [free_port(), free_port()]
-    (processes.tmp_path / "gateway.toml").write_text(CONFIG.format(mock_port=mock_port))
+    processes.config.write_text(CONFIG.format(mock_port=mock_port))
     env = _env(redis_url, cluster, processes.tmp_path / "spool")
     processes.start(env, "mock-upstream", "--port", str(mock_port), "--tokens", "12", "--latency-ms", "20")
     for index, port in enumerate(ports):
         processes.start(_env(redis_url, cluster, processes.tmp_path / f"spool{index}"), "serve", "--port", str(port))
     bases = [f"http://127.0.0.1:{port}" for port in ports]
-    await _wait_ready(processes, http, f"http://127.0.0.1:{mock_port}/v1/models")
+    await wait_ready(processes, http, f"http://127.0.0.1:{mock_port}/v1/models")
     for base in bases:
-        await _wait_ready(processes, http, f"{base}/healthz")
+        await wait_ready(processes, http, f"{base}/healthz")
     return bases
 
 
@@ -180,11 +110,12 @@ async def _lowest_balance(redis: RedisClient, account_id: str, done: asyncio.Eve
     return lowest
 
 
-async def _check_books(redis_url: str, cluster: bool, processes: Processes, http: aiohttp.ClientSession) -> None:
+async def _check_books(redis_url: str, cluster: bool, processes: GatewayProcesses, http: aiohttp.ClientSession) -> None:
     bases = await _start(processes, http, redis_url, cluster)
     if cluster:  # the CLI acts on the cluster directly, as the admin API does
         env = _env(redis_url, cluster, processes.tmp_path / "spool")
-        account = await processes.cli(env, "accounts", "create", "--name", "shared", "--credits", str(CREDITS))
+        command = ("accounts", "create", "--name", "shared", "--credits", str(CREDITS))
+        account = await asyncio.to_thread(processes.cli, env, *command)
     else:
         account = await _admin(http, "POST", f"{bases[0]}/admin/accounts", {"name": "shared", "credits": CREDITS})
     account_id = str(account["id"])
@@ -227,12 +158,12 @@ async def _check_books(redis_url: str, cluster: bool, processes: Processes, http
 
 
 async def test_two_processes_on_one_redis_agree(
-    redis_url: str, processes: Processes, http: aiohttp.ClientSession
+    redis_url: str, processes: GatewayProcesses, http: aiohttp.ClientSession
 ) -> None:
     await _check_books(redis_url, False, processes, http)
 
 
 async def test_two_processes_on_a_redis_cluster_agree(
-    cluster_url: str, processes: Processes, http: aiohttp.ClientSession
+    cluster_url: str, processes: GatewayProcesses, http: aiohttp.ClientSession
 ) -> None:
     await _check_books(cluster_url, True, processes, http)

@@ -9,6 +9,8 @@ import asyncio
 import logging
 import time
 
+from redis.asyncio import RedisCluster
+
 from gateway.billing.client import RedisClient
 from gateway.billing.settler import REDIS_UNAVAILABLE
 
@@ -24,7 +26,10 @@ class RedisHealth:
 
     async def check(self) -> bool:
         try:
-            await self.redis.ping()
+            if isinstance(self.redis, RedisCluster):
+                await self.redis.ping(target_nodes=RedisCluster.PRIMARIES)  # every master, not any one node
+            else:
+                await self.redis.ping()
             up = True
         except REDIS_UNAVAILABLE:
             up = False

@@ -21,8 +21,13 @@ from gateway.billing.spool import Spool, SpooledSettlement, read_entries
 
 log = logging.getLogger(__name__)
 
-# Redis could not be reached or did not answer in time: the call's effect is unknown, so it must be repeatable.
-REDIS_UNAVAILABLE: tuple[type[redis_errors.RedisError], ...] = (redis_errors.ConnectionError, redis_errors.TimeoutError)
+# Redis could not be reached, did not answer in time, or (a cluster missing a master) refused to run the call:
+# its effect is unknown or nil, so the call must be repeatable.
+REDIS_UNAVAILABLE: tuple[type[redis_errors.RedisError], ...] = (
+    redis_errors.ConnectionError,
+    redis_errors.TimeoutError,
+    redis_errors.ClusterDownError,
+)
 
 
 class Settler:
