@@ -147,7 +147,12 @@ API_KEY_FIELDS: dict[str, Schema] = {
 }
 SCHEMAS: dict[str, Schema] = {
     "Error": obj(
-        {"error": obj({"message": STRING, "type": STRING, "param": nullable(STRING), "code": nullable(STRING)})}
+        # extra: an upstream's error passes through, scrubbed, with whatever else it holds
+        {
+            "error": obj(
+                {"message": STRING, "type": STRING, "param": nullable(STRING), "code": nullable(STRING)}, extra=True
+            )
+        }
     ),
     "ChatCompletionRequest": CHAT_REQUEST,
     "ChatCompletion": obj({"choices": array({"type": "object"}), "usage": ref("Usage")}, extra=True),
@@ -201,7 +206,8 @@ SCHEMAS: dict[str, Schema] = {
         top_accounts=array(ref("AccountUsage")),
         top_models=array(ref("ModelUsage")),
     ),
-    "Status": obj({"status": STRING}),
+    "Health": obj({"status": {"enum": ["ok", "degraded"]}, "redis": {"enum": ["up", "down"]}, "spooled": INTEGER}),
+    "Readiness": obj({"status": {"enum": ["ready", "not ready"]}, "redis": {"const": "down"}}, required=("status",)),
 }
 
 
@@ -219,7 +225,12 @@ START = query(
     "First UTC day (YYYY-MM-DD) or instant (ISO 8601 date-time, `Z` or an offset), from 2000 to 9000. "
     "Default: the start of the billing period (hourly: of today).",
 )
-END = query("end", MOMENT, "Last UTC day (inclusive) or instant (exclusive), from 2000 to 9000. Default: now.")
+END = query(
+    "end",
+    MOMENT,
+    "Last UTC day (inclusive) or instant (exclusive), from 2000 to 9000. Default: the end of the billing period "
+    "(hourly: of today); with only `start`, the end of the current day (hourly: hour).",
+)
 ACCOUNT = query("account", ACCOUNT_ID, "The account to read: required with the admin token; a key reads its own.")
 GRANULARITY = query("granularity", {"enum": [g.value for g in Granularity]}, "Default: day.")
 DAY_ONLY = query("granularity", {"enum": [Granularity.DAY.value]}, "These sums are kept per day only.")
@@ -254,19 +265,24 @@ def op(
     fails: tuple[int, ...] = (),
     body: Schema | None = None,
     status: int = 200,
+    others: dict[str, Schema] | None = None,
 ) -> Operation:
     """`route` is "METHOD /path"; `answer` is the JSON schema of its success, or a schema per media type. Answers
-    to an API key carry the request id and balance headers; every failure answers with the Error schema."""
+    to an API key carry the request id and balance headers; the `fails` statuses answer with the Error schema,
+    `others` as they say."""
     media_types = answer if isinstance(answer, MediaTypes) else {"application/json": answer}
     success: Schema = {"description": "OK", "content": {name: {"schema": s} for name, s in media_types.items()}}
-    if security and security[0] == {"apiKey": []}:
+    needs_credential = bool(security) and {} not in security
+    if needs_credential and security[0] == {"apiKey": []}:
         success["headers"] = HEADERS
-    statuses = sorted({*fails, *((401, 503) if security else ())})
+    statuses = sorted({*fails, *((401, 503) if needs_credential else ())})
     result: Schema = {
         "summary": summary,
         "security": security,
         "parameters": parameters or [],
-        "responses": {str(status): success} | {str(s): content(ref("Error"), ERRORS[str(s)]) for s in statuses},
+        "responses": {str(status): success}
+        | {str(s): content(ref("Error"), ERRORS[str(s)]) for s in statuses}
+        | (others or {}),
     }
     if body is not None:
         result["requestBody"] = {"required": True, "content": {"application/json": {"schema": body}}}
@@ -276,9 +292,15 @@ def op(
 
 def operations() -> list[Operation]:
     """Every route the gateway serves, in the order of the README."""
-    chat = MediaTypes({"application/json": ref("ChatCompletion"), "text/event-stream": STRING})
+    # For sequential media types (SSE, NDJSON) the schema describes one item, as OpenAPI 3.1 tools read it.
+    event = obj(
+        {"data": {"type": "string", "description": "A chat.completion.chunk as JSON, then [DONE]."}}, extra=True
+    )
+    chat = MediaTypes({"application/json": ref("ChatCompletion"), "text/event-stream": event})
     row = obj({column: {} for column in COLUMNS})
-    rows = MediaTypes({"text/csv": STRING, "application/json": array(row), "application/x-ndjson": STRING})
+    rows = MediaTypes({"text/csv": STRING, "application/json": array(row), "application/x-ndjson": row})
+    passed_through = {"default": content(ref("Error"), "An upstream error, passed through with its status (free).")}
+    not_ready = {"503": content(ref("Readiness"), "Redis does not answer: take the gateway out of the balancer.")}
     credits = obj({"amount": CREDITS_IN, "note": STRING}, required=("amount",))
     new_account = obj({"name": NAME, "credits": CREDITS_IN}, required=("name",))
     ranged = [START, END, DAY_ONLY, ACCOUNT]
@@ -291,6 +313,7 @@ def operations() -> list[Operation]:
             chat,
             body=ref("ChatCompletionRequest"),
             fails=(*BODY_ERRORS, 402, 404, 502, 504),
+            others=passed_through,
         ),
         op("GET /v1/models", "The configured models", TENANT, ref("ModelList")),
         op("GET /v1/models/{model}", "One configured model", TENANT, ref("Model"), [MODEL], fails=(404,)),
@@ -359,15 +382,15 @@ def operations() -> list[Operation]:
             fails=(*BODY_ERRORS, 404),
         ),
         op("DELETE /admin/keys/{key_id}", "Revoke an API key", ADMIN, ref("ApiKey"), [KEY_PATH], fails=(404,)),
-        op("GET /healthz", "The process is up", PUBLIC, ref("Status")),
-        op("GET /readyz", "Ready to serve: Redis answers", PUBLIC, ref("Status"), fails=(503,)),
-        # Public only on a loopback-bound gateway without `[metrics] token`; not here with `[metrics] port`.
+        op("GET /healthz", "The process is up; whether Redis answers", PUBLIC, ref("Health")),
+        op("GET /readyz", "Ready to serve: Redis answers", PUBLIC, ref("Readiness"), others=not_ready),
+        # Public only on a loopback-bound gateway without `[metrics] token`; a 404 here with `[metrics] port`.
         op(
             "GET /metrics",
             "Prometheus metrics",
-            [{}, {"metricsToken": []}],
+            [{}, {"metricsToken": []}, {"adminToken": []}],
             MediaTypes({"text/plain": STRING}),
-            fails=(401,),
+            fails=(401, 404),
         ),
         op("GET /openapi.json", "This document", PUBLIC, {"type": "object"}),
     ]
