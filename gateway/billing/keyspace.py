@@ -50,8 +50,9 @@ def holds(account_id: str) -> str:
 
 
 def settled_requests(account_id: str) -> str:
-    """Sorted set: request id -> settlement ms. An id here is never held again, so a late or repeated reserve
-    (a timed-out call that ran after all) holds nothing. Trimmed to `Retention.settled_ids_ms`."""
+    """Sorted set: request id -> ms, for requests released (or settled without a hold): an id here is never held
+    again, so a reserve that timed out in the gateway and ran late holds nothing. Trimmed to
+    `Retention.settled_ids_ms`."""
     return f"{account_tag(account_id)}:settled"
 
 

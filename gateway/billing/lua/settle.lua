@@ -9,7 +9,8 @@
 --       11 mode ("charge" or "release"), 12 settled-ids cutoff (ms; ids settled before it are forgotten),
 --       13.. extra request-record fields as name, value pairs
 -- Reply {settled, balance_after, charged}: settled 0 means there was no hold (settled already, or never held):
--- nothing moved, and the id is remembered so that a late reserve for it holds nothing.
+-- nothing moved. The id of a request without a hold, or released, is remembered, so that a reserve that runs
+-- late (it timed out in the gateway) holds nothing.
 local cost = whole(ARGV[2], 'cost')
 local prompt = whole(ARGV[3], 'prompt tokens')
 local completion = whole(ARGV[4], 'completion tokens')
@@ -23,14 +24,17 @@ if (mode ~= 'charge' and mode ~= 'release') or (ARGV[9] ~= '0' and ARGV[9] ~= '1
   error('invalid settle arguments')
 end
 
+-- Remembered ids matter only where a reserve may still run after its settlement: a request released because
+-- its reserve timed out. A charged request's reserve had answered before it was settled.
 local held = redis.call('HGET', KEYS[2], ARGV[1])
-if not held then
+if not held or mode == 'release' then
+  redis.call('ZREMRANGEBYSCORE', KEYS[7], '-inf', '(' .. ARGV[12])
   redis.call('ZADD', KEYS[7], 'NX', now, ARGV[1])
+end
+if not held then
   return {0, tonumber(redis.call('HGET', KEYS[1], 'balance')) or 0, 0}
 end
 redis.call('HDEL', KEYS[2], ARGV[1])
-redis.call('ZADD', KEYS[7], now, ARGV[1])
-redis.call('ZREMRANGEBYSCORE', KEYS[7], '-inf', '(' .. ARGV[12])
 local hold, _, api_key_id = hold_decode(held)
 if mode == 'release' then
   return {1, redis.call('HINCRBY', KEYS[1], 'balance', hold), 0}
