@@ -7,8 +7,10 @@ COPY config ./config
 RUN pip install --no-cache-dir . && useradd --create-home gateway && mkdir -p /data && chown gateway /data
 USER gateway
 
-# Without REDIS_URL the gateway runs its embedded Redis with AOF in /data: mount a volume there.
+# Without REDIS_URL the gateway runs its embedded Redis with AOF in /data; settlements that wait for Redis are
+# spooled there too: mount a volume. On 0.0.0.0, /metrics needs GATEWAY__METRICS__TOKEN (or the admin token).
 ENV GATEWAY__REDIS__DATA_DIR=/data/redis \
+    GATEWAY__SERVER__SPOOL_DIR=/data/spool \
     GATEWAY_HOST=0.0.0.0 \
     GATEWAY_PORT=8080
 VOLUME ["/data"]

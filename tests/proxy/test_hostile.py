@@ -212,3 +212,23 @@ async def test_fields_at_the_plain_price_pass(start_gateway: StartGateway, field
     gateway = await start_gateway()
     _, key = await gateway.new_account()
     assert (await gateway.chat(key, {"model": "m-main", "messages": user_message(), field: value})).status == 200
+
+
+async def test_an_over_long_header_is_refused_and_never_logged(
+    start_gateway: StartGateway, caplog: pytest.LogCaptureFixture
+) -> None:
+    gateway = await start_gateway()
+    server = gateway.client.server
+    secret = "sk-gw-0123456789abcdef-" + "S3CR3T" * 2000
+
+    def send() -> bytes:
+        with socket.create_connection((server.host, server.port)) as sock:
+            sock.sendall(f"GET /v1/models HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {secret}\r\n\r\n".encode())
+            sock.settimeout(5)
+            return sock.recv(65536)
+
+    with caplog.at_level(logging.DEBUG):
+        answer = await asyncio.to_thread(send)
+    assert answer.startswith(b"HTTP/1.0 400") or answer.startswith(b"HTTP/1.1 400")
+    assert "S3CR3TS3CR3T" not in caplog.text and "0123456789abcdef" not in caplog.text
+    assert "refused a malformed request" in caplog.text
