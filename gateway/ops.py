@@ -10,12 +10,11 @@ Both probes read state a background ping keeps, so they answer at once even whil
 
 from __future__ import annotations
 
-import hmac
 from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from gateway.admin.auth import is_admin
+from gateway.admin.auth import bearer_token, token_matches
 from gateway.app_state import METRICS, REDIS_HEALTH, SETTINGS, SETTLER
 from gateway.errors import AdminAuthError, NotFound, json_response
 
@@ -44,11 +43,8 @@ async def get_metrics(request: web.Request) -> web.Response:
 
 def _may_scrape(request: web.Request) -> bool:
     settings = request.app[SETTINGS]
-    scheme, _, presented = request.headers.get("Authorization", "").partition(" ")
-    token = settings.metrics_token
-    if token and scheme.lower() == "bearer" and hmac.compare_digest(presented.strip().encode(), token.encode()):
-        return True
-    return is_admin(request.headers, settings.admin_token)
+    presented = bearer_token(request.headers)
+    return token_matches(presented, settings.metrics_token) or token_matches(presented, settings.admin_token)
 
 
 async def metrics_port_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -27,6 +27,7 @@ from gateway.mock.options import MockOptions
 from gateway.mock.server import MOCK_STATE, MockState, create_mock_app
 from gateway.redis_server import EmbeddedRedis, free_port
 from tests.cluster import RedisClusterNodes
+from tests.faults import ControlledRedis
 from tests.processes import GatewayProcesses
 
 TEST_DB = 9
@@ -254,3 +255,14 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
     """A plain HTTP client for gateways running as processes."""
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
         yield session
+
+
+@pytest.fixture
+def controlled_redis(tmp_path: Path) -> Iterator[ControlledRedis]:
+    """A Redis of the test's own (AOF on) to stop, restart, freeze and thaw under a running gateway."""
+    server = ControlledRedis(tmp_path / "redis")
+    server.start()
+    yield server
+    if server.server.process is not None:
+        server.thaw()  # a frozen server cannot take SIGTERM's shutdown
+    server.stop()

@@ -17,6 +17,18 @@ from pathlib import Path
 
 import aiohttp
 
+# `mock-model` served by the mock upstream at 1,000 credits per million input tokens and 2,000 per million
+# output: 1,000 / 2,000 micro-credits per token.
+MOCK_MODEL_CONFIG = """
+[upstreams.mock]
+base_url = "http://127.0.0.1:{mock_port}/v1"
+[models."mock-model"]
+upstream = "mock"
+upstream_model = "gpt-4o-mini"
+input_credits_per_million = 1000
+output_credits_per_million = 2000
+"""
+
 
 def gateway_env(**variables: str) -> dict[str, str]:
     """This process's environment without any gateway setting of its own, plus `variables`."""
@@ -34,6 +46,10 @@ class GatewayProcesses:
     @property
     def config(self) -> Path:
         return self.tmp_path / "gateway.toml"
+
+    def write_config(self, mock_port: int, extra: str = "") -> None:
+        """The config file: `mock-model` on the mock upstream at `mock_port`, then `extra` TOML tables."""
+        self.config.write_text(MOCK_MODEL_CONFIG.format(mock_port=mock_port) + extra)
 
     @property
     def log(self) -> Path:

@@ -6,11 +6,8 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import aiohttp
-import pytest
 from redis.asyncio import Redis
 
 from gateway.billing import keyspace
@@ -21,9 +18,8 @@ from tests.processes import GatewayProcesses, gateway_env, wait_ready
 
 ADMIN = "crash-admin"
 CREDITS = 10
-# 1,000 credits per million input tokens, 2,000 per million output: 1,000 / 2,000 micro-credits per token.
 # Holds outlive the longest request (body 1 s + total 3 s) by a second; every process sweeps each second.
-CONFIG = """
+SHORT_HOLDS = """
 [server]
 body_timeout = 1
 [limits]
@@ -32,22 +28,7 @@ reservation_ttl_seconds = 5
 sweep_interval_seconds = 1
 [timeouts]
 total = 3
-[upstreams.mock]
-base_url = "http://127.0.0.1:{mock_port}/v1"
-[models."mock-model"]
-upstream = "mock"
-upstream_model = "gpt-4o-mini"
-input_credits_per_million = 1000
-output_credits_per_million = 2000
 """
-
-
-@pytest.fixture
-async def redis(tmp_path: Path) -> AsyncIterator[ControlledRedis]:
-    server = ControlledRedis(tmp_path / "redis")
-    server.start()
-    yield server
-    server.stop()
 
 
 class Deployment:
@@ -61,7 +42,7 @@ class Deployment:
             GATEWAY__SERVER__SPOOL_DIR=str(processes.tmp_path / "spool"),
         )
         self.mock_port = free_port()
-        processes.config.write_text(CONFIG.format(mock_port=self.mock_port))
+        processes.write_config(self.mock_port, SHORT_HOLDS)
         processes.start(self.env, "mock-upstream", "--port", str(self.mock_port), *mock_args)
 
     async def gateway(self) -> str:
@@ -109,9 +90,9 @@ async def _records(redis_url: str, account_id: str) -> list[dict[str, str]]:
 
 
 async def test_holds_of_a_killed_gateway_come_back_in_time(
-    processes: GatewayProcesses, redis: ControlledRedis, http: aiohttp.ClientSession
+    processes: GatewayProcesses, controlled_redis: ControlledRedis, http: aiohttp.ClientSession
 ) -> None:
-    deployment = Deployment(processes, http, redis.url, "--tokens", "200", "--chunk-delay-ms", "50")
+    deployment = Deployment(processes, http, controlled_redis.url, "--tokens", "200", "--chunk-delay-ms", "50")
     base = await deployment.gateway()
     account_id, key = await deployment.tenant(base)
     body = {"model": "mock-model", "messages": [{"role": "user", "content": "Tell me a long story."}], "stream": True}
@@ -133,16 +114,16 @@ async def test_holds_of_a_killed_gateway_come_back_in_time(
     balance, _ = await deployment.whole_again(successor, account_id, within_s=10)
     assert balance == CREDITS * 1_000_000
     assert time.monotonic() - killed_at < 10
-    records = await _records(redis.url, account_id)
+    records = await _records(controlled_redis.url, account_id)
     assert len(records) == 10 and {r["outcome"] for r in records} == {"abandoned"}
     assert sum(int(r["credits_micros"]) for r in records) == 0
     assert len({r["request_id"] for r in records}) == 10
 
 
 async def test_what_a_killed_gateway_spooled_is_charged_once_by_the_next(
-    processes: GatewayProcesses, redis: ControlledRedis, http: aiohttp.ClientSession
+    processes: GatewayProcesses, controlled_redis: ControlledRedis, http: aiohttp.ClientSession
 ) -> None:
-    deployment = Deployment(processes, http, redis.url, "--tokens", "6", "--latency-ms", "1500")
+    deployment = Deployment(processes, http, controlled_redis.url, "--tokens", "6", "--latency-ms", "1500")
     base = await deployment.gateway()
     account_id, key = await deployment.tenant(base)
 
@@ -156,20 +137,20 @@ async def test_what_a_killed_gateway_spooled_is_charged_once_by_the_next(
 
     requests = [asyncio.ensure_future(chat(index)) for index in range(10)]
     await asyncio.sleep(0.7)  # every hold is taken; the upstream takes 1.5 s to answer
-    redis.stop()  # ...so every settlement finds Redis gone and goes to the spool
+    controlled_redis.stop()  # ...so every settlement finds Redis gone and goes to the spool
     usages = await asyncio.gather(*requests)  # the answers are delivered all the same
     deployment.kill()
     [spool_file] = list((processes.tmp_path / "spool").glob("*.spool"))
     assert len(read_entries(spool_file)) == 10
 
-    redis.start()
+    controlled_redis.start()
     successor = await deployment.gateway()
     balance, _ = await deployment.whole_again(successor, account_id, within_s=10)
     seen = sum(usage["prompt_tokens"] * 1_000 + usage["completion_tokens"] * 2_000 for usage in usages)
     assert CREDITS * 1_000_000 - balance == seen
-    records = await _records(redis.url, account_id)
+    records = await _records(controlled_redis.url, account_id)
     assert len(records) == 10 and {r["status"] for r in records} == {"200"}
     assert sum(int(r["credits_micros"]) for r in records) == seen
     assert not spool_file.exists()  # replayed, then deleted
     await asyncio.sleep(3)  # the successor keeps sweeping: nothing is released or charged again
-    assert len(await _records(redis.url, account_id)) == 10
+    assert len(await _records(controlled_redis.url, account_id)) == 10

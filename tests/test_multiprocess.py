@@ -24,18 +24,7 @@ ADMIN = "multi-admin"
 REQUESTS = 240  # split across both processes
 IN_FLIGHT = 48
 CREDITS = 4  # pays for about half of REQUESTS
-# 1,000 credits per million input tokens, 2,000 per million output: 1,000 / 2,000 micro-credits per token.
-CONFIG = """
-[upstreams.mock]
-base_url = "http://127.0.0.1:{mock_port}/v1"
-[models."mock-model"]
-upstream = "mock"
-upstream_model = "gpt-4o-mini"
-input_credits_per_million = 1000
-output_credits_per_million = 2000
-[limits]
-default_max_tokens = 64
-"""
+LIMITS = "[limits]\ndefault_max_tokens = 64\n"
 
 
 def _env(redis_url: str, cluster: bool, spool: Path) -> dict[str, str]:
@@ -48,7 +37,7 @@ def _env(redis_url: str, cluster: bool, spool: Path) -> dict[str, str]:
 async def _start(processes: GatewayProcesses, http: aiohttp.ClientSession, redis_url: str, cluster: bool) -> list[str]:
     """A mock upstream and two gateways on `redis_url`; returns the gateways' base URLs."""
     mock_port, ports = free_port(), [free_port(), free_port()]
-    processes.config.write_text(CONFIG.format(mock_port=mock_port))
+    processes.write_config(mock_port, LIMITS)
     env = _env(redis_url, cluster, processes.tmp_path / "spool")
     processes.start(env, "mock-upstream", "--port", str(mock_port), "--tokens", "12", "--latency-ms", "20")
     for index, port in enumerate(ports):

@@ -19,19 +19,7 @@ ADMIN = "restart-admin"
 def embedded(processes: GatewayProcesses, tmp_path: Path) -> Iterator[dict[str, str]]:
     """A config with no REDIS_URL (the embedded Redis in tmp_path/data) and a mock upstream; the environment."""
     mock_port = free_port()
-    processes.config.write_text(
-        f"""
-[redis]
-data_dir = "{tmp_path / "data"}"
-[upstreams.mock]
-base_url = "http://127.0.0.1:{mock_port}/v1"
-[models."mock-model"]
-upstream = "mock"
-upstream_model = "gpt-4o-mini"
-input_credits_per_million = 1000
-output_credits_per_million = 2000
-"""
-    )
+    processes.write_config(mock_port, f'[redis]\ndata_dir = "{tmp_path / "data"}"\n')
     env = gateway_env(GATEWAY_ADMIN_TOKEN=ADMIN)
     processes.start(env, "mock-upstream", "--port", str(mock_port), "--tokens", "10")
     wait_http(f"http://127.0.0.1:{mock_port}/v1/models")

@@ -84,7 +84,7 @@ def hash_api_key(api_key: str) -> str:
 
 def parse_api_key(api_key: str) -> ParsedApiKey | None:
     """Split a presented API key into its account and hash, or None when it cannot be one of ours."""
-    if not api_key.startswith(API_KEY_PREFIX) or len(api_key) > 200:
+    if not api_key.startswith(API_KEY_PREFIX) or len(api_key) > 200 or not api_key.isascii():
         return None
     account_hex, _, secret = api_key[len(API_KEY_PREFIX) :].partition("-")
     if len(account_hex) != 16 or not secret or any(c not in "0123456789abcdef" for c in account_hex):

@@ -21,13 +21,29 @@ def credits_header(balance_micros: int) -> dict[str, str]:
     return {CREDITS_HEADER: format_credits(balance_micros)}
 
 
+def bearer_token(headers: Mapping[str, str]) -> str | None:
+    """The token of `Authorization: Bearer <token>`, or None. Tokens are ASCII: a header with other bytes
+    (aiohttp keeps undecodable ones as surrogates) carries none."""
+    scheme, _, token = headers.get("Authorization", "").partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token or not token.isascii():
+        return None
+    return token
+
+
+def token_matches(presented: str | None, expected: str | None) -> bool:
+    """Constant-time comparison; never a match when either side is missing."""
+    if not presented or not expected:
+        return False
+    return hmac.compare_digest(presented.encode(), expected.encode())
+
+
 def bearer_api_key(headers: Mapping[str, str]) -> ParsedApiKey:
     """The API key from `Authorization: Bearer ...`; 401 when absent or not one of ours. No I/O."""
-    header = headers.get("Authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        raise AuthError() if header else MissingApiKey()
-    parsed = parse_api_key(token.strip())
+    token = bearer_token(headers)
+    if token is None:
+        raise AuthError() if headers.get("Authorization") else MissingApiKey()
+    parsed = parse_api_key(token)
     if parsed is None:
         raise AuthError()
     return parsed
@@ -43,10 +59,7 @@ async def authenticate(accounts: AccountStore, api_key: ParsedApiKey) -> Tenant:
 
 def is_admin(headers: Mapping[str, str], admin_token: str | None) -> bool:
     """Whether the request carries the admin token (False when the admin API is disabled)."""
-    scheme, _, presented = headers.get("Authorization", "").partition(" ")
-    if not admin_token or scheme.lower() != "bearer":
-        return False
-    return hmac.compare_digest(presented.strip().encode(), admin_token.encode())
+    return token_matches(bearer_token(headers), admin_token)
 
 
 def require_admin(headers: Mapping[str, str], admin_token: str | None) -> None:

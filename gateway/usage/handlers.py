@@ -135,5 +135,6 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/v1/usage", get_usage)
     app.router.add_get("/v1/usage/models", get_model_usage)
     app.router.add_get("/v1/usage/keys", get_api_key_usage)
-    app.router.add_get("/v1/usage/export", get_usage_export)
+    # No HEAD: the export streams its body, which a HEAD answer must not carry.
+    app.router.add_get("/v1/usage/export", get_usage_export, allow_head=False)
     app.router.add_get("/admin/usage/summary", get_admin_usage_summary)

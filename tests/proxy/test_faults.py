@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import orjson
 import pytest
@@ -23,15 +21,6 @@ INITIAL_MICROS = 1000 * 10**6
 # One user message "Hello!" on gpt-4o-mini (o200k_base), by the cookbook's rule: 3 per message + "user" (1) +
 # "Hello" "!" (2) + 3 priming the reply = 9 tokens. The mock replies 16 one-token words unless told otherwise.
 HELLO_PROMPT_TOKENS = 9
-
-
-@pytest.fixture
-async def controlled_redis(tmp_path: Path) -> AsyncIterator[ControlledRedis]:
-    redis = ControlledRedis(tmp_path / "redis")
-    redis.start()
-    yield redis
-    redis.thaw() if redis.server.process is not None else None
-    redis.stop()
 
 
 @dataclass(frozen=True)

@@ -229,6 +229,33 @@ async def test_an_over_long_header_is_refused_and_never_logged(
 
     with caplog.at_level(logging.DEBUG):
         answer = await asyncio.to_thread(send)
-    assert answer.startswith(b"HTTP/1.0 400") or answer.startswith(b"HTTP/1.1 400")
+    assert answer.startswith((b"HTTP/1.0 400", b"HTTP/1.1 400"))
     assert "S3CR3TS3CR3T" not in caplog.text and "0123456789abcdef" not in caplog.text
     assert "refused a malformed request" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "token"),
+    [
+        ("GET", "/admin/accounts", b"\xff\xfe"),
+        ("GET", "/v1/usage", b"\xff\xfe"),
+        ("GET", "/v1/models", b"sk-gw-0123456789abcdef-x\xff"),
+        ("POST", "/v1/chat/completions", b"sk-gw-0123456789abcdef-x\xff"),
+        ("GET", "/metrics", b"\xff"),
+    ],
+)
+async def test_undecodable_authorization_bytes_are_a_401(
+    start_gateway: StartGateway, method: str, path: str, token: bytes
+) -> None:
+    gateway = await start_gateway({"metrics_token": "scrape-me"})
+    server = gateway.client.server
+
+    def send() -> bytes:
+        with socket.create_connection((server.host, server.port)) as sock:
+            head = f"{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n".encode()
+            sock.sendall(head + b"Authorization: Bearer " + token + b"\r\n\r\n{}")
+            sock.settimeout(5)
+            return sock.recv(65536)
+
+    answer = await asyncio.to_thread(send)
+    assert answer.startswith(b"HTTP/1.1 401"), answer[:200]

@@ -279,3 +279,14 @@ async def test_a_failure_midway_cuts_the_body_short(
     assert response.status == 200
     with pytest.raises(ClientPayloadError):
         await response.read()
+
+
+async def test_head_is_not_an_export(start_gateway: StartGateway) -> None:
+    # A HEAD answer must carry no body; the export streams one, so it answers GET only.
+    gateway = await start_gateway()
+    _, key = await gateway.new_account()
+    auth = {"Authorization": f"Bearer {key}"}
+    head = await gateway.client.head("/v1/usage/export", headers=auth)
+    assert head.status == 405
+    after = await gateway.client.get("/v1/usage/export", headers=auth)  # the connection is still sound
+    assert after.status == 200 and (await after.text()).startswith("time,request_id")
