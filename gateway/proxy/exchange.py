@@ -162,12 +162,12 @@ class ChatExchange:
         self.counter.add_response(payload)
         reported = usage_from_upstream(payload.get("usage"))
         self.upstream_usage = None if reported is None else self._bounded(reported)
-        self.answered = True
-        usage = self.billed_usage(response.status)
+        usage = self.answer_usage()
         if usage.source != "upstream" or usage.clamped:
             # Clients rely on `usage`: it shows what is billed (the only re-encode of a plain answer).
             payload["usage"] = usage_object(usage)
             body = orjson.dumps(payload)
+        self.answered = True  # from here on the answer goes out
         return web.Response(body=body, status=response.status, headers=headers, content_type="application/json")
 
     async def _relay_stream(
@@ -198,8 +198,10 @@ class ChatExchange:
         """What the request costs, given how it ended (see the module's docstring)."""
         if status == CLIENT_CLOSED:
             return self.estimate() if self.forwarded else Usage(0, 0)
-        if not self.answered:
-            return Usage(0, 0)
+        return self.answer_usage() if self.answered else Usage(0, 0)
+
+    def answer_usage(self) -> Usage:
+        """What an answer is billed: the upstream's usage, bounded, else the gateway's own count of it."""
         return self.upstream_usage if self.upstream_usage is not None else self.estimate()
 
     def estimate(self) -> Usage:
