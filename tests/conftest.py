@@ -28,12 +28,18 @@ from gateway.mock.server import MOCK_STATE, MockState, create_mock_app
 from gateway.redis_server import EmbeddedRedis, free_port
 from tests.cluster import RedisClusterNodes
 from tests.faults import ControlledRedis
+from tests.oracle import ReferencePrice
 from tests.processes import GatewayProcesses
 
 TEST_DB = 9
 ADMIN_TOKEN = "test-admin-token"
-# 1,000 credits per million input tokens, 2,000 per million output: 1,000 / 2,000 micro-credits per token.
-TEST_PRICE = Price(input_micros_per_million=1_000 * 10**6, output_micros_per_million=2_000 * 10**6)
+# 1,000.25 credits per million input tokens and 2,000.15 per million output: 1,000.25 and 2,000.15 micro-credits
+# per token, so every request's cost is rounded and rounding bugs show. REFERENCE prices the same for tests.
+TEST_PRICE = Price(input_micros_per_million=1_000_250_000, output_micros_per_million=2_000_150_000)
+REFERENCE = ReferencePrice.of("1000.25", "2000.15")
+# One user message "Hello!" (user_message()'s default) on gpt-4o-mini, by the cookbook's rule: 3 per message +
+# "user" (1) + "Hello" "!" (2) + 3 priming the reply.
+HELLO_PROMPT_TOKENS = 9
 
 
 @pytest.fixture(autouse=True)

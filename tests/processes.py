@@ -17,16 +17,16 @@ from pathlib import Path
 
 import aiohttp
 
-# `mock-model` served by the mock upstream at 1,000 credits per million input tokens and 2,000 per million
-# output: 1,000 / 2,000 micro-credits per token.
+# `mock-model` served by the mock upstream at the suite's prices (tests/conftest.py TEST_PRICE and REFERENCE):
+# 1,000.25 credits per million input tokens, 2,000.15 per million output.
 MOCK_MODEL_CONFIG = """
 [upstreams.mock]
 base_url = "http://127.0.0.1:{mock_port}/v1"
 [models."mock-model"]
 upstream = "mock"
 upstream_model = "gpt-4o-mini"
-input_credits_per_million = 1000
-output_credits_per_million = 2000
+input_credits_per_million = 1000.25
+output_credits_per_million = 2000.15
 """
 
 

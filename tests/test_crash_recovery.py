@@ -13,6 +13,7 @@ from redis.asyncio import Redis
 from gateway.billing import keyspace
 from gateway.billing.spool import read_entries
 from gateway.redis_server import free_port
+from tests.conftest import REFERENCE
 from tests.faults import ControlledRedis
 from tests.processes import GatewayProcesses, gateway_env, wait_ready
 
@@ -146,7 +147,7 @@ async def test_what_a_killed_gateway_spooled_is_charged_once_by_the_next(
     controlled_redis.start()
     successor = await deployment.gateway()
     balance, _ = await deployment.whole_again(successor, account_id, within_s=10)
-    seen = sum(usage["prompt_tokens"] * 1_000 + usage["completion_tokens"] * 2_000 for usage in usages)
+    seen = sum(REFERENCE.cost_micros(usage["prompt_tokens"], usage["completion_tokens"]) for usage in usages)
     assert CREDITS * 1_000_000 - balance == seen
     records = await _records(controlled_redis.url, account_id)
     assert len(records) == 10 and {r["status"] for r in records} == {"200"}

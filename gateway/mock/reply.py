@@ -1,7 +1,7 @@
 """What the mock upstream answers: text or a tool call, whole or as stream chunks, with its usage.
 
 Text replies are made of common English words that are one token each, so a reply of N words is N tokens.
-Usage is counted independently of the gateway's completion counter: each generated string is encoded
+Usage is counted independently of the gateway (`counting`): each generated string is encoded
 whole, once, with the model's real tokenizer (tool calls: the function name plus its arguments).
 """
 
@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 
 import orjson
 
+from gateway.mock import counting
 from gateway.mock.options import MockOptions
-from gateway.tokens import TokenCounter
 
 # Each is one token, with its leading space, in both o200k_base and cl100k_base.
 WORDS = tuple(
@@ -55,7 +55,7 @@ class Reply:
     created: int = field(default_factory=lambda: int(time.time()))
 
     @classmethod
-    def for_request(cls, body: dict[str, object], options: MockOptions, counter: TokenCounter) -> Reply:
+    def for_request(cls, body: dict[str, object], options: MockOptions) -> Reply:
         model = str(body.get("model", "mock-model"))
         n = body.get("n")
         choices = n if isinstance(n, int) and not isinstance(n, bool) and n > 0 else 1
@@ -75,11 +75,14 @@ class Reply:
             if words:
                 words[0] = words[0].lstrip()
             pieces = [list(words) for _ in range(choices)]
-        encode = counter.encoding_for(model).encode_ordinary
-        completion = sum(len(encode("".join(p))) for p in pieces)
+        completion = sum(counting.count_text(model, "".join(p)) for p in pieces)
         if tool_call is not None:
-            completion += choices * (len(encode(tool_call.name)) + len(encode(tool_call.arguments)))
-        prompt = counter.count_prompt_tokens(model, body)
+            name, arguments = (
+                counting.count_text(model, tool_call.name),
+                counting.count_text(model, tool_call.arguments),
+            )
+            completion += choices * (name + arguments)
+        prompt = counting.count_prompt(body)
         return cls(
             model,
             pieces,

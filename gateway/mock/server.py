@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 import orjson
 from aiohttp import web
 
+from gateway.mock import counting
 from gateway.mock.options import MockOptions
 from gateway.mock.reply import Reply, dumps
-from gateway.tokens import TokenCounter
 
 
 @dataclass
@@ -31,14 +31,12 @@ class MockState:
 
 MOCK_OPTIONS = web.AppKey("mock_options", MockOptions)
 MOCK_STATE = web.AppKey("mock_state", MockState)
-MOCK_COUNTER = web.AppKey("mock_counter", TokenCounter)
 
 
 def create_mock_app(options: MockOptions | None = None) -> web.Application:
     app = web.Application(client_max_size=64 * 1024 * 1024)
     app[MOCK_OPTIONS] = options or MockOptions()
     app[MOCK_STATE] = MockState()
-    app[MOCK_COUNTER] = TokenCounter()
     app.on_startup.append(_warm_tokenizers)
     for prefix in ("/v1", ""):
         app.router.add_post(f"{prefix}/chat/completions", chat_completions)
@@ -48,8 +46,7 @@ def create_mock_app(options: MockOptions | None = None) -> web.Application:
 
 async def _warm_tokenizers(app: web.Application) -> None:
     """Load both vocabularies before the first request, so no reply pays for it."""
-    counter = app[MOCK_COUNTER]
-    await asyncio.to_thread(lambda: [counter.encoding_for(model) for model in ("gpt-4o", "gpt-4")])
+    await asyncio.to_thread(lambda: [counting.encoding(name) for name in ("o200k_base", "cl100k_base")])
 
 
 def _error(status: int, message: str, code: str) -> web.Response:
@@ -82,7 +79,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         return web.Response(status=options.error_status, body=options.error_body, content_type="application/json")
     if options.redirect_to:
         return web.Response(status=307, headers={"Location": options.redirect_to})
-    reply = Reply.for_request(body, options, request.app[MOCK_COUNTER])
+    reply = Reply.for_request(body, options)
     if body.get("stream"):
         return await _stream(request, reply, body, options)
     return web.json_response(reply.completion(options.usage), dumps=lambda obj: dumps(obj).decode())

@@ -12,15 +12,10 @@ import pytest
 from aiohttp import ClientResponse
 
 from gateway.billing import keyspace
-from tests.conftest import ADMIN_TOKEN, Gateway, StartGateway, user_message
+from tests.conftest import ADMIN_TOKEN, HELLO_PROMPT_TOKENS, REFERENCE, Gateway, StartGateway, user_message
 from tests.faults import ControlledRedis
 
-# TEST_PRICE: 1,000 micro-credits per prompt token, 2,000 per completion token.
-PROMPT_MICROS, COMPLETION_MICROS = 1_000, 2_000
 INITIAL_MICROS = 1000 * 10**6
-# One user message "Hello!" on gpt-4o-mini (o200k_base), by the cookbook's rule: 3 per message + "user" (1) +
-# "Hello" "!" (2) + 3 priming the reply = 9 tokens. The mock replies 16 one-token words unless told otherwise.
-HELLO_PROMPT_TOKENS = 9
 
 
 @dataclass(frozen=True)
@@ -33,7 +28,7 @@ class Seen:
 
     @property
     def cost_micros(self) -> int:
-        return self.prompt_tokens * PROMPT_MICROS + self.completion_tokens * COMPLETION_MICROS
+        return REFERENCE.cost_micros(self.prompt_tokens, self.completion_tokens)
 
 
 async def _seen(response: ClientResponse, stream: bool) -> Seen:
@@ -85,12 +80,13 @@ async def test_absurd_upstream_usage_is_clamped(start_gateway: StartGateway, rep
     account, key = await gateway.new_account()
     seen = await _send(gateway, key, "Hello!", stream=stream)
     # Billed at the bounds: prompt 9 * 4 + 256 = 292 (prompt_clamp_ratio, prompt_clamp_slack); completion at
-    # most max_tokens * n = 8. Cost 292 * 1,000 + 8 * 2,000 = 308,000 micro-credits.
+    # most max_tokens * n = 8. Cost 292 * 1,000.25 + 8 * 2,000.15 = 292,073 + 16,001.2 = 308,074.2 -> 308,075.
     assert (seen.status, seen.prompt_tokens) == (200, 292)
     record = await gateway.last_record(account)
     assert record["gateway_prompt_tokens"] == str(HELLO_PROMPT_TOKENS)
     assert record["clamped"] == ("prompt,completion" if reported["completion_tokens"] > 8 else "prompt")  # type: ignore[index]
-    expected = 308_000 if reported["completion_tokens"] > 8 else 292 * 1_000 + 5 * 2_000  # type: ignore[index]
+    # With 5 completion tokens: 292,073 + 10,000.75 = 302,073.75 -> 302,074.
+    expected = 308_075 if reported["completion_tokens"] > 8 else 302_074  # type: ignore[index]
     assert int(record["credits_micros"]) == expected == INITIAL_MICROS - await gateway.balance_micros(account)
     metrics = await (await gateway.client.get("/metrics")).text()
     assert 'gateway_usage_clamped_total{kind="prompt",model="m-main"} 1.0' in metrics
@@ -118,7 +114,8 @@ async def test_unusable_upstream_usage_is_replaced_by_the_gateways_count(
     seen = await _send(gateway, key, "Hello!", stream=False)
     assert (seen.status, seen.prompt_tokens, seen.completion_tokens) == (200, HELLO_PROMPT_TOKENS, 6)
     record = await gateway.last_record(account)
-    assert record["usage_source"] == "gateway" and record["credits_micros"] == str(9 * 1_000 + 6 * 2_000)
+    # 9 * 1,000.25 + 6 * 2,000.15 = 9,002.25 + 12,000.9 = 21,003.15, rounded up.
+    assert record["usage_source"] == "gateway" and record["credits_micros"] == "21004"
 
 
 async def _traffic(gateway: Gateway, key: str, stop: asyncio.Event, seen: list[Seen], worker: int) -> None:
@@ -208,6 +205,7 @@ async def test_frozen_redis_during_settle_charges_once(
     await asyncio.sleep(0.5)  # let the replay of the spooled copy happen too
     await gateway.wait_settled(account)
     left, records, day, usage = await _books(gateway, account, key)
-    assert left == records == day == usage == seen.cost_micros == 9 * 1_000 + 8 * 2_000
+    # 9 * 1,000.25 + 8 * 2,000.15 = 9,002.25 + 16,001.2 = 25,003.45, rounded up.
+    assert left == records == day == usage == seen.cost_micros == 25_004
     assert await gateway.redis.xlen(keyspace.request_log(account)) == 1
     assert ADMIN_TOKEN  # the admin API read the balance above

@@ -7,7 +7,7 @@ import dataclasses
 import orjson
 from openai import AsyncOpenAI
 
-from tests.conftest import TEST_PRICE, StartGateway, user_message
+from tests.conftest import HELLO_PROMPT_TOKENS, REFERENCE, StartGateway, user_message
 
 
 async def test_openai_client_plain_and_streamed(start_gateway: StartGateway) -> None:
@@ -20,7 +20,9 @@ async def test_openai_client_plain_and_streamed(start_gateway: StartGateway) -> 
     assert completion.usage is not None
     assert completion.usage.completion_tokens == 12
     assert completion.usage.total_tokens == completion.usage.prompt_tokens + 12
-    cost = TEST_PRICE.cost_micros(completion.usage.prompt_tokens, 12)
+    assert completion.usage.prompt_tokens == HELLO_PROMPT_TOKENS
+    cost = REFERENCE.cost_micros(HELLO_PROMPT_TOKENS, 12)
+    assert cost == 33_005  # 9 * 1,000.25 + 12 * 2,000.15 = 9,002.25 + 24,001.8 = 33,004.05, rounded up
     assert raw.headers["x-credits-remaining"] == f"{(1000 * 10**6 - cost) / 10**6:.6f}".rstrip("0").rstrip(".")
     assert raw.headers["x-request-id"].startswith("req_")
 
@@ -64,7 +66,7 @@ async def test_stream_from_an_upstream_without_usage_is_billed_by_the_gateway_co
     assert events[-1]["choices"] == [] and events[-1]["usage"]["completion_tokens"] == 9
     record = await gateway.last_record(account)
     assert record["usage_source"] == "gateway" and record["completion_tokens"] == "9"
-    assert int(record["credits_micros"]) == TEST_PRICE.cost_micros(int(record["prompt_tokens"]), 9)
+    assert int(record["credits_micros"]) == REFERENCE.cost_micros(HELLO_PROMPT_TOKENS, 9)
 
 
 async def test_plain_response_without_usage_gets_usage_filled_in(start_gateway: StartGateway) -> None:
@@ -101,14 +103,15 @@ async def test_max_tokens_is_forced_when_the_client_sets_none(start_gateway: Sta
 
 async def test_a_low_balance_lowers_the_forwarded_max_tokens(start_gateway: StartGateway) -> None:
     gateway = await start_gateway(settings_overrides={"default_max_tokens": 10_000}, main={"completion_tokens": 4})
-    # 0.05 credits = 50,000 micros; the prompt costs ~9 * 1,000; each output token 2,000 micros.
+    # 0.05 credits = 50,000 micros; the 9-token prompt costs 9,002.25, each output token 2,000.15:
+    # (50,000 - 9,002.25) / 2,000.15 = 20.49..., so 20 output tokens is the most the balance pays for.
     account, key = await gateway.new_account(credits="0.05")
     response = await gateway.chat(key, {"model": "m-main", "messages": user_message()})
     assert response.status == 200
     record = await gateway.last_record(account)
-    prompt = int(record["gateway_prompt_tokens"])
+    assert record["gateway_prompt_tokens"] == str(HELLO_PROMPT_TOKENS)
     forced = gateway.upstreams["main"].state.requests[-1]["max_tokens"]
-    assert forced == (50_000 - prompt * 1_000) // 2_000
+    assert forced == 20 == REFERENCE.affordable_completion_tokens(50_000, HELLO_PROMPT_TOKENS)
     assert await gateway.balance_micros(account) >= 0
 
 

@@ -9,7 +9,7 @@ import orjson
 from gateway.app_state import LEDGER
 from gateway.billing import keyspace
 from gateway.tokens import get_encoding
-from tests.conftest import TEST_PRICE, Gateway, StartGateway, user_message
+from tests.conftest import HELLO_PROMPT_TOKENS, REFERENCE, Gateway, StartGateway, user_message
 
 
 async def _settled_record(gateway: Gateway, account: str) -> dict[str, str]:
@@ -32,7 +32,8 @@ async def test_client_disconnect_mid_stream_is_charged_for_what_was_sent(start_g
     assert record["status"] == "499" and record["usage_source"] == "gateway"
     sent = int(record["completion_tokens"])
     assert 4 <= sent < 200
-    assert int(record["credits_micros"]) == TEST_PRICE.cost_micros(int(record["prompt_tokens"]), sent)
+    assert record["prompt_tokens"] == str(HELLO_PROMPT_TOKENS)
+    assert int(record["credits_micros"]) == REFERENCE.cost_micros(HELLO_PROMPT_TOKENS, sent)
     assert await gateway.balance_micros(account) == 1000 * 10**6 - int(record["credits_micros"])
     # Closing the upstream response cancelled the upstream request.
     state = gateway.upstreams["main"].state
@@ -53,7 +54,8 @@ async def test_a_cut_upstream_stream_bills_what_arrived_and_tells_the_client(sta
     record = await _settled_record(gateway, account)
     # One role chunk, then ten one-token chunks.
     assert record["status"] == "502" and record["completion_tokens"] == "10"
-    assert int(record["credits_micros"]) == TEST_PRICE.cost_micros(int(record["prompt_tokens"]), 10)
+    # 9 * 1,000.25 + 10 * 2,000.15 = 9,002.25 + 20,001.5 = 29,003.75, rounded up.
+    assert int(record["credits_micros"]) == REFERENCE.cost_micros(HELLO_PROMPT_TOKENS, 10) == 29_004
 
 
 async def test_an_upstream_silent_mid_stream_times_out(start_gateway: StartGateway) -> None:
@@ -88,4 +90,5 @@ async def test_a_client_hanging_up_on_a_plain_request_pays_the_prompt(start_gate
     request.cancel()
     record = await _settled_record(gateway, account)
     assert record["status"] == "499" and record["completion_tokens"] == "0"
-    assert int(record["credits_micros"]) == TEST_PRICE.cost_micros(int(record["prompt_tokens"]), 0) > 0
+    # The prompt the upstream had read: 9 * 1,000.25 = 9,002.25, rounded up.
+    assert int(record["credits_micros"]) == REFERENCE.cost_micros(HELLO_PROMPT_TOKENS, 0) == 9_003

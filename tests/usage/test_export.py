@@ -25,7 +25,7 @@ from gateway.billing import keyspace
 from gateway.redis_server import free_port
 from gateway.usage import export
 from gateway.usage.export import COLUMNS
-from tests.conftest import ADMIN_TOKEN, FakeClock, Gateway, StartGateway, StartUpstream, make_settings
+from tests.conftest import ADMIN_TOKEN, REFERENCE, FakeClock, Gateway, StartGateway, StartUpstream, make_settings
 from tests.usage.traffic import NOW, get_json, new_tenant, scheduled_traffic, send, utc
 
 MB = 1024 * 1024
@@ -92,7 +92,7 @@ async def _fill_request_log(redis: Redis, account_id: str, key_id: str, count: i
         async with redis.pipeline(transaction=False) as pipe:
             for index in range(offset, min(offset + 10_000, count)):
                 prompt, completion = 40 + index % 997, 1 + index % 311
-                micros = prompt * 1_000 + completion * 2_000
+                micros = REFERENCE.cost_micros(prompt, completion)
                 total += micros
                 model = "m-main" if index % 3 else "gpt-4o-mini:2024-07-18"
                 # The fields settle.lua writes, in its order.

@@ -6,10 +6,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 
-from tests.conftest import Gateway, StartGateway, user_message
-
-# TEST_PRICE: 1,000 micro-credits per prompt token, 2,000 per completion token.
-PROMPT_MICROS, COMPLETION_MICROS = 1_000, 2_000
+from tests.conftest import REFERENCE, Gateway, StartGateway, user_message
 
 
 def utc(*parts: int) -> datetime:
@@ -70,7 +67,7 @@ async def send(gateway: Gateway, tenant: Tenant, key: int, model: str, when: dat
     prompt = completion = 0
     if response.status == 200:
         prompt, completion = payload["usage"]["prompt_tokens"], payload["usage"]["completion_tokens"]
-    micros = prompt * PROMPT_MICROS + completion * COMPLETION_MICROS
+    micros = REFERENCE.cost_micros(prompt, completion)
     sent = Sent(when, tenant.key_id(key), model, prompt, completion, micros, response.status)
     tenant.sent.append(sent)
     return sent
