@@ -131,6 +131,10 @@ async def test_n_choices_are_all_billed(start_gateway: StartGateway) -> None:
     response = await gateway.chat(key, {"model": "m-main", "messages": user_message(), "n": 3, "max_tokens": 10})
     payload = await response.json()
     assert len(payload["choices"]) == 3 and payload["usage"]["completion_tokens"] == 18
+    # Counted by the gateway (no upstream usage): 9 * 1,000.25 + 18 * 2,000.15 = 9,002.25 + 36,002.7 = 45,004.95.
+    record = await gateway.last_record(account)
+    assert (record["usage_source"], record["completion_tokens"], record["credits_micros"]) == ("gateway", "18", "45005")
+    assert await gateway.balance_micros(account) == 1000 * 10**6 - 45_005
 
 
 async def test_upstreams_that_reject_stream_options_are_not_sent_them(start_gateway: StartGateway) -> None:

@@ -219,7 +219,34 @@ MALFORMED: list[JSONObject] = [
 @pytest.mark.parametrize("body", MALFORMED)
 @pytest.mark.parametrize("model", ["gpt-4o", "gpt-4", "gpt-4.1-mini", "self-hosted"])
 def test_malformed_bodies_never_raise(counter: TokenCounter, model: str, body: JSONObject) -> None:
-    assert counter.count_prompt_tokens(model, body) >= 3
+    assert isinstance(counter.count_prompt_tokens(model, body), int)
+
+
+# gpt-4o (o200k_base), worked by hand: 3 primes the reply, 3 frame each message (a dict), "user"/"assistant" are
+# one token each, parts that are not what they claim count nothing, and an image part whose size cannot be
+# read is billed as the configured remote size (1024x1024, high detail: 85 + 4 tiles * 170 = 765).
+MALFORMED_COUNTS = [
+    (MALFORMED[0], 3),  # no messages: the priming only
+    (MALFORMED[1], 3),
+    (MALFORMED[2], 3),
+    (MALFORMED[3], 3 + 3 + 3),  # two dicts among the junk frame a message each; None role, 5 content: nothing
+    (MALFORMED[4], 3 + 1 + 3),  # "user", and no part that counts
+    (MALFORMED[5], 3 + 1 + 765 + 765 + 3),  # two image parts without a readable size
+    (MALFORMED[6], 3 + 1 + 765 + 3),  # a detail that is no string counts as "auto"
+    (MALFORMED[7], 3 + 1 + 765 + 3),
+    (MALFORMED[8], 3 + 1 + 765 + 3),
+    (MALFORMED[9], 3 + 1 + 3),  # "assistant"; tool calls without a string name or arguments count nothing
+    (MALFORMED[10], 3 + 1 + 3),
+    (MALFORMED[15], 3),  # tools that are no list, a tool_choice naming no function
+    (MALFORMED[16], 3),  # a json_schema response_format without its schema
+]
+
+
+@pytest.mark.parametrize(("body", "expected"), MALFORMED_COUNTS)
+def test_malformed_parts_count_nothing_and_the_rest_counts_as_usual(
+    counter: TokenCounter, body: JSONObject, expected: int
+) -> None:
+    assert counter.count_prompt_tokens("gpt-4o", body) == expected
 
 
 def test_deeply_nested_schema_is_bounded(counter: TokenCounter) -> None:

@@ -40,3 +40,13 @@ def test_the_last_accepted_day() -> None:
     assert usage_range.end == datetime(9000, 1, 1, tzinfo=UTC)
     with pytest.raises(InvalidRequest, match="'end' must be between"):
         parse_range({"start": "8999-12-01", "end": "9000-01-01"}, NOW, Granularity.DAY, max_days=400, max_hours=744)
+
+
+def test_the_first_accepted_day() -> None:
+    # 2000-01-01 is the earliest instant a range may start at; the millisecond before is refused.
+    usage_range = parse_range(
+        {"start": "2000-01-01", "end": "2000-01-31"}, NOW, Granularity.DAY, max_days=400, max_hours=744
+    )
+    assert usage_range.start == datetime(2000, 1, 1, tzinfo=UTC)
+    with pytest.raises(InvalidRequest, match="'start' must be between"):
+        parse_range({"start": "1999-12-31T23:59:59.999Z"}, NOW, Granularity.DAY, max_days=10_000, max_hours=744)
