@@ -125,6 +125,12 @@ def test_content_forms(counter: TokenCounter) -> None:
     assert counter.count_prompt_tokens("gpt-4o", as_null) == 3 + 1 + 3
 
 
+def test_refusal_parts_count_their_text(counter: TokenCounter) -> None:
+    # An assistant turn replayed as parts: 3 + "assistant" 1 + "I" " can't" " help" " with" " that" "." 6 + 3.
+    refused = {"role": "assistant", "content": [{"type": "refusal", "refusal": "I can't help with that."}]}
+    assert counter.count_prompt_tokens("gpt-4o", {"messages": [refused]}) == 3 + 1 + 6 + 3
+
+
 def test_tool_call_round_trip(counter: TokenCounter) -> None:
     arguments = json.dumps({"location": "Paris, France", "unit": "celsius"})
     result = json.dumps({"temperature": 21, "conditions": "sunny"})
