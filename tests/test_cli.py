@@ -33,7 +33,9 @@ def config(tmp_path: Path, redis_url: str, monkeypatch: pytest.MonkeyPatch) -> P
     return path
 
 
-def test_cli_verbs(config: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_verbs_create_list_grant_and_revoke_like_the_admin_api(
+    config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     account = _run(capsys, config, "accounts", "create", "--name", "cli co", "--credits", "12.5")
     assert account["name"] == "cli co" and account["credits"] == 12.5
     account_id = str(account["id"])

@@ -41,7 +41,7 @@ def test_the_shipped_config_shows_the_defaults() -> None:
     assert [getattr(shipped, f) for f in fields] == [getattr(defaults, f) for f in fields]
 
 
-def test_values_and_prices(tmp_path: Path) -> None:
+def test_prices_become_micros_and_provider_keys_come_from_the_environment(tmp_path: Path) -> None:
     settings = _load(tmp_path, BASE, {"MY_OPENAI_KEY": "sk-provider"})
     model = settings.models["gpt-4o"]
     assert model.price.input_micros_per_million == 2_500_000 and model.price.output_micros_per_million == 10_000_000
@@ -103,7 +103,7 @@ def test_reasoning_models_get_max_completion_tokens_by_default(tmp_path: Path) -
     assert settings.models["local"].max_tokens_field == "max_tokens"  # explicit wins
 
 
-def test_usage_settings(tmp_path: Path) -> None:
+def test_usage_settings_default_and_override(tmp_path: Path) -> None:
     defaults = _load(tmp_path, BASE)
     assert defaults.request_log_retention_days == 0 and defaults.usage_max_range_days == 400
     assert defaults.usage_max_hour_range_hours == 744

@@ -58,7 +58,9 @@ async def test_account_key_and_credit_lifecycle(start_gateway: StartGateway) -> 
         ("DELETE", "/admin/keys/key_nothing", None, 404),
     ],
 )
-async def test_admin_bad_input(start_gateway: StartGateway, method: str, path: str, body: object, status: int) -> None:
+async def test_admin_bad_input_gets_its_status_in_the_error_shape(
+    start_gateway: StartGateway, method: str, path: str, body: object, status: int
+) -> None:
     gateway = await start_gateway()
     got, payload = await gateway.admin(method, path, body)
     assert got == status and set(payload["error"]) >= {"message", "type", "code"}

@@ -85,7 +85,7 @@ def tool_call_tokens(counter: TokenCounter) -> int:
     return sum(whole(counter, "gpt-4o", text) for text in texts)
 
 
-def test_tool_call_stream(counter: TokenCounter) -> None:
+def test_tool_call_streams_count_names_and_arguments(counter: TokenCounter) -> None:
     completion = counter.completion_counter("gpt-4o")
     for chunk in tool_call_stream():
         completion.add_chunk(chunk)
@@ -119,7 +119,7 @@ def test_n_choices_interleaved_are_summed(counter: TokenCounter) -> None:
     assert completion.count_completion_tokens() == expected
 
 
-def test_non_streamed_response(counter: TokenCounter) -> None:
+def test_a_plain_response_counts_text_tool_calls_and_refusals(counter: TokenCounter) -> None:
     body = {
         "object": "chat.completion",
         "choices": [

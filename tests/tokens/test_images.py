@@ -188,7 +188,7 @@ def test_published_tile_examples_for_gpt_4o() -> None:
         ("computer-use-preview", 65, 129),
     ],
 )
-def test_tile_table(model: str, base: int, tile: int) -> None:
+def test_tile_models_cost_base_plus_tiles_at_1024(model: str, base: int, tile: int) -> None:
     profile = image_profile(model)
     assert profile == TileProfile(base, tile)
     assert image_tokens(profile, 1024, 1024, "low") == base
@@ -210,7 +210,7 @@ def test_tile_table(model: str, base: int, tile: int) -> None:
         ((1800, 2400), 4),  # -> 1536x2048 -> 768x1024: 2 x 2
     ],
 )
-def test_tile_counts(size: tuple[int, int], tiles: int) -> None:
+def test_tile_counts_follow_the_scaling_rules(size: tuple[int, int], tiles: int) -> None:
     assert tile_count(*size) == tiles
 
 
@@ -243,7 +243,7 @@ def test_published_patch_examples() -> None:
         ("o4-mini", 172, 1762),  # 1024 x 1.72 = 1761.28
     ],
 )
-def test_patch_models(model: str, multiplier_x100: int, expected_1024: int) -> None:
+def test_patch_models_cost_patches_times_multiplier(model: str, multiplier_x100: int, expected_1024: int) -> None:
     profile = image_profile(model)
     assert profile == PatchProfile(multiplier_x100)
     # The guide gives no detail variant for patch models: low and high cost the same.
@@ -269,7 +269,7 @@ def test_image_parts_use_header_size_or_the_remote_assumption(counter: TokenCoun
     assert image_part_tokens(profile, {"url": small, "detail": 3}, (1024, 1024)) == 255
 
 
-def test_images_in_a_request(counter: TokenCounter) -> None:
+def test_images_in_a_request_add_to_its_text(counter: TokenCounter) -> None:
     content = [
         {"type": "text", "text": "What is in these images?"},
         {"type": "image_url", "image_url": {"url": data_url("image/jpeg", jpeg(2048, 4096)), "detail": "high"}},

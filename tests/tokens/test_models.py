@@ -45,12 +45,12 @@ CL100K = [
 
 
 @pytest.mark.parametrize("model", O200K)
-def test_o200k_models(counter: TokenCounter, model: str) -> None:
+def test_o200k_models_resolve_to_o200k_base(counter: TokenCounter, model: str) -> None:
     assert counter.encoding_name_for(model) == "o200k_base"
 
 
 @pytest.mark.parametrize("model", CL100K)
-def test_cl100k_models(counter: TokenCounter, model: str) -> None:
+def test_cl100k_models_resolve_to_cl100k_base(counter: TokenCounter, model: str) -> None:
     assert counter.encoding_name_for(model) == "cl100k_base"
 
 
@@ -60,14 +60,14 @@ def test_unknown_models_use_the_default_encoding(model: str) -> None:
     assert TokenCounter(default_encoding="cl100k_base").encoding_name_for(model) == "cl100k_base"
 
 
-def test_fine_tune_base() -> None:
+def test_fine_tune_names_resolve_to_their_base() -> None:
     assert fine_tune_base("ft:gpt-4o-mini:org::id") == "gpt-4o-mini"
     assert fine_tune_base("FT:gpt-4o:org::id") == "gpt-4o"
     assert fine_tune_base("gpt-4o") == "gpt-4o"
     assert fine_tune_base("ft:") == "ft:"
 
 
-def test_alias_to_encoding_name() -> None:
+def test_an_alias_to_an_encoding_name_uses_that_encoding() -> None:
     counter = TokenCounter(model_encodings={"my-llama": "cl100k_base"})
     assert counter.encoding_name_for("my-llama") == "cl100k_base"
     assert counter.encoding_for("my-llama") is get_encoding("cl100k_base")
@@ -106,7 +106,7 @@ def test_alias_loop_through_fine_tune_names_terminates() -> None:
     assert resolver.resolve("gpt-x").encoding_name == "o200k_base"
 
 
-def test_chat_formats() -> None:
+def test_chat_format_constants_per_family() -> None:
     resolver = ModelResolver("o200k_base", {})
     assert chat_format(resolver.resolve("gpt-4o")).func_init == 7
     assert chat_format(resolver.resolve("gpt-4-0613")).func_init == 10
@@ -114,7 +114,7 @@ def test_chat_formats() -> None:
     assert (legacy.tokens_per_message, legacy.tokens_per_name) == (4, -1)
 
 
-def test_legacy_0301_layout(counter: TokenCounter) -> None:
+def test_gpt_35_turbo_0301_counts_4_per_message_and_minus_1_per_name(counter: TokenCounter) -> None:
     # Cookbook (pre-2024 revision): 4 tokens per message, a name replaces the role (-1).
     enc = counter.encoding_for("gpt-3.5-turbo-0301")
     message = {"role": "user", "name": "bob", "content": "hi there"}

@@ -115,7 +115,7 @@ def test_name_adds_its_tokens_plus_one(counter: TokenCounter) -> None:
     assert delta == _tokens(counter, "gpt-4o", "alice_smith") + 1
 
 
-def test_content_forms(counter: TokenCounter) -> None:
+def test_string_parts_and_null_content_count_alike(counter: TokenCounter) -> None:
     text = "Summarise the attached report in three bullet points."
     as_string = {"messages": [{"role": "user", "content": text}]}
     as_parts = {"messages": [{"role": "user", "content": [{"type": "text", "text": text}]}]}

@@ -81,7 +81,7 @@ async def test_usage_has_the_product_page_shape(start_gateway: StartGateway) -> 
     assert response.headers["x-credits-remaining"] == str(Decimal(balance) / 10**6).rstrip("0")
 
 
-async def test_model_usage_shape(start_gateway: StartGateway) -> None:
+async def test_model_usage_fields_sums_and_order(start_gateway: StartGateway) -> None:
     gateway, tenant = await scheduled_traffic(start_gateway)
     status, body = await get_json(gateway, "/v1/usage/models", tenant.auth())
     assert status == 200 and body["object"] == "list" and body["period_start"] == "2026-09-01T00:00:00Z"
@@ -97,7 +97,7 @@ async def test_model_usage_shape(start_gateway: StartGateway) -> None:
     assert data[2]["requests"] == 1 and data[2]["credits_used"] == 0  # the upstream failure: counted, free
 
 
-async def test_key_usage_shape(start_gateway: StartGateway) -> None:
+async def test_key_usage_lists_every_key_with_its_sums_and_last_use(start_gateway: StartGateway) -> None:
     gateway, tenant = await scheduled_traffic(start_gateway)
     idle = tenant.key_id(2)
     assert (await gateway.admin("DELETE", f"/admin/keys/{idle}"))[0] == 200
@@ -239,7 +239,7 @@ async def test_bad_input_is_a_400_in_openai_shape(
     assert body["error"]["type"] == "invalid_request_error" and body["error"]["param"] == param
 
 
-async def test_admin_bad_input(start_gateway: StartGateway) -> None:
+async def test_admin_usage_bad_input_gets_400_naming_the_parameter(start_gateway: StartGateway) -> None:
     gateway = await start_gateway()
     for path, params, param in [
         ("/v1/usage", {}, "account"),
