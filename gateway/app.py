@@ -10,7 +10,7 @@ from aiohttp import web
 
 from gateway import openapi, ops
 from gateway.admin import handlers as admin_handlers
-from gateway.app_state import CLOCK, METRICS, SETTINGS, TOKEN_COUNTER
+from gateway.app_state import CLOCK, METRICS, OUTBOX_WAKEUP, SETTINGS, TOKEN_COUNTER
 from gateway.config import Settings
 from gateway.errors import error_middleware, redact_malformed_request_logs
 from gateway.metrics import Metrics
@@ -19,6 +19,7 @@ from gateway.proxy.upstream import upstream_ctx
 from gateway.storage import redis_ctx
 from gateway.tokens import TokenCounter
 from gateway.usage import handlers as usage_handlers
+from gateway.webhooks import handlers as webhook_handlers
 
 
 def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) -> web.Application:
@@ -28,6 +29,7 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) ->
     app[SETTINGS] = settings
     app[CLOCK] = clock
     app[METRICS] = Metrics()
+    app[OUTBOX_WAKEUP] = asyncio.Event()
     app[TOKEN_COUNTER] = TokenCounter(
         default_encoding=settings.default_encoding,
         model_encodings=model_encodings(settings),
@@ -39,6 +41,7 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) ->
     proxy_handlers.add_routes(app)
     admin_handlers.add_routes(app)
     usage_handlers.add_routes(app)
+    webhook_handlers.add_routes(app)  # after redis_ctx: the sender stops before Redis closes
     openapi.add_routes(app)
     ops.add_routes(app)
     return app

@@ -6,6 +6,7 @@ or by `create_app`; nothing else writes them.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 
 import aiohttp
@@ -30,3 +31,5 @@ REDIS_HEALTH = web.AppKey("redis_health", RedisHealth)
 ACCOUNTS = web.AppKey("accounts", AccountStore)
 TOKEN_COUNTER = web.AppKey("token_counter", TokenCounter)
 UPSTREAM_SESSION = web.AppKey("upstream_session", aiohttp.ClientSession)
+# Set when a settlement appended webhook events, so the sender delivers them now rather than at its next round.
+OUTBOX_WAKEUP = web.AppKey("outbox_wakeup", asyncio.Event)

@@ -13,6 +13,7 @@ import logging
 import sys
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
@@ -25,8 +26,20 @@ from gateway.errors import GatewayError
 from gateway.mock.options import MockOptions
 from gateway.mock.server import run_mock_upstream
 from gateway.storage import ledger_for, open_redis
+from gateway.webhooks.outbox import Outbox
+from gateway.webhooks.service import Limits, WebhookService
+from gateway.webhooks.store import WebhookStore
 
-AdminAction = Callable[[AdminService, argparse.Namespace], Awaitable[dict[str, object]]]
+
+@dataclass(frozen=True)
+class Services:
+    """What the admin verbs act through: the same services as the HTTP API."""
+
+    admin: AdminService
+    webhooks: WebhookService
+
+
+AdminAction = Callable[[Services, argparse.Namespace], Awaitable[dict[str, object]]]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -79,6 +92,22 @@ def build_parser() -> argparse.ArgumentParser:
     grant.add_argument("--account", required=True)
     grant.add_argument("--amount", required=True, help="credits to add (negative to take back)")
     grant.add_argument("--note", default="")
+
+    webhooks = _Commands(
+        commands.add_parser("webhooks", help="manage usage-alert webhooks").add_subparsers(dest="verb", required=True),
+        config,
+    )
+    hook = webhooks.add_parser("create")
+    hook.add_argument("--account", required=True)
+    hook.add_argument("--url", required=True)
+    hook.add_argument("--events", required=True, help="comma-separated: usage.threshold,credits.low,credits.exhausted")
+    hook.add_argument("--usage-threshold-percent", type=int, default=None)
+    hook.add_argument("--credits-low-threshold", default=None, help="credits")
+    hook_list = webhooks.add_parser("list")
+    hook_list.add_argument("--account", required=True)
+    hook_delete = webhooks.add_parser("delete")
+    hook_delete.add_argument("--account", required=True)
+    hook_delete.add_argument("webhook_id")
     return parser
 
 
@@ -93,21 +122,43 @@ class _Commands:
         return self.group.add_parser(name, parents=[self.shared], help=help)
 
 
+async def _create_webhook(services: Services, args: argparse.Namespace) -> dict[str, object]:
+    await services.admin.show_account(args.account)  # 404 for an account that does not exist
+    settings: dict[str, object] = {}
+    if args.usage_threshold_percent is not None:
+        settings["usage_threshold_percent"] = args.usage_threshold_percent
+    if args.credits_low_threshold is not None:
+        settings["credits_low_threshold"] = args.credits_low_threshold
+    events = [event.strip() for event in args.events.split(",") if event.strip()]
+    return await services.webhooks.create(args.account, {"url": args.url, "events": events, "settings": settings})
+
+
+async def _list_webhooks(services: Services, args: argparse.Namespace) -> dict[str, object]:
+    await services.admin.show_account(args.account)
+    return await services.webhooks.list_for(args.account)
+
+
 ADMIN_ACTIONS: dict[tuple[str, str], AdminAction] = {
-    ("accounts", "create"): lambda s, a: s.create_account({"name": a.name, "credits": a.credits}),
-    ("accounts", "list"): lambda s, a: s.list_accounts(),
-    ("accounts", "show"): lambda s, a: s.show_account(a.account_id),
-    ("keys", "create"): lambda s, a: s.create_api_key(a.account, {"name": a.name}),
-    ("keys", "list"): lambda s, a: s.list_api_keys(a.account),
-    ("keys", "revoke"): lambda s, a: s.revoke_api_key(a.key_id),
-    ("credits", "grant"): lambda s, a: s.adjust_credits(a.account, {"amount": a.amount, "note": a.note}),
+    ("accounts", "create"): lambda s, a: s.admin.create_account({"name": a.name, "credits": a.credits}),
+    ("accounts", "list"): lambda s, a: s.admin.list_accounts(),
+    ("accounts", "show"): lambda s, a: s.admin.show_account(a.account_id),
+    ("keys", "create"): lambda s, a: s.admin.create_api_key(a.account, {"name": a.name}),
+    ("keys", "list"): lambda s, a: s.admin.list_api_keys(a.account),
+    ("keys", "revoke"): lambda s, a: s.admin.revoke_api_key(a.key_id),
+    ("credits", "grant"): lambda s, a: s.admin.adjust_credits(a.account, {"amount": a.amount, "note": a.note}),
+    ("webhooks", "create"): _create_webhook,
+    ("webhooks", "list"): _list_webhooks,
+    ("webhooks", "delete"): lambda s, a: s.webhooks.delete(a.account, a.webhook_id),
 }
 
 
 async def run_admin(settings: Settings, action: AdminAction, args: argparse.Namespace) -> dict[str, object]:
     async with open_redis(settings) as redis:
-        service = AdminService(AccountStore(redis, clock=time.time), ledger_for(redis, settings, time.time))
-        return await action(service, args)
+        admin = AdminService(AccountStore(redis, clock=time.time), ledger_for(redis, settings, time.time))
+        limits = Limits(settings.webhook_max_per_account, settings.webhook_allow_private_targets)
+        outbox = Outbox(redis, clock=time.time)
+        webhooks = WebhookService(WebhookStore(redis, clock=time.time), outbox, limits, clock=time.time)
+        return await action(Services(admin, webhooks), args)
 
 
 def serve(settings: Settings) -> None:

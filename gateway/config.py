@@ -98,6 +98,12 @@ class Settings:
     spool_dir: Path = Path("data/spool")  # settlements Redis could not take yet, replayed when it is back
     metrics_token: str | None = None  # bearer token for /metrics; see `metrics_public`
     metrics_port: int | None = None  # serve /metrics on this port of `host` instead of the API port
+    # Webhooks: the delay before each retry after the first, immediate attempt (Standard Webhooks' schedule).
+    webhook_retry_schedule: tuple[int, ...] = (5, 300, 1800, 7200, 18000, 36000, 36000)
+    webhook_allow_private_targets: bool = False  # deliver to loopback/private addresses (development, tests)
+    webhook_max_per_account: int = 20
+    webhook_timeout: float = 15.0  # one delivery attempt, connect to last byte (Standard Webhooks: 15-30 s)
+    webhook_disable_after_days: int = 5  # a subscription failing this long is disabled
     default_encoding: str = "o200k_base"
     remote_image_size: tuple[int, int] = (1024, 1024)
     usage_max_range_days: int = 400  # longest range the usage API and export answer
@@ -249,6 +255,12 @@ def _field_names(value: object, where: str) -> frozenset[str]:
     return frozenset(value)
 
 
+def _delays(value: object, where: str) -> tuple[int, ...]:
+    if not isinstance(value, list) or not all(_is_positive_int(item) for item in value) or len(value) > 20:
+        raise ConfigError(f"{where} must be a list of at most 20 positive whole numbers of seconds")
+    return tuple(value)
+
+
 def _price(value: object, where: str) -> int:
     """Credits per million tokens, up to six decimals, as micro-credits per million tokens."""
     if isinstance(value, bool) or not isinstance(value, int | float | str):
@@ -291,6 +303,11 @@ SETTING_PATHS: dict[str, tuple[str, Check]] = {
     "limits.sweep_interval_seconds": ("sweep_interval_seconds", _positive),
     "metrics.token": ("metrics_token", _optional_text),
     "metrics.port": ("metrics_port", _positive),
+    "webhooks.retry_schedule_seconds": ("webhook_retry_schedule", _delays),
+    "webhooks.allow_private_targets": ("webhook_allow_private_targets", _boolean),
+    "webhooks.max_per_account": ("webhook_max_per_account", _positive),
+    "webhooks.timeout": ("webhook_timeout", _seconds),
+    "webhooks.disable_after_days": ("webhook_disable_after_days", _positive),
     "timeouts.connect": ("connect_timeout", _seconds),
     "timeouts.read": ("read_timeout", _seconds),
     "timeouts.total": ("total_timeout", _seconds),

@@ -58,3 +58,26 @@ def test_cli_reports_errors_without_tracebacks(config: Path, capsys: pytest.Capt
     assert "No account" in capsys.readouterr().err
     assert main(["--config", str(config.parent / "missing.toml"), "accounts", "list"]) == 2
     assert "not found" in capsys.readouterr().err
+
+
+def test_cli_webhook_verbs_create_list_and_delete(
+    config: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("GATEWAY__WEBHOOKS__ALLOW_PRIVATE_TARGETS", "true")  # no DNS here: the URL is not looked up
+    account_id = str(_run(capsys, config, "accounts", "create", "--name", "hooked")["id"])
+    created = _run(
+        capsys,
+        config,
+        *("webhooks", "create", "--account", account_id, "--url", "https://hooks.example.com/alerts"),
+        *("--events", "usage.threshold,credits.low", "--usage-threshold-percent", "90"),
+        *("--credits-low-threshold", "12.5"),
+    )
+    assert created["settings"] == {"usage_threshold_percent": 90, "credits_low_threshold": 12.5}
+    assert str(created["secret"]).startswith("whsec_")
+    listed = _run(capsys, config, "webhooks", "list", "--account", account_id)
+    assert [w["id"] for w in listed["data"]] == [created["id"]]  # type: ignore[attr-defined]
+    deleted = _run(capsys, config, "webhooks", "delete", "--account", account_id, str(created["id"]))
+    assert deleted["deleted"] is True
+    assert _run(capsys, config, "webhooks", "list", "--account", account_id)["data"] == []
+    args = ["--config", str(config), "webhooks", "create", "--account", account_id, "--url", "ftp://x", "--events", "x"]
+    assert main(args) == 1 and "'url' is refused" in capsys.readouterr().err

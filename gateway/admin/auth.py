@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 from gateway.admin.accounts import AccountStore, ParsedApiKey, Tenant, parse_api_key
 from gateway.billing.pricing import format_credits
-from gateway.errors import AdminAuthError, AuthError, MissingApiKey
+from gateway.errors import AdminAuthError, AuthError, InvalidRequest, MissingApiKey, NotFound, PermissionDenied
 
 CREDITS_HEADER = "x-credits-remaining"
 
@@ -68,3 +69,31 @@ def require_admin(headers: Mapping[str, str], admin_token: str | None) -> None:
         raise AdminAuthError("The admin API is disabled: set GATEWAY_ADMIN_TOKEN (or server.admin_token).")
     if not is_admin(headers, admin_token):
         raise AdminAuthError()
+
+
+@dataclass(frozen=True)
+class AccountScope:
+    """The account a tenant-facing request acts on, and the headers its answer carries."""
+
+    account_id: str
+    balance_micros: int
+    headers: dict[str, str] = field(default_factory=dict)
+    by_admin: bool = False
+
+
+async def account_scope(
+    accounts: AccountStore, headers: Mapping[str, str], query: Mapping[str, str], admin_token: str | None
+) -> AccountScope:
+    """The admin token acts on `?account=ID`; a tenant key on its own account and nothing else (401 / 403)."""
+    requested = query.get("account")
+    if is_admin(headers, admin_token):
+        if not requested:
+            raise InvalidRequest("'account' is required with the admin token.", param="account")
+        account = await accounts.load_account(requested)
+        if account is None:
+            raise NotFound(f"No account with id '{requested[:40]}'.", param="account")
+        return AccountScope(account.id, account.balance_micros, by_admin=True)
+    tenant = await authenticate(accounts, bearer_api_key(headers))
+    if requested is not None and requested != tenant.account_id:
+        raise PermissionDenied("An API key can act only on its own account.", param="account")
+    return AccountScope(tenant.account_id, tenant.balance_micros, credits_header(tenant.balance_micros))

@@ -13,6 +13,8 @@ PREFIX = "gw"
 ACCOUNT_INDEX = f"{PREFIX}:accounts"  # zset: account id -> created_at ms
 API_KEY_INDEX = f"{PREFIX}:keys"  # hash: API key id -> account id
 SWEEP_LOCK = f"{PREFIX}:sweeper"  # string with a TTL: one process sweeps expired holds per interval
+WEBHOOK_ACCOUNTS = f"{PREFIX}:webhookaccounts"  # set: accounts with webhook subscriptions (the sender's round)
+OUTBOX_GROUP = "senders"  # the consumer group of every outbox stream
 
 
 def as_text(value: object) -> str:
@@ -79,3 +81,40 @@ def request_log(account_id: str) -> str:
 def grant_log(account_id: str) -> str:
     """Stream of credit grants: who added what, when, and the balance after."""
     return f"{account_tag(account_id)}:grants"
+
+
+def webhooks(account_id: str) -> str:
+    """Hash: subscription id -> JSON record (url, events, settings, secrets, enabled, failure state)."""
+    return f"{account_tag(account_id)}:webhooks"
+
+
+def alerts(account_id: str) -> str:
+    """Hash the money scripts read to detect crossings: `u:<sub>` usage percent and `uf:<sub>` the period it
+    fired in; `l:<sub>` low-balance threshold (micros) and `lf:<sub>` set while fired; `x:<sub>` exhausted and
+    `xf:<sub>` set while fired. Written with the subscriptions, in one transaction."""
+    return f"{account_tag(account_id)}:alerts"
+
+
+def outbox(account_id: str) -> str:
+    """Stream of webhook events to deliver, appended by the money scripts; read by the `senders` group."""
+    return f"{account_tag(account_id)}:outbox"
+
+
+def webhook_events(account_id: str) -> str:
+    """Hash: event id -> JSON of an event awaiting a retry, or failed for good (kept for a manual retry)."""
+    return f"{account_tag(account_id)}:whevents"
+
+
+def webhook_retries(account_id: str) -> str:
+    """Sorted set: event id -> ms of its next delivery attempt."""
+    return f"{account_tag(account_id)}:whretries"
+
+
+def webhook_failed(account_id: str) -> str:
+    """Sorted set: event id -> ms it failed for good (its schedule used up); kept a while for a manual retry."""
+    return f"{account_tag(account_id)}:whfailed"
+
+
+def webhook_deliveries(account_id: str, subscription_id: str) -> str:
+    """Stream of one subscription's delivery attempts (capped): the delivery log."""
+    return f"{account_tag(account_id)}:whlog:{subscription_id}"

@@ -68,8 +68,10 @@ class Ledger:
         Once per request id: a repeat of a call that held returns HELD without holding more, and a call that
         comes after the request was settled (a timed-out call that ran late) returns SETTLED.
         """
-        deadline_ms = self.now_ms() + ttl_s * 1000
-        call = ReserveCall(account_id, api_key_sha256, request_id, hold_micros, min_hold_micros, deadline_ms, model)
+        now_ms = self.now_ms()
+        call = ReserveCall(
+            account_id, api_key_sha256, request_id, hold_micros, min_hold_micros, now_ms + ttl_s * 1000, model, now_ms
+        )
         return ReserveOutcome.from_reply(await self._reserve(call.keys(), call.argv()))
 
     async def settle(self, settlement: Settlement, *, now_ms: int | None = None) -> SettleOutcome:

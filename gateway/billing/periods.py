@@ -21,3 +21,8 @@ def period_view(now: datetime) -> dict[str, str]:
     """`period_start` / `period_end` as the product page shows them (end is the period's last second)."""
     start, end = period_bounds(now)
     return {"period_start": iso_utc(start), "period_end": iso_utc(end - timedelta(seconds=1))}
+
+
+def period_id(ms: int) -> str:
+    """The billing period of a unix-ms moment as the money scripts keep it: "YYYYMM" (UTC)."""
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y%m")

@@ -19,6 +19,7 @@ from importlib import resources
 
 from gateway.billing import keyspace
 from gateway.billing.keyspace import as_text
+from gateway.billing.periods import period_id
 
 Argv = list[str | int]
 MAX_SAFE_INTEGER = 2**53 - 1  # Lua numbers are doubles: integers are exact up to here
@@ -80,6 +81,7 @@ class ReserveCall:
     min_hold_micros: int  # the least hold the caller accepts (PARTIAL when the balance is between the two)
     deadline_ms: int
     model: str
+    now_ms: int
 
     def keys(self) -> list[str]:
         account_id = self.account_id
@@ -88,6 +90,8 @@ class ReserveCall:
             keyspace.live_api_keys(account_id),
             keyspace.holds(account_id),
             keyspace.settled_requests(account_id),
+            keyspace.alerts(account_id),
+            keyspace.outbox(account_id),
         ]
 
     def argv(self) -> Argv:
@@ -98,6 +102,9 @@ class ReserveCall:
             whole(self.min_hold_micros, "least hold"),
             whole(self.deadline_ms, "deadline"),
             self.model,
+            self.account_id,
+            whole(self.now_ms, "now"),
+            period_id(self.now_ms),
         ]
 
 
@@ -106,11 +113,13 @@ class ReserveOutcome:
     status: ReserveStatus
     api_key_id: str
     balance_micros: int  # after the hold when HELD, else the balance as it stands
+    alerts: int = 0  # webhook events the step appended (a refusal may fire credits.exhausted)
 
     @classmethod
     def from_reply(cls, reply: Sequence[object]) -> ReserveOutcome:
-        code, api_key_id, balance = reply
-        return cls(ReserveStatus(int(as_text(code))), as_text(api_key_id), int(as_text(balance)))
+        code, api_key_id, balance, alerts = reply
+        status = ReserveStatus(int(as_text(code)))
+        return cls(status, as_text(api_key_id), int(as_text(balance)), int(as_text(alerts)))
 
 
 @dataclass(frozen=True)
@@ -167,6 +176,8 @@ class SettleCall:
             keyspace.api_key_last_used(account_id),
             keyspace.request_log(account_id),
             keyspace.settled_requests(account_id),
+            keyspace.alerts(account_id),
+            keyspace.outbox(account_id),
         ]
 
     def argv(self) -> Argv:
@@ -187,6 +198,8 @@ class SettleCall:
             cutoff,
             settlement.mode.value,
             max(self.now_ms - retention.settled_ids_ms, 0),
+            period_id(self.now_ms),
+            settlement.account_id,
         ]
         for name, value in settlement.record.items():
             argv.extend((name, value))
@@ -198,11 +211,12 @@ class SettleOutcome:
     settled: bool  # False: there was no hold left to settle (already settled); nothing changed
     balance_micros: int
     charged_micros: int
+    alerts: int = 0  # webhook events the settlement appended (thresholds it crossed)
 
     @classmethod
     def from_reply(cls, reply: Sequence[object]) -> SettleOutcome:
-        settled, balance, charged = (int(as_text(value)) for value in reply)
-        return cls(bool(settled), balance, charged)
+        settled, balance, charged, alerts = (int(as_text(value)) for value in reply)
+        return cls(bool(settled), balance, charged, alerts)
 
 
 class GrantStatus(enum.IntEnum):
@@ -225,22 +239,30 @@ class GrantCall:
 
     def keys(self) -> list[str]:
         account_id = self.account_id
-        return [keyspace.account(account_id), keyspace.grant_log(account_id), keyspace.applied_grants(account_id)]
+        return [
+            keyspace.account(account_id),
+            keyspace.grant_log(account_id),
+            keyspace.applied_grants(account_id),
+            keyspace.alerts(account_id),
+            keyspace.outbox(account_id),
+        ]
 
     def argv(self) -> Argv:
         if self.amount_micros == 0:
             raise ValueError("a grant of zero")
         whole(abs(self.amount_micros), "amount")
         cutoff = max(self.now_ms - self.settled_ids_ms, 0)
-        return [self.amount_micros, whole(self.now_ms, "now"), self.note, self.grant_id, cutoff]
+        now = whole(self.now_ms, "now")
+        return [self.amount_micros, now, self.note, self.grant_id, cutoff, self.account_id, period_id(now)]
 
 
 @dataclass(frozen=True)
 class GrantOutcome:
     status: GrantStatus
     balance_micros: int
+    alerts: int = 0  # webhook events the grant appended
 
     @classmethod
     def from_reply(cls, reply: Sequence[object]) -> GrantOutcome:
-        code, balance = (int(as_text(value)) for value in reply)
-        return cls(GrantStatus(code), balance)
+        code, balance, alerts = (int(as_text(value)) for value in reply)
+        return cls(GrantStatus(code), balance, alerts)

@@ -19,7 +19,7 @@ import orjson
 from aiohttp import web
 
 from gateway.admin.auth import credits_header
-from gateway.app_state import METRICS, SETTINGS, SETTLER, TOKEN_COUNTER, UPSTREAM_SESSION
+from gateway.app_state import METRICS, OUTBOX_WAKEUP, SETTINGS, SETTLER, TOKEN_COUNTER, UPSTREAM_SESSION
 from gateway.config import ModelConfig, UpstreamConfig
 from gateway.errors import GatewayError, UpstreamAuthFailed, UpstreamError, UpstreamTimeout
 from gateway.proxy.chat_request import ChatRequest
@@ -231,4 +231,8 @@ class ChatExchange:
             latency_ms=int((time.monotonic() - self.started) * 1000),
             stream=self.chat.stream,
         )
-        return self.reservation.balance_micros if outcome is None else outcome.balance_micros
+        if outcome is None:
+            return self.reservation.balance_micros
+        if outcome.alerts:
+            self.app[OUTBOX_WAKEUP].set()  # a threshold was crossed: deliver its webhook now
+        return outcome.balance_micros

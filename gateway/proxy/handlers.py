@@ -16,7 +16,7 @@ from aiohttp import web
 
 from gateway.admin.accounts import ParsedApiKey, Tenant
 from gateway.admin.auth import authenticate, bearer_api_key, credits_header
-from gateway.app_state import ACCOUNTS, CLOCK, LEDGER, SETTINGS, SETTLER, TOKEN_COUNTER
+from gateway.app_state import ACCOUNTS, CLOCK, LEDGER, OUTBOX_WAKEUP, SETTINGS, SETTLER, TOKEN_COUNTER
 from gateway.config import ModelConfig, Settings
 from gateway.errors import (
     GatewayError,
@@ -71,7 +71,7 @@ async def _relay_chat_completion(request: web.Request, request_id: str, started:
     chat, model, size = await _checked_request(request, api_key, tenant)
     prompt_tokens = await _count_prompt_tokens(app[TOKEN_COUNTER], chat, size)
     reservation = await hold_credits(
-        app[LEDGER], app[SETTLER], settings, model, api_key, request_id, chat, prompt_tokens
+        app[LEDGER], app[SETTLER], settings, model, api_key, request_id, chat, prompt_tokens, app[OUTBOX_WAKEUP]
     )
     return await ChatExchange(request, chat, model, reservation, prompt_tokens, started).run()
 

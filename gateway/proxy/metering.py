@@ -59,6 +59,7 @@ async def hold_credits(
     request_id: str,
     chat: ChatRequest,
     prompt_tokens: int,
+    alerts_appended: asyncio.Event,
 ) -> Reservation:
     """Authenticate and hold the most this request can cost; raise 401, 402 or 503 otherwise.
 
@@ -106,6 +107,8 @@ async def hold_credits(
         if outcome.status is ReserveStatus.SETTLED:
             raise GatewayError()  # request ids are fresh uuids: a settled one here is a bug, not the tenant's
         if outcome.status is ReserveStatus.INSUFFICIENT:
+            if outcome.alerts:
+                alerts_appended.set()  # credits.exhausted fired: deliver it now
             break
         per_choice = price.affordable_completion_tokens(outcome.balance_micros, prompt_tokens) // chat.n
         if per_choice < 1:

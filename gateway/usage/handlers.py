@@ -7,14 +7,13 @@ accounts and models across the gateway. Every endpoint takes `start` / `end` (se
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from aiohttp import web
 
-from gateway.admin.auth import authenticate, bearer_api_key, credits_header, is_admin, require_admin
+from gateway.admin.auth import AccountScope, account_scope, require_admin
 from gateway.app_state import ACCOUNTS, CLOCK, REDIS, SETTINGS
-from gateway.errors import InvalidRequest, NotFound, PermissionDenied, json_response
+from gateway.errors import InvalidRequest, json_response
 from gateway.usage import views
 from gateway.usage.export import parse_format, stream_export
 from gateway.usage.ranges import Granularity, UsageRange, parse_granularity, parse_range
@@ -23,30 +22,10 @@ from gateway.usage.reader import Counts, UsageReader
 MAX_SUMMARY_LIMIT = 1000
 
 
-@dataclass(frozen=True)
-class UsageTarget:
-    """The account a usage request reads, and the headers its answer carries."""
-
-    account_id: str
-    balance_micros: int
-    headers: dict[str, str] = field(default_factory=dict)
-
-
-async def usage_target(request: web.Request) -> UsageTarget:
-    """The admin token reads `?account=ID`; a tenant key reads its own account and nothing else (401 / 403)."""
-    requested = request.query.get("account")
-    accounts = request.app[ACCOUNTS]
-    if is_admin(request.headers, request.app[SETTINGS].admin_token):
-        if not requested:
-            raise InvalidRequest("'account' is required with the admin token.", param="account")
-        account = await accounts.load_account(requested)
-        if account is None:
-            raise NotFound(f"No account with id '{requested[:40]}'.", param="account")
-        return UsageTarget(account.id, account.balance_micros)
-    tenant = await authenticate(accounts, bearer_api_key(request.headers))
-    if requested is not None and requested != tenant.account_id:
-        raise PermissionDenied("An API key can read only its own account's usage.", param="account")
-    return UsageTarget(tenant.account_id, tenant.balance_micros, credits_header(tenant.balance_micros))
+async def usage_target(request: web.Request) -> AccountScope:
+    """The account the request reads (see `admin.auth.account_scope`)."""
+    settings = request.app[SETTINGS]
+    return await account_scope(request.app[ACCOUNTS], request.headers, request.query, settings.admin_token)
 
 
 def _now(request: web.Request) -> datetime:

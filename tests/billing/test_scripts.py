@@ -51,7 +51,9 @@ def _header(name: str) -> str:
 
 RETENTION = Retention(request_log_maxlen=10, request_log_retention_ms=0, hour_ttl_s=60, settled_ids_ms=1000)
 CALLS = {
-    "reserve.lua": ReserveCall("acct_1", "sha", "r1", hold_micros=2, min_hold_micros=1, deadline_ms=3, model="m"),
+    "reserve.lua": ReserveCall(
+        "acct_1", "sha", "r1", hold_micros=2, min_hold_micros=1, deadline_ms=3, model="m", now_ms=4
+    ),
     "settle.lua": SettleCall(Settlement("acct_1", "r1", "m", 1, 2, 3), now_ms=4, retention=RETENTION),
     "grant.lua": GrantCall("acct_1", amount_micros=5, now_ms=6, note="", grant_id="g1", settled_ids_ms=1),
 }
@@ -68,4 +70,4 @@ def test_each_script_header_lists_what_its_call_sends(name: str) -> None:
 
 def test_settle_call_appends_the_record_fields_as_pairs() -> None:
     call = SettleCall(Settlement("acct_1", "r1", "m", 1, 2, 3, record={"status": 200}), 4, RETENTION)
-    assert call.argv()[-2:] == ["status", 200] and len(call.argv()) == 14
+    assert call.argv()[-2:] == ["status", 200] and len(call.argv()) == 16

@@ -2,13 +2,15 @@
 -- aggregates and the request record; or, in release mode, return the hold and write nothing else.
 -- Called through billing.scripts.SettleCall / SettleOutcome, which build and read these lists:
 -- KEYS: 1 account, 2 holds, 3 usage day hash, 4 usage hour hash, 5 key last-used hash, 6 request log stream,
---       7 settled request ids (sorted set, scored by settlement ms)
+--       7 settled request ids (sorted set, scored by settlement ms), 8 alerts hash, 9 outbox stream
 -- ARGV: 1 request id, 2 cost (micros), 3 prompt tokens, 4 completion tokens, 5 model, 6 now (ms),
 --       7 hour hash ttl (s), 8 request log max length, 9 failed (1 when the request ended in an error),
 --       10 request log retention cutoff (ms; records older may be trimmed; 0: none),
 --       11 mode ("charge" or "release"), 12 settled-ids cutoff (ms; ids settled before it are forgotten),
---       13.. extra request-record fields as name, value pairs
--- Reply {settled, balance_after, charged}: settled 0 means there was no hold (settled already, or never held):
+--       13 billing period (YYYYMM of now), 14 account id,
+--       15.. extra request-record fields as name, value pairs
+-- Reply {settled, balance_after, charged, alerts}: alerts is how many webhook events were appended.
+-- settled 0 means there was no hold (settled already, or never held):
 -- nothing moved. The id of a request without a hold, or released, is remembered, so that a reserve that runs
 -- late (it timed out in the gateway) holds nothing.
 local cost = whole(ARGV[2], 'cost')
@@ -19,8 +21,9 @@ whole(ARGV[7], 'hour ttl')
 whole(ARGV[8], 'request log length')
 whole(ARGV[10], 'retention cutoff')
 whole(ARGV[12], 'settled-ids cutoff')
+whole(ARGV[13], 'period')
 local mode = ARGV[11]
-if (mode ~= 'charge' and mode ~= 'release') or (ARGV[9] ~= '0' and ARGV[9] ~= '1') or (#ARGV - 12) % 2 ~= 0 then
+if (mode ~= 'charge' and mode ~= 'release') or (ARGV[9] ~= '0' and ARGV[9] ~= '1') or (#ARGV - 14) % 2 ~= 0 then
   error('invalid settle arguments')
 end
 
@@ -32,12 +35,18 @@ if not held or mode == 'release' then
   redis.call('ZADD', KEYS[7], 'NX', now, ARGV[1])
 end
 if not held then
-  return {0, tonumber(redis.call('HGET', KEYS[1], 'balance')) or 0, 0}
+  return {0, tonumber(redis.call('HGET', KEYS[1], 'balance')) or 0, 0, 0}
 end
 redis.call('HDEL', KEYS[2], ARGV[1])
 local hold, _, api_key_id = hold_decode(held)
+-- What is held for requests in flight, kept beside the balance (balance + held: what the account really has).
+local held_after = redis.call('HINCRBY', KEYS[1], 'held', 0 - hold)
+if held_after < 0 then  -- holds taken before this field existed
+  redis.call('HSET', KEYS[1], 'held', 0)
+  held_after = 0
+end
 if mode == 'release' then
-  return {1, redis.call('HINCRBY', KEYS[1], 'balance', hold), 0}
+  return {1, redis.call('HINCRBY', KEYS[1], 'balance', hold), 0, 0}
 end
 
 -- The hold was taken out of the balance; a cost above it may use the rest of the balance, never more.
@@ -78,7 +87,7 @@ end
 local record = {'XADD', KEYS[6], 'MAXLEN', '~', ARGV[8], id,
   'request_id', ARGV[1], 'key_id', api_key_id, 'model', ARGV[5], 'prompt_tokens', ARGV[3],
   'completion_tokens', ARGV[4], 'credits_micros', charge, 'cost_micros', ARGV[2]}
-for i = 13, #ARGV do
+for i = 15, #ARGV do
   record[#record + 1] = ARGV[i]
 end
 redis.call(unpack(record))
@@ -86,4 +95,12 @@ redis.call(unpack(record))
 if ARGV[10] ~= '0' then
   redis.call('XTRIM', KEYS[6], 'MINID', '~', ARGV[10])
 end
-return {1, after, charge}
+
+local used = period_add(KEYS[1], ARGV[13], charge)
+local alerts = 0
+if used and redis.call('EXISTS', KEYS[8]) == 1 then
+  local ctx = {account = ARGV[14], request = ARGV[1], now = now, period = ARGV[13], used = used,
+    total = after + held_after, usage = true, low = true}
+  alerts = alerts_check(KEYS[8], KEYS[9], ctx)
+end
+return {1, after, charge, alerts}

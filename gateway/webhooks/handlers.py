@@ -1,0 +1,150 @@
+"""/v1/webhooks*: a tenant's subscriptions (the admin token acts on any account with `?account=ID`), and
+the sender's lifetime (`webhooks_ctx`)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+
+import orjson
+from aiohttp import web
+
+from gateway.admin.auth import account_scope
+from gateway.app_state import ACCOUNTS, CLOCK, OUTBOX_WAKEUP, REDIS, SETTINGS
+from gateway.errors import InvalidRequest, json_response
+from gateway.webhooks.delivery import delivery_session
+from gateway.webhooks.outbox import Outbox
+from gateway.webhooks.sender import Schedule, WebhookSender
+from gateway.webhooks.service import Limits, WebhookService
+from gateway.webhooks.store import WebhookStore
+
+# Deliveries run on real time whatever clock the app bills by: receivers check `webhook-timestamp` against
+# theirs, and retries are due after real seconds.
+WALL_CLOCK = time.time
+DRAIN_S = 5.0  # on shutdown, attempts in flight get this long before they are cut short (and retried later)
+MAX_LOG_LIMIT = 1000
+
+
+def _service(request: web.Request) -> WebhookService:
+    app, settings = request.app, request.app[SETTINGS]
+    limits = Limits(settings.webhook_max_per_account, settings.webhook_allow_private_targets)
+    store = WebhookStore(app[REDIS], clock=app[CLOCK])
+    return WebhookService(store, Outbox(app[REDIS], clock=WALL_CLOCK), limits, clock=app[CLOCK])
+
+
+async def _scope(request: web.Request) -> tuple[str, dict[str, str]]:
+    scope = await account_scope(
+        request.app[ACCOUNTS], request.headers, request.query, request.app[SETTINGS].admin_token
+    )
+    return scope.account_id, scope.headers
+
+
+async def _json_object(request: web.Request) -> dict[str, object]:
+    try:
+        payload = orjson.loads(await request.read())
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequest("The body must be a valid JSON object.") from exc
+    if not isinstance(payload, dict):
+        raise InvalidRequest("The body must be a JSON object.")
+    return payload
+
+
+async def post_webhooks(request: web.Request) -> web.Response:
+    account_id, headers = await _scope(request)
+    view = await _service(request).create(account_id, await _json_object(request))
+    return json_response(view, status=201, headers={**headers, "Cache-Control": "no-store"})
+
+
+async def get_webhooks(request: web.Request) -> web.Response:
+    account_id, headers = await _scope(request)
+    return json_response(await _service(request).list_for(account_id), headers=headers)
+
+
+async def get_webhook(request: web.Request) -> web.Response:
+    account_id, headers = await _scope(request)
+    return json_response(await _service(request).show(account_id, request.match_info["id"]), headers=headers)
+
+
+async def patch_webhook(request: web.Request) -> web.Response:
+    account_id, headers = await _scope(request)
+    payload = await _json_object(request)
+    return json_response(await _service(request).update(account_id, request.match_info["id"], payload), headers=headers)
+
+
+async def delete_webhook(request: web.Request) -> web.Response:
+    account_id, headers = await _scope(request)
+    return json_response(await _service(request).delete(account_id, request.match_info["id"]), headers=headers)
+
+
+async def post_rotate_secret(request: web.Request) -> web.Response:
+    account_id, headers = await _scope(request)
+    view = await _service(request).rotate_secret(account_id, request.match_info["id"])
+    return json_response(view, headers={**headers, "Cache-Control": "no-store"})
+
+
+async def post_test(request: web.Request) -> web.Response:
+    account_id, headers = await _scope(request)
+    sent = await _service(request).send_test(account_id, request.match_info["id"])
+    request.app[OUTBOX_WAKEUP].set()
+    return json_response(sent, status=202, headers=headers)
+
+
+async def get_deliveries(request: web.Request) -> web.Response:
+    account_id, headers = await _scope(request)
+    limit = _limit(request.query.get("limit"))
+    log = await _service(request).deliveries(account_id, request.match_info["id"], limit)
+    return json_response(log, headers=headers)
+
+
+async def post_redeliver(request: web.Request) -> web.Response:
+    account_id, headers = await _scope(request)
+    match = request.match_info
+    scheduled = await _service(request).redeliver(account_id, match["id"], match["event_id"])
+    request.app[OUTBOX_WAKEUP].set()
+    return json_response(scheduled, status=202, headers=headers)
+
+
+def _limit(value: str | None) -> int:
+    if value is None or value == "":
+        return 50
+    if not (value.isascii() and value.isdigit() and len(value) <= 4) or not 1 <= int(value) <= MAX_LOG_LIMIT:
+        raise InvalidRequest(f"'limit' must be a whole number from 1 to {MAX_LOG_LIMIT}.", param="limit")
+    return int(value)
+
+
+async def webhooks_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Run the sender for the app's lifetime; on shutdown drain it for DRAIN_S, then cut what is left short."""
+    settings = app[SETTINGS]
+    schedule = Schedule(settings.webhook_retry_schedule, settings.webhook_disable_after_days * 86_400_000)
+    async with delivery_session(
+        allow_private=settings.webhook_allow_private_targets, timeout_s=settings.webhook_timeout
+    ) as session:
+        sender = WebhookSender(
+            WebhookStore(app[REDIS], clock=app[CLOCK]),
+            Outbox(app[REDIS], clock=WALL_CLOCK),
+            session,
+            schedule,
+            wakeup=app[OUTBOX_WAKEUP],
+            clock=WALL_CLOCK,
+        )
+        rounds = asyncio.create_task(sender.run(), name="webhook-sender")
+        try:
+            yield
+        finally:
+            rounds.cancel()  # no new deliveries start
+            await asyncio.gather(rounds, return_exceptions=True)
+            await sender.drain(DRAIN_S)
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_post("/v1/webhooks", post_webhooks)
+    app.router.add_get("/v1/webhooks", get_webhooks)
+    app.router.add_get("/v1/webhooks/{id}", get_webhook)
+    app.router.add_patch("/v1/webhooks/{id}", patch_webhook)
+    app.router.add_delete("/v1/webhooks/{id}", delete_webhook)
+    app.router.add_post("/v1/webhooks/{id}/rotate-secret", post_rotate_secret)
+    app.router.add_post("/v1/webhooks/{id}/test", post_test)
+    app.router.add_get("/v1/webhooks/{id}/deliveries", get_deliveries)
+    app.router.add_post("/v1/webhooks/{id}/deliveries/{event_id}/retry", post_redeliver)
+    app.cleanup_ctx.append(webhooks_ctx)

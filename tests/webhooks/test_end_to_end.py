@@ -1,0 +1,100 @@
+"""Usage alerts end to end: real traffic through the proxy crosses thresholds, a real receiver on 127.0.0.1
+gets each event once, signed; two gateways send one event between them; failed deliveries are retried on the
+schedule and logged; a gateway restarted delivers what it had not."""
+
+from __future__ import annotations
+
+import asyncio
+
+from tests.conftest import Gateway, StartGateway, user_message
+from tests.webhooks.conftest import WEBHOOK_SETTINGS, Receiver, subscribe
+
+# One "Hello!" with max_tokens 16 at the suite's prices: 9 * 1,000.25 + 16 * 2,000.15 = 41,004.65 -> 41,005.
+REQUEST_MICROS = 41_005
+
+
+async def _hello(gateway: Gateway, key: str) -> int:
+    response = await gateway.chat(key, {"model": "m-main", "messages": user_message(), "max_tokens": 16})
+    await response.read()
+    return response.status
+
+
+async def test_traffic_crossing_80_percent_and_the_low_line_sends_each_event_once(
+    start_gateway: StartGateway, receiver: Receiver
+) -> None:
+    gateway = await start_gateway(WEBHOOK_SETTINGS)
+    account, key = await gateway.new_account(credits=1)
+    webhook = await subscribe(
+        gateway,
+        key,
+        receiver.url,
+        ["usage.threshold", "credits.low"],
+        usage_threshold_percent=80,
+        credits_low_threshold="0.3",
+    )
+    for _ in range(22):
+        assert await _hello(gateway, key) == 200
+    # credits.low: under 300,000 left after 18 requests (738,090 used, 261,910 left);
+    # usage.threshold: 80% of 1,000,000 reached at the 20th (820,100 used; 19 make 779,095).
+    await receiver.wait_for(2)
+    await asyncio.sleep(1.5)  # nothing more comes
+    assert len(receiver.got) == 2
+    low, usage = (delivery.verified(str(webhook["secret"])) for delivery in receiver.got)
+    assert low["type"] == "credits.low" and usage["type"] == "usage.threshold"
+    assert low["data"]["credits_remaining_micros"] == 1_000_000 - 18 * REQUEST_MICROS  # type: ignore[index]
+    assert low["data"]["threshold"] == 0.3  # type: ignore[index]
+    assert usage["data"]["credits_used_micros"] == 20 * REQUEST_MICROS  # type: ignore[index]
+    assert usage["data"]["threshold"] == 80 and usage["data"]["value"] == 82.01  # type: ignore[index]
+    assert usage["data"]["account_id"] == account  # type: ignore[index]
+    assert receiver.got[1].headers["webhook-id"] == usage["id"]
+
+
+async def test_two_gateways_on_one_redis_send_one_event(start_gateway: StartGateway, receiver: Receiver) -> None:
+    first = await start_gateway(WEBHOOK_SETTINGS)
+    second = await start_gateway(WEBHOOK_SETTINGS)
+    _, key = await first.new_account(credits=1)
+    await subscribe(first, key, receiver.url, ["usage.threshold"], usage_threshold_percent=50)
+    statuses = await asyncio.gather(*(_hello(gateway, key) for _ in range(8) for gateway in (first, second)))
+    assert statuses.count(200) == 16  # 16 * 41,005 = 656,080: past 50% once
+    await receiver.wait_for(1)
+    await asyncio.sleep(2)
+    assert len(receiver.got) == 1
+
+
+async def test_a_failing_receiver_is_retried_and_every_attempt_logged(
+    start_gateway: StartGateway, receiver: Receiver
+) -> None:
+    receiver.statuses = [500, 500]
+    gateway = await start_gateway(WEBHOOK_SETTINGS)
+    _, key = await gateway.new_account()
+    webhook = await subscribe(gateway, key, receiver.url, ["credits.low"], credits_low_threshold=1)
+    auth = {"Authorization": f"Bearer {key}"}
+    sent = await (await gateway.client.post(f"/v1/webhooks/{webhook['id']}/test", headers=auth)).json()
+    await receiver.wait_for(3)
+    assert receiver.event_ids() == [sent["id"]] * 3  # the same event id every time: receivers deduplicate
+    log = (await (await gateway.client.get(f"/v1/webhooks/{webhook['id']}/deliveries", headers=auth)).json())["data"]
+    assert [(entry["attempt"], entry["status"], entry["response_status"]) for entry in reversed(log)] == [
+        (1, "failed", 500),
+        (2, "failed", 500),
+        (3, "delivered", 200),
+    ]
+    assert log[-1]["next_retry_ms"] is not None and log[0]["next_retry_ms"] is None
+
+
+async def test_a_restarted_gateway_delivers_what_it_had_not(start_gateway: StartGateway, receiver: Receiver) -> None:
+    receiver.statuses = [503]
+    gateway = await start_gateway(WEBHOOK_SETTINGS)
+    _, key = await gateway.new_account()
+    webhook = await subscribe(gateway, key, receiver.url, ["credits.low"], credits_low_threshold=1)
+    auth = {"Authorization": f"Bearer {key}"}
+    await gateway.client.post(f"/v1/webhooks/{webhook['id']}/test", headers=auth)
+    await receiver.wait_for(1)  # refused; the retry is due in about a second
+    await gateway.client.close()  # the gateway stops before it
+    await asyncio.sleep(1.5)
+    assert len(receiver.got) == 1
+    restarted = await start_gateway(WEBHOOK_SETTINGS)
+    await receiver.wait_for(2)
+    assert receiver.got[1].headers["webhook-id"] == receiver.got[0].headers["webhook-id"]
+    log_url = f"/v1/webhooks/{webhook['id']}/deliveries"
+    log = (await (await restarted.client.get(log_url, headers=auth)).json())["data"]
+    assert [entry["status"] for entry in log] == ["delivered", "failed"]
