@@ -66,16 +66,21 @@ class Outbox:
             pipe.zadd(keyspace.webhook_retries(event.account_id), {event.id: due_ms})
             await pipe.execute()
 
-    async def take_due(self, account_id: str, count: int) -> list[Event]:
-        """Retries that are due, each taken by exactly one process (whoever removes it from the queue)."""
-        retries = keyspace.webhook_retries(account_id)
-        due = await self.redis.zrangebyscore(retries, "-inf", self.now_ms(), start=0, num=count)
+    async def take_due(self, account_ids: list[str], count: int) -> list[Event]:
+        """Retries that are due, each taken by exactly one process (whoever removes it from the queue first).
+        One round trip finds them across every account; taking one costs a round trip more."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for account_id in account_ids:
+                pipe.zrangebyscore(keyspace.webhook_retries(account_id), "-inf", self.now_ms(), start=0, num=count)
+            replies = await pipe.execute()
         taken = []
-        for event_id in (as_text(item) for item in due):
-            if await self.redis.zrem(retries, event_id):
-                raw = await self.redis.hget(keyspace.webhook_events(account_id), event_id)
-                if raw is not None:
-                    taken.append(Event.from_json(raw))
+        for account_id, due in zip(account_ids, replies, strict=True):
+            retries, events = keyspace.webhook_retries(account_id), keyspace.webhook_events(account_id)
+            for event_id in (as_text(item) for item in due):
+                if await self.redis.zrem(retries, event_id):
+                    raw = await self.redis.hget(events, event_id)
+                    if raw is not None:
+                        taken.append(Event.from_json(raw))
         return taken
 
     async def finish(self, event: Event) -> None:

@@ -93,9 +93,8 @@ class WebhookSender:
             return
         for entry_id, event in await self.outbox.read_new(account_ids, self.consumer, BATCH):
             await self._start(event, entry_id)
-        for account_id in account_ids:
-            for event in await self.outbox.take_due(account_id, BATCH):
-                await self._start(event, None)
+        for event in await self.outbox.take_due(account_ids, BATCH):
+            await self._start(event, None)
         if time.monotonic() - self._last_claim >= CLAIM_EVERY_S:
             self._last_claim = time.monotonic()
             for account_id in account_ids:

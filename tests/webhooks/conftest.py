@@ -31,6 +31,7 @@ class Receiver:
     server: TestServer
     statuses: list[int] = field(default_factory=list)  # answered in order; 200 once they run out
     got: list[Delivery] = field(default_factory=list)
+    delay_s: float = 0.0  # before answering
 
     @property
     def url(self) -> str:
@@ -54,6 +55,8 @@ async def receiver(aiohttp_server: Callable[..., Awaitable[TestServer]]) -> Rece
     async def hook(request: web.Request) -> web.Response:
         got = holder[0]
         got.got.append(Delivery({k.lower(): v for k, v in request.headers.items()}, await request.read()))
+        if got.delay_s:
+            await asyncio.sleep(got.delay_s)
         status = got.statuses.pop(0) if got.statuses else 200
         return web.Response(status=status, text="ok" if status < 300 else "not now")
 

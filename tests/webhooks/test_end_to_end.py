@@ -5,8 +5,14 @@ schedule and logged; a gateway restarted delivers what it had not."""
 from __future__ import annotations
 
 import asyncio
+import time
 
-from tests.conftest import Gateway, StartGateway, user_message
+import pytest
+
+from gateway.webhooks import handlers, outbox, sender
+from gateway.webhooks.outbox import Outbox
+from gateway.webhooks.store import WebhookStore
+from tests.conftest import FakeClock, Gateway, StartGateway, user_message
 from tests.webhooks.conftest import WEBHOOK_SETTINGS, Receiver, subscribe
 
 # One "Hello!" with max_tokens 16 at the suite's prices: 9 * 1,000.25 + 16 * 2,000.15 = 41,004.65 -> 41,005.
@@ -98,3 +104,51 @@ async def test_a_restarted_gateway_delivers_what_it_had_not(start_gateway: Start
     log_url = f"/v1/webhooks/{webhook['id']}/deliveries"
     log = (await (await restarted.client.get(log_url, headers=auth)).json())["data"]
     assert [entry["status"] for entry in log] == ["delivered", "failed"]
+
+
+async def test_an_attempt_cut_short_by_a_stop_is_retried_on_the_schedule(
+    start_gateway: StartGateway, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(handlers, "DRAIN_S", 0.2)  # a stop waits this long for attempts in flight
+    receiver.delay_s = 30.0  # the first attempt never gets an answer
+    gateway = await start_gateway(WEBHOOK_SETTINGS)
+    _, key = await gateway.new_account()
+    webhook = await subscribe(gateway, key, receiver.url, ["credits.exhausted"])
+    auth = {"Authorization": f"Bearer {key}"}
+    await gateway.client.post(f"/v1/webhooks/{webhook['id']}/test", headers=auth)
+    await receiver.wait_for(1)
+    await gateway.client.close()  # stops mid-attempt
+    receiver.delay_s = 0.0
+    restarted = await start_gateway(WEBHOOK_SETTINGS)
+    await receiver.wait_for(2)
+    log = (await (await restarted.client.get(f"/v1/webhooks/{webhook['id']}/deliveries", headers=auth)).json())["data"]
+    assert [(entry["status"], entry["error"]) for entry in reversed(log)] == [
+        ("failed", "the gateway stopped during the attempt"),
+        ("delivered", None),
+    ]
+
+
+async def test_an_event_a_dead_process_left_pending_is_claimed_by_another(
+    start_gateway: StartGateway, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(outbox, "CLAIM_IDLE_MS", 300)  # a minute in production
+    monkeypatch.setattr(sender, "CLAIM_EVERY_S", 0.2)
+    gateway = await start_gateway(WEBHOOK_SETTINGS)
+    account, key = await gateway.new_account()
+    webhook = await subscribe(gateway, key, receiver.url, ["credits.exhausted"])
+    subscription = await WebhookStore(gateway.redis, clock=FakeClock()).get(account, str(webhook["id"]))
+    assert subscription is not None
+    await gateway.client.close()  # no sender runs while the dead one takes the event
+    dead = Outbox(gateway.redis, clock=time.time)
+    event_id = await dead.append_test(subscription)
+    [(_, taken)] = await dead.read_new([account], "a-process-that-died", 10)
+    assert taken.id == event_id  # it is pending for the dead consumer, never to be acknowledged by it
+    survivor = await start_gateway(WEBHOOK_SETTINGS)
+    [delivery] = await receiver.wait_for(1)
+    assert delivery.headers["webhook-id"] == event_id
+    log = await (await survivor.client.get(f"/v1/webhooks/{webhook['id']}/deliveries", headers=_auth(key))).json()
+    assert [entry["status"] for entry in log["data"]] == ["delivered"]
+
+
+def _auth(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
