@@ -28,7 +28,7 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) ->
     redact_malformed_request_logs()
     app[SETTINGS] = settings
     app[CLOCK] = clock
-    app[METRICS] = Metrics()
+    app[METRICS] = Metrics(per_account=settings.metrics_per_account)
     app[OUTBOX_WAKEUP] = asyncio.Event()
     app[TOKEN_COUNTER] = TokenCounter(
         default_encoding=settings.default_encoding,

@@ -1,5 +1,7 @@
 """The app's shared state: one typed `web.AppKey` per resource, read by handlers as `request.app[LEDGER]`.
 
+(`METRICS` is declared beside `Metrics`, so the error middleware can count Redis errors; it is re-exported here.)
+
 Resources are set by the cleanup contexts that own them (`storage.redis_ctx`, `proxy.upstream.upstream_ctx`)
 or by `create_app`; nothing else writes them.
 """
@@ -18,12 +20,11 @@ from gateway.billing.client import RedisClient
 from gateway.billing.health import RedisHealth
 from gateway.billing.settler import Settler
 from gateway.config import Settings
-from gateway.metrics import Metrics
+from gateway.metrics import METRICS
 from gateway.tokens import TokenCounter
 
 SETTINGS = web.AppKey("settings", Settings)
 CLOCK: web.AppKey[Callable[[], float]] = web.AppKey("clock")
-METRICS = web.AppKey("metrics", Metrics)
 REDIS: web.AppKey[RedisClient] = web.AppKey("redis")
 LEDGER = web.AppKey("ledger", Ledger)
 SETTLER = web.AppKey("settler", Settler)
@@ -33,3 +34,17 @@ TOKEN_COUNTER = web.AppKey("token_counter", TokenCounter)
 UPSTREAM_SESSION = web.AppKey("upstream_session", aiohttp.ClientSession)
 # Set when a settlement appended webhook events, so the sender delivers them now rather than at its next round.
 OUTBOX_WAKEUP = web.AppKey("outbox_wakeup", asyncio.Event)
+
+__all__ = [
+    "ACCOUNTS",
+    "CLOCK",
+    "LEDGER",
+    "METRICS",
+    "OUTBOX_WAKEUP",
+    "REDIS",
+    "REDIS_HEALTH",
+    "SETTINGS",
+    "SETTLER",
+    "TOKEN_COUNTER",
+    "UPSTREAM_SESSION",
+]

@@ -98,6 +98,7 @@ class Settings:
     spool_dir: Path = Path("data/spool")  # settlements Redis could not take yet, replayed when it is back
     metrics_token: str | None = None  # bearer token for /metrics; see `metrics_public`
     metrics_port: int | None = None  # serve /metrics on this port of `host` instead of the API port
+    metrics_per_account: bool = False  # label request, token and credit counters with the account id
     # Webhooks: the delay before each retry after the first, immediate attempt (Standard Webhooks' schedule).
     webhook_retry_schedule: tuple[int, ...] = (5, 300, 1800, 7200, 18000, 36000, 36000)
     webhook_allow_private_targets: bool = False  # deliver to loopback/private addresses (development, tests)
@@ -303,6 +304,7 @@ SETTING_PATHS: dict[str, tuple[str, Check]] = {
     "limits.sweep_interval_seconds": ("sweep_interval_seconds", _positive),
     "metrics.token": ("metrics_token", _optional_text),
     "metrics.port": ("metrics_port", _positive),
+    "metrics.per_account": ("metrics_per_account", _boolean),
     "webhooks.retry_schedule_seconds": ("webhook_retry_schedule", _delays),
     "webhooks.allow_private_targets": ("webhook_allow_private_targets", _boolean),
     "webhooks.max_per_account": ("webhook_max_per_account", _positive),

@@ -33,6 +33,7 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from gateway.billing.settler import REDIS_UNAVAILABLE
+from gateway.metrics import METRICS
 
 log = logging.getLogger(__name__)
 
@@ -172,6 +173,9 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return error_response(error)
     except REDIS_UNAVAILABLE:
         log.warning("Redis unavailable on %s %s", request.method, request.path)
+        metrics = request.app.get(METRICS)
+        if metrics is not None:
+            metrics.redis_error()
         return error_response(ServiceUnavailable())
     except web.HTTPException as http_error:
         # aiohttp's own routing errors (unknown path, wrong method) in OpenAI's shape too.

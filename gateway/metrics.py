@@ -1,19 +1,77 @@
-"""Prometheus metrics in an app-owned registry, served at /metrics."""
+"""Prometheus metrics in an app-owned registry, served at /metrics (see `ops`).
+
+Counters only go up and use base units (seconds, credits, tokens). Label sets stay bounded: a model is a
+configured model name, a status an HTTP status; never an API key, and an account id only when the operator
+turns `[metrics] per_account` on. Requests, tokens and credits are counted from settlements as they are
+applied (`settled`, the settler's observer), so they agree with what the usage API reports.
+"""
 
 from __future__ import annotations
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from gateway.billing import Settlement, SettleOutcome
+from gateway.billing.pricing import MICROS_PER_CREDIT
+from gateway.billing.scripts import SettleMode
 
 # Upstream count minus gateway count, in tokens: symmetric, finer near zero where agreement should sit.
 DRIFT_BUCKETS = (-1000, -100, -50, -20, -10, -5, -2, -1, 0, 1, 2, 5, 10, 20, 50, 100, 1000, float("inf"))
+UPSTREAM_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 60, 120, 300, float("inf"))
+# The gateway's own time per request: it should sit well under a millisecond.
+OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, float("inf"))
+TOKEN_KINDS = ("prompt", "completion", "cached", "reasoning")
+ABANDONED_STATUS = "0"  # what the sweeper records for a request whose gateway died
 
 
 class Metrics:
     """The gateway's collectors. One per app, so tests and several apps in a process never share counts."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, per_account: bool = False) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        self.per_account = per_account
+        account = ["account"] if per_account else []
+        self.requests = self._counter(
+            "gateway_requests",
+            "Chat requests settled, by model and the HTTP status recorded.",
+            ["model", "status"] + account,
+        )
+        self.tokens = self._counter(
+            "gateway_tokens",
+            "Tokens billed, by model and kind (prompt, completion, cached, reasoning).",
+            ["model", "kind"] + account,
+        )
+        self.credits = self._counter("gateway_credits_charged", "Credits charged, in credits.", ["model"] + account)
+        self.refused = self._counter(
+            "gateway_requests_refused", "Chat requests refused before a hold, by status.", ["status"]
+        )
+        self.upstream_seconds = Histogram(
+            "gateway_upstream_seconds",
+            "Upstream time of a forwarded request: from sending it to the last byte of the answer.",
+            ["model"],
+            buckets=UPSTREAM_BUCKETS,
+            registry=self.registry,
+        )
+        self.overhead_seconds = Histogram(
+            "gateway_overhead_seconds",
+            "Time a forwarded request spent in the gateway itself: its whole time less the upstream's.",
+            buckets=OVERHEAD_BUCKETS,
+            registry=self.registry,
+        )
+        self.streams_in_flight = Gauge(
+            "gateway_streams_in_flight", "Streamed answers being relayed now.", registry=self.registry
+        )
+        self.redis_errors = self._counter(
+            "gateway_redis_errors", "Redis calls that failed or timed out (the call's effect unknown).", []
+        )
+        self.webhook_deliveries = self._counter(
+            "gateway_webhook_deliveries", "Webhook delivery attempts, by outcome.", ["outcome"]
+        )
+        self.clamped = self._counter(
+            "gateway_usage_clamped",
+            "Requests whose upstream-reported token count was beyond belief and was billed at its bound instead.",
+            ["model", "kind"],
+        )
         self.token_drift = Histogram(
             "gateway_token_count_drift_tokens",
             "Upstream-reported minus gateway-counted tokens per request (reasoning tokens excluded), "
@@ -22,12 +80,29 @@ class Metrics:
             buckets=DRIFT_BUCKETS,
             registry=self.registry,
         )
-        self.clamped = Counter(
-            "gateway_usage_clamped",
-            "Requests whose upstream-reported token count was beyond belief and was billed at its bound instead.",
-            ["model", "kind"],
-            registry=self.registry,
-        )
+
+    def _counter(self, name: str, documentation: str, labels: list[str]) -> Counter:
+        return Counter(name, documentation, labels, registry=self.registry)
+
+    def settled(self, settlement: Settlement, outcome: SettleOutcome) -> None:
+        """A settlement was applied (now, or replayed from the spool): count its request, tokens and credits."""
+        if settlement.mode is SettleMode.RELEASE or not outcome.settled:
+            return  # a release records nothing, and a repeat was counted the first time
+        extra = [settlement.account_id] if self.per_account else []
+        status = str(settlement.record.get("status", ""))
+        self.requests.labels(settlement.model, "abandoned" if status == ABANDONED_STATUS else status, *extra).inc()
+        counts = {
+            "prompt": settlement.prompt_tokens,
+            "completion": settlement.completion_tokens,
+            "cached": int(settlement.record.get("cached_tokens", 0)),
+            "reasoning": int(settlement.record.get("reasoning_tokens", 0)),
+        }
+        for kind in TOKEN_KINDS:
+            self.tokens.labels(settlement.model, kind, *extra).inc(counts[kind])
+        self.credits.labels(settlement.model, *extra).inc(outcome.charged_micros / MICROS_PER_CREDIT)
+
+    def redis_error(self) -> None:
+        self.redis_errors.inc()
 
     def observe_clamped(self, model: str, kinds: tuple[str, ...]) -> None:
         for kind in kinds:
@@ -40,3 +115,6 @@ class Metrics:
     async def handle_scrape(self, request: web.Request) -> web.Response:
         """GET /metrics: this app's registry in Prometheus' text format."""
         return web.Response(body=generate_latest(self.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+METRICS = web.AppKey("metrics", Metrics)

@@ -14,7 +14,7 @@ from redis.backoff import ExponentialBackoff
 from redis.exceptions import ClusterDownError, ConnectionError, RedisClusterException, SlotNotCoveredError
 
 from gateway.admin.accounts import AccountStore
-from gateway.app_state import ACCOUNTS, CLOCK, LEDGER, REDIS, REDIS_HEALTH, SETTINGS, SETTLER
+from gateway.app_state import ACCOUNTS, CLOCK, LEDGER, METRICS, REDIS, REDIS_HEALTH, SETTINGS, SETTLER
 from gateway.billing import Clock, Ledger, Retention
 from gateway.billing.client import RedisClient
 from gateway.billing.health import RedisHealth
@@ -108,14 +108,13 @@ async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
         app[REDIS] = redis
         ledger = app[LEDGER] = ledger_for(redis, settings, app[CLOCK])
         app[ACCOUNTS] = AccountStore(redis, clock=app[CLOCK])
-        settler = app[SETTLER] = Settler(ledger, spool)
-        health = app[REDIS_HEALTH] = RedisHealth(redis)
-        sweeper = Sweeper(
-            redis, ledger, interval_s=settings.sweep_interval_seconds, grace_ms=settings.sweep_interval_seconds * 1000
-        )
+        settler = app[SETTLER] = Settler(ledger, spool, observer=app[METRICS])
+        health = app[REDIS_HEALTH] = RedisHealth(redis, ledger, observer=app[METRICS])
+        interval = settings.sweep_interval_seconds
+        sweeper = Sweeper(redis, settler, interval_s=interval, grace_ms=interval * 1000)
         tasks = [
             asyncio.create_task(settler.run(), name="spool-replay"),
-            asyncio.create_task(sweeper.run(settler), name="sweeper"),
+            asyncio.create_task(sweeper.run(), name="sweeper"),
             asyncio.create_task(health.run(), name="redis-health"),
         ]
         try:

@@ -1,6 +1,8 @@
-"""Whether the ledger's Redis answers, known without asking it on every probe: a background ping keeps it.
+"""Whether the ledger's Redis answers and holds the money scripts, known without asking it on every probe:
+a background check keeps it (every second).
 
 `/readyz` and `/healthz` read `up` and must stay instant even while Redis is frozen, so no probe waits on it.
+A Redis that restarted empty (or was told SCRIPT FLUSH) gets the scripts loaded again before it counts as up.
 """
 
 from __future__ import annotations
@@ -12,14 +14,19 @@ import time
 from redis.asyncio import RedisCluster
 
 from gateway.billing.client import RedisClient
-from gateway.billing.settler import REDIS_UNAVAILABLE
+from gateway.billing.ledger import Ledger
+from gateway.billing.settler import REDIS_UNAVAILABLE, SettlementObserver
 
 log = logging.getLogger(__name__)
 
 
 class RedisHealth:
-    def __init__(self, redis: RedisClient, *, interval_s: float = 1.0):
+    def __init__(
+        self, redis: RedisClient, ledger: Ledger, *, observer: SettlementObserver | None = None, interval_s: float = 1.0
+    ):
         self.redis = redis
+        self.ledger = ledger
+        self.observer = observer
         self.interval_s = interval_s
         self.up = True  # the client pinged Redis before the app started
         self.changed_at = time.monotonic()
@@ -30,9 +37,12 @@ class RedisHealth:
                 await self.redis.ping(target_nodes=RedisCluster.PRIMARIES)  # every master, not any one node
             else:
                 await self.redis.ping()
+            await self.ledger.load_scripts()
             up = True
         except REDIS_UNAVAILABLE:
             up = False
+            if self.observer is not None:
+                self.observer.redis_error()
         if up != self.up:
             log.warning("Redis is %s", "back" if up else "unavailable")
             self.up, self.changed_at = up, time.monotonic()

@@ -49,6 +49,15 @@ class Ledger:
         self._settle: AsyncScript = redis.register_script(money_script("settle.lua"))
         self._grant: AsyncScript = redis.register_script(money_script("grant.lua"))
 
+    async def load_scripts(self) -> None:
+        """Make sure Redis holds every money script (it forgets them on a restart without persistence or on
+        SCRIPT FLUSH; calls would reload them on NOSCRIPT anyway, but readiness means loaded)."""
+        scripts = (self._reserve, self._settle, self._grant)
+        loaded = await self.redis.script_exists(*(script.sha for script in scripts))
+        for script, present in zip(scripts, loaded, strict=True):
+            if not present:
+                await self.redis.script_load(script.script)
+
     def now_ms(self) -> int:
         return int(self.clock() * 1000)
 

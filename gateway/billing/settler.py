@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Protocol
 
 from redis import exceptions as redis_errors
 
@@ -30,20 +31,30 @@ REDIS_UNAVAILABLE: tuple[type[redis_errors.RedisError], ...] = (
 )
 
 
+class SettlementObserver(Protocol):
+    """Told of every settlement applied (at once or replayed) and of every Redis failure: the metrics."""
+
+    def settled(self, settlement: Settlement, outcome: SettleOutcome) -> None: ...
+
+    def redis_error(self) -> None: ...
+
+
 class Settler:
     """Settles through the ledger, spooling what Redis cannot take; `replay` drains the spool."""
 
-    def __init__(self, ledger: Ledger, spool: Spool):
+    def __init__(self, ledger: Ledger, spool: Spool, observer: SettlementObserver | None = None):
         self.ledger = ledger
         self.spool = spool
+        self.observer = observer
         self.spooled = asyncio.Event()  # set when something was spooled: the replay loop wakes up
 
     async def settle(self, settlement: Settlement) -> SettleOutcome | None:
         """Apply the settlement now, or spool it durably and return None."""
         now_ms = self.ledger.now_ms()
         try:
-            return await self.ledger.settle(settlement, now_ms=now_ms)
+            return await self._apply(settlement, now_ms)
         except REDIS_UNAVAILABLE as exc:
+            self._redis_error()
             log.warning(
                 "settlement of %s spooled: Redis is unavailable (%s)", settlement.request_id, type(exc).__name__
             )
@@ -53,6 +64,7 @@ class Settler:
 
     async def defer(self, settlement: Settlement) -> None:
         """Spool a settlement without trying Redis first (it has just failed): applied once it is back."""
+        self._redis_error()
         await asyncio.to_thread(self.spool.append, SpooledSettlement(settlement, self.ledger.now_ms()))
         self.spooled.set()
 
@@ -61,10 +73,11 @@ class Settler:
         done: list[str] = []
         try:
             for entry in self.spool.pending:
-                await self.ledger.settle(entry.settlement, now_ms=entry.now_ms)
+                await self._apply(entry.settlement, entry.now_ms)
                 done.append(entry.settlement.request_id)
             await self._replay_orphans()
         except REDIS_UNAVAILABLE:
+            self._redis_error()
             log.info("spool replay paused: Redis is still unavailable")
         finally:
             if done:
@@ -78,9 +91,19 @@ class Settler:
             for path in paths:
                 entries = await asyncio.to_thread(read_entries, path)
                 for entry in entries:
-                    await self.ledger.settle(entry.settlement, now_ms=entry.now_ms)
+                    await self._apply(entry.settlement, entry.now_ms)
                 path.unlink(missing_ok=True)
                 log.info("replayed %d settlements from %s", len(entries), path.name)
+
+    async def _apply(self, settlement: Settlement, now_ms: int) -> SettleOutcome:
+        outcome = await self.ledger.settle(settlement, now_ms=now_ms)
+        if self.observer is not None:
+            self.observer.settled(settlement, outcome)
+        return outcome
+
+    def _redis_error(self) -> None:
+        if self.observer is not None:
+            self.observer.redis_error()
 
     async def run(self, *, idle_s: float = 30.0, retry_s: float = 0.5, max_retry_s: float = 5.0) -> None:
         """Replay until cancelled: soon after something is spooled, with backoff while Redis stays away, and

@@ -16,7 +16,6 @@ import secrets
 from gateway.billing import keyspace
 from gateway.billing.client import RedisClient
 from gateway.billing.keyspace import as_text
-from gateway.billing.ledger import Ledger
 from gateway.billing.scripts import Settlement
 from gateway.billing.settler import REDIS_UNAVAILABLE, Settler
 
@@ -27,18 +26,19 @@ ABANDONED = "abandoned"
 
 
 class Sweeper:
-    def __init__(self, redis: RedisClient, ledger: Ledger, *, interval_s: int, grace_ms: int):
+    def __init__(self, redis: RedisClient, settler: Settler, *, interval_s: int, grace_ms: int):
         self.redis = redis
-        self.ledger = ledger
+        self.settler = settler
+        self.ledger = settler.ledger
         self.interval_s = interval_s
         self.grace_ms = grace_ms  # past the deadline, so a settlement spooled elsewhere can land first
 
-    async def run(self, settler: Settler) -> None:
+    async def run(self) -> None:
         """Every interval: replay the spool, then sweep, until cancelled. A failed pass waits for the next."""
         while True:
             await asyncio.sleep(self.interval_s)
             try:
-                if await settler.replay() == 0:
+                if await self.settler.replay() == 0:
                     await self.sweep()
             except REDIS_UNAVAILABLE:
                 log.info("sweep skipped: Redis is unavailable")
@@ -76,5 +76,6 @@ class Sweeper:
                     failed=True,
                     record={"status": 0, "outcome": ABANDONED, "hold_micros": hold.amount_micros},
                 )
-                released += (await self.ledger.settle(settlement)).settled
+                outcome = await self.settler.settle(settlement)  # spooled if Redis fails mid-pass
+                released += outcome is not None and outcome.settled
         return released

@@ -70,6 +70,7 @@ class ChatExchange:
         self.upstream_usage: Usage | None = None  # bounded
         self.forwarded = False  # the request went upstream, so the upstream has (at least) read its prompt
         self.answered = False  # the upstream's answer reached the client, whole or in part
+        self.upstream_s = 0.0  # from sending the request upstream to the last byte of its answer
 
     async def run(self) -> web.StreamResponse:
         """Forward and relay; then settle exactly once, and put the balance on the answer if it can still go."""
@@ -85,11 +86,19 @@ class ChatExchange:
             raise
         finally:
             ending.add_headers(credits_header(await self._settle(ending.status)))
+            self._observe_times()
 
     async def _exchange(self) -> tuple[web.StreamResponse, int]:
         upstream = self.app[SETTINGS].upstreams[self.model.upstream]
         body = self.upstream_body(upstream)
         self.forwarded = True
+        sent = time.monotonic()
+        try:
+            return await self._answer(upstream, body)
+        finally:
+            self.upstream_s = time.monotonic() - sent
+
+    async def _answer(self, upstream: UpstreamConfig, body: bytes) -> tuple[web.StreamResponse, int]:
         response = await post_upstream(
             self.app[UPSTREAM_SESSION], upstream, "/chat/completions", body, stream=self.chat.stream
         )
@@ -185,10 +194,20 @@ class ChatExchange:
         # For streams the balance is known only up to the hold; settlement comes after the last byte.
         headers = {**headers, **credits_header(self.reservation.balance_micros)}
         self.answered = True
+        in_flight = self.app[METRICS].streams_in_flight
+        in_flight.inc()
         try:
             return await relay.run(response, headers)
         finally:
+            in_flight.dec()
             self.upstream_usage = relay.upstream_usage
+
+    def _observe_times(self) -> None:
+        if not self.forwarded:
+            return
+        metrics = self.app[METRICS]
+        metrics.upstream_seconds.labels(self.model.name).observe(self.upstream_s)
+        metrics.overhead_seconds.observe(max(time.monotonic() - self.started - self.upstream_s, 0.0))
 
     def _bounded(self, reported: Usage) -> Usage:
         settings = self.app[SETTINGS]

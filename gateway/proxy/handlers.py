@@ -16,7 +16,7 @@ from aiohttp import web
 
 from gateway.admin.accounts import ParsedApiKey, Tenant
 from gateway.admin.auth import authenticate, bearer_api_key, credits_header
-from gateway.app_state import ACCOUNTS, CLOCK, LEDGER, OUTBOX_WAKEUP, SETTINGS, SETTLER, TOKEN_COUNTER
+from gateway.app_state import ACCOUNTS, CLOCK, LEDGER, METRICS, OUTBOX_WAKEUP, SETTINGS, SETTLER, TOKEN_COUNTER
 from gateway.config import ModelConfig, Settings
 from gateway.errors import (
     GatewayError,
@@ -64,15 +64,19 @@ async def post_chat_completions(request: web.Request) -> web.StreamResponse:
 async def _relay_chat_completion(request: web.Request, request_id: str, started: float) -> web.StreamResponse:
     app = request.app
     settings = app[SETTINGS]
-    api_key = bearer_api_key(request.headers)
-    tenant = None
-    if request.content_length is None or request.content_length > INLINE_COUNT_BYTES:
-        tenant = await authenticate(app[ACCOUNTS], api_key)
-    chat, model, size = await _checked_request(request, api_key, tenant)
-    prompt_tokens = await _count_prompt_tokens(app[TOKEN_COUNTER], chat, size)
-    reservation = await hold_credits(
-        app[LEDGER], app[SETTLER], settings, model, api_key, request_id, chat, prompt_tokens, app[OUTBOX_WAKEUP]
-    )
+    try:
+        api_key = bearer_api_key(request.headers)
+        tenant = None
+        if request.content_length is None or request.content_length > INLINE_COUNT_BYTES:
+            tenant = await authenticate(app[ACCOUNTS], api_key)
+        chat, model, size = await _checked_request(request, api_key, tenant)
+        prompt_tokens = await _count_prompt_tokens(app[TOKEN_COUNTER], chat, size)
+        reservation = await hold_credits(
+            app[LEDGER], app[SETTLER], settings, model, api_key, request_id, chat, prompt_tokens, app[OUTBOX_WAKEUP]
+        )
+    except GatewayError as error:
+        app[METRICS].refused.labels(str(error.status)).inc()  # refused before a hold: nothing to settle
+        raise
     return await ChatExchange(request, chat, model, reservation, prompt_tokens, started).run()
 
 

@@ -11,7 +11,7 @@ import orjson
 from aiohttp import web
 
 from gateway.admin.auth import account_scope
-from gateway.app_state import ACCOUNTS, CLOCK, OUTBOX_WAKEUP, REDIS, SETTINGS
+from gateway.app_state import ACCOUNTS, CLOCK, METRICS, OUTBOX_WAKEUP, REDIS, SETTINGS
 from gateway.errors import InvalidRequest, json_response
 from gateway.webhooks.delivery import delivery_session
 from gateway.webhooks.outbox import Outbox
@@ -127,6 +127,7 @@ async def webhooks_ctx(app: web.Application) -> AsyncIterator[None]:
             schedule,
             wakeup=app[OUTBOX_WAKEUP],
             clock=WALL_CLOCK,
+            metrics=app[METRICS],
         )
         rounds = asyncio.create_task(sender.run(), name="webhook-sender")
         try:

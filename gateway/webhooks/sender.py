@@ -24,6 +24,8 @@ from dataclasses import dataclass, replace
 
 import aiohttp
 
+from gateway.billing.settler import REDIS_UNAVAILABLE
+from gateway.metrics import Metrics
 from gateway.webhooks.delivery import AttemptResult, attempt
 from gateway.webhooks.events import Event
 from gateway.webhooks.outbox import Outbox
@@ -65,8 +67,10 @@ class WebhookSender:
         *,
         wakeup: asyncio.Event,
         clock: Callable[[], float],
+        metrics: Metrics | None = None,
     ):
         self.store, self.outbox, self.session, self.schedule = store, outbox, session, schedule
+        self.metrics = metrics
         self.wakeup = wakeup
         self.clock = clock
         self.consumer = consumer_name()
@@ -76,10 +80,16 @@ class WebhookSender:
 
     async def run(self) -> None:
         """Rounds until cancelled; a round that fails (Redis away) is logged and the next one tries again."""
+        redis_away = False
         while True:
             self.wakeup.clear()
             try:
                 await self.round()
+                redis_away = False
+            except REDIS_UNAVAILABLE as exc:  # the next round retries; nothing was acknowledged
+                if not redis_away:  # once per outage, not once a second
+                    log.warning("webhook sender paused: Redis is unavailable (%s)", type(exc).__name__)
+                redis_away = True
             except Exception:
                 log.exception("webhook round failed")  # the next round retries; nothing was acknowledged
             try:
@@ -127,7 +137,7 @@ class WebhookSender:
         """One attempt of `event`, its outcome written, then (for a new entry) acknowledged."""
         subscription = await self.store.get(event.account_id, event.subscription_id)
         if subscription is None or not subscription.enabled:
-            await self.outbox.log_attempt(event, {"outcome": "skipped", "error": "the webhook is deleted or disabled"})
+            await self._log(event, {"outcome": "skipped", "error": "the webhook is deleted or disabled"})
             await self.outbox.finish(event)
         else:
             try:
@@ -165,7 +175,7 @@ class WebhookSender:
             "response": result.response_excerpt[:200],
         }
         if result.ok:
-            await self.outbox.log_attempt(event, {**fields, "outcome": "delivered"})
+            await self._log(event, {**fields, "outcome": "delivered"})
             await self.outbox.finish(event)
             if subscription.failing_since_ms is not None:
                 await self.store.update_failure_state(subscription, failing_since_ms=None)
@@ -179,13 +189,19 @@ class WebhookSender:
         )
         if due is not None:
             await self.outbox.schedule_retry(replace(event, attempts=attempts), due)
-            await self.outbox.log_attempt(event, {**fields, "outcome": "failed", "next_retry_ms": due})
+            await self._log(event, {**fields, "outcome": "failed", "next_retry_ms": due})
         else:
             await self.outbox.mark_failed(replace(event, attempts=attempts))
-            await self.outbox.log_attempt(event, {**fields, "outcome": "failed_for_good"})
+            await self._log(event, {**fields, "outcome": "failed_for_good"})
         await self.store.update_failure_state(subscription, failing_since_ms=failing_since, disabled_reason=reason)
         if reason:
             log.warning("webhook %s of %s disabled: %s", subscription.id, subscription.account_id, reason)
+
+    async def _log(self, event: Event, fields: dict[str, str | int]) -> None:
+        """Into the subscription's delivery log, and into `gateway_webhook_deliveries_total{outcome}`."""
+        await self.outbox.log_attempt(event, fields)
+        if self.metrics is not None:
+            self.metrics.webhook_deliveries.labels(str(fields["outcome"])).inc()
 
     def _disable_reason(self, result: AttemptResult, failing_since_ms: int, now_ms: int) -> str | None:
         if not result.retryable:
