@@ -103,7 +103,7 @@ class Settings:
     webhook_retry_schedule: tuple[int, ...] = (5, 300, 1800, 7200, 18000, 36000, 36000)
     webhook_allow_private_targets: bool = False  # deliver to loopback/private addresses (development, tests)
     webhook_max_per_account: int = 20
-    webhook_timeout: float = 15.0  # one delivery attempt, connect to last byte (Standard Webhooks: 15-30 s)
+    webhook_timeout: float = 15.0  # one delivery attempt, connect to last byte (Standard Webhooks: 15-30 s), <= 30
     webhook_disable_after_days: int = 5  # a subscription failing this long is disabled
     default_encoding: str = "o200k_base"
     remote_image_size: tuple[int, int] = (1024, 1024)
@@ -234,6 +234,13 @@ def _seconds(value: object, where: str) -> float:
     return float(value)
 
 
+def _webhook_timeout(value: object, where: str) -> float:
+    seconds = _seconds(value, where)
+    if seconds > 30:  # a slower attempt would look like a dead consumer's and be claimed by another process
+        raise ConfigError(f"{where} must be at most 30 seconds")
+    return seconds
+
+
 def _image_size(value: object, where: str) -> tuple[int, int]:
     if not (isinstance(value, list) and len(value) == 2 and all(_is_positive_int(side) for side in value)):
         raise ConfigError(f"{where} must be [width, height] in pixels")
@@ -308,7 +315,7 @@ SETTING_PATHS: dict[str, tuple[str, Check]] = {
     "webhooks.retry_schedule_seconds": ("webhook_retry_schedule", _delays),
     "webhooks.allow_private_targets": ("webhook_allow_private_targets", _boolean),
     "webhooks.max_per_account": ("webhook_max_per_account", _positive),
-    "webhooks.timeout": ("webhook_timeout", _seconds),
+    "webhooks.timeout": ("webhook_timeout", _webhook_timeout),
     "webhooks.disable_after_days": ("webhook_disable_after_days", _positive),
     "timeouts.connect": ("connect_timeout", _seconds),
     "timeouts.read": ("read_timeout", _seconds),

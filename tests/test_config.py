@@ -83,6 +83,8 @@ def test_environment_overrides_any_value(tmp_path: Path) -> None:
         ("this is = not [toml", "invalid TOML"),
         (BASE + "[redis]\nrequest_log_retention_days = -1\n", "redis.request_log_retention_days"),
         (BASE + "[usage]\nmax_range_days = 0\n", "usage.max_range_days"),
+        (BASE + "[webhooks]\ntimeout = 31\n", "webhooks.timeout must be at most 30 seconds"),
+        (BASE + "[webhooks]\nretry_schedule_seconds = [5, 0]\n", "webhooks.retry_schedule_seconds"),
     ],
 )
 def test_errors_name_the_key(tmp_path: Path, text: str, message: str) -> None:

@@ -19,7 +19,17 @@ from gateway.billing.keyspace import as_text
 from gateway.webhooks.events import Event
 from gateway.webhooks.store import Subscription
 
-CLAIM_IDLE_MS = 60_000  # a pending first attempt older than this belongs to a consumer that is gone
+# A pending first attempt older than this belongs to a consumer that is gone: a live one finishes an attempt
+# within the delivery timeout (at most 30 s) even behind a full batch. With the sender's CLAIM_EVERY_S, a
+# dead consumer's entries are taken over within a minute.
+CLAIM_IDLE_MS = 45_000
+# Reset an entry's idle time, but only while it is still the caller's: a consumer about to make a first attempt
+# keeps the entry from being claimed during it, and learns whether another process took it over meanwhile.
+KEEP_IF_MINE = """
+if #redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[3], ARGV[3], 1, ARGV[2]) == 0 then return 0 end
+redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[3], 'JUSTID')
+return 1
+"""
 LOG_LENGTH = 1000  # delivery attempts kept per subscription
 FAILED_KEPT_MS = 7 * 86_400_000  # a failed event stays redeliverable this long
 
@@ -28,6 +38,7 @@ class Outbox:
     def __init__(self, redis: RedisClient, *, clock: Callable[[], float]):
         self.redis = redis
         self.clock = clock
+        self._keep_if_mine = redis.register_script(KEEP_IF_MINE)
 
     def now_ms(self) -> int:
         return int(self.clock() * 1000)
@@ -52,6 +63,11 @@ class Outbox:
             keyspace.outbox(account_id), keyspace.OUTBOX_GROUP, consumer, CLAIM_IDLE_MS, "0", count=count
         )
         return [(as_text(entry_id), Event.from_outbox(_text(fields))) for entry_id, fields in reply[1] if fields]
+
+    async def keep(self, account_id: str, entry_id: str, consumer: str) -> bool:
+        """Whether the entry is still this consumer's; if so its idle time starts again (see KEEP_IF_MINE)."""
+        stream = keyspace.outbox(account_id)
+        return bool(await self._keep_if_mine(keys=[stream], args=[keyspace.OUTBOX_GROUP, consumer, entry_id]))
 
     async def ack(self, account_id: str, entry_id: str) -> None:
         stream = keyspace.outbox(account_id)

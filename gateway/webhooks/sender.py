@@ -34,7 +34,7 @@ from gateway.webhooks.store import Subscription, WebhookStore
 log = logging.getLogger(__name__)
 
 POLL_S = 1.0  # between rounds when nothing wakes the sender sooner
-CLAIM_EVERY_S = 15.0
+CLAIM_EVERY_S = 10.0
 BATCH = 50  # entries per account per round
 CONCURRENCY = 32
 JITTER = 0.1  # +-10% on every retry delay, so a burst of failures does not come back as one burst
@@ -135,6 +135,8 @@ class WebhookSender:
 
     async def deliver(self, event: Event, entry_id: str | None) -> None:
         """One attempt of `event`, its outcome written, then (for a new entry) acknowledged."""
+        if entry_id is not None and not await self.outbox.keep(event.account_id, entry_id, self.consumer):
+            return  # it waited for a slot so long that another process claimed it: that one delivers it
         subscription = await self.store.get(event.account_id, event.subscription_id)
         if subscription is None or not subscription.enabled:
             await self._log(event, {"outcome": "skipped", "error": "the webhook is deleted or disabled"})

@@ -9,6 +9,8 @@ import time
 
 import pytest
 
+from gateway.billing import keyspace
+from gateway.billing.keyspace import as_text
 from gateway.webhooks import handlers, outbox, sender
 from gateway.webhooks.outbox import Outbox
 from gateway.webhooks.store import WebhookStore
@@ -152,3 +154,26 @@ async def test_an_event_a_dead_process_left_pending_is_claimed_by_another(
 
 def _auth(key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
+
+
+async def test_an_entry_claimed_away_while_it_waited_is_left_to_its_new_owner(
+    start_gateway: StartGateway, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(outbox, "CLAIM_IDLE_MS", 0)  # any pending entry looks abandoned
+    gateway = await start_gateway(WEBHOOK_SETTINGS)
+    account, key = await gateway.new_account()
+    webhook = await subscribe(gateway, key, receiver.url, ["credits.exhausted"])
+    subscription = await WebhookStore(gateway.redis, clock=FakeClock()).get(account, str(webhook["id"]))
+    assert subscription is not None
+    await gateway.client.close()  # no sender of the app's own takes part
+    slow, fast = Outbox(gateway.redis, clock=time.time), Outbox(gateway.redis, clock=time.time)
+    await slow.append_test(subscription)
+    [(entry_id, _)] = await slow.read_new([account], "slow", 10)
+    [(claimed_id, _)] = await fast.claim_stale(account, "fast", 10)  # the slow one waited for a slot too long
+    assert claimed_id == entry_id
+    assert not await slow.keep(account, entry_id, "slow")  # so it must not attempt the event
+    assert await fast.keep(account, entry_id, "fast")
+    [pending] = await gateway.redis.xpending_range(keyspace.outbox(account), keyspace.OUTBOX_GROUP, "-", "+", 10)
+    assert as_text(pending["consumer"]) == "fast" and pending["time_since_delivered"] < 1000  # kept: idle again
+    await fast.ack(account, entry_id)
+    assert not await fast.keep(account, entry_id, "fast")  # acknowledged: nobody's any more
