@@ -22,11 +22,13 @@ from gateway.billing.spool import Spool, SpooledSettlement, read_entries
 
 log = logging.getLogger(__name__)
 
-# Redis could not be reached, did not answer in time, or (a cluster missing a master) refused to run the call:
-# its effect is unknown or nil, so the call must be repeatable.
+# Redis could not be reached, did not answer in time, answered with bytes that are not the protocol (whatever
+# holds the port is not Redis), or (a cluster missing a master) refused to run the call: its effect is unknown
+# or nil, so the call must be repeatable.
 REDIS_UNAVAILABLE: tuple[type[redis_errors.RedisError], ...] = (
     redis_errors.ConnectionError,
     redis_errors.TimeoutError,
+    redis_errors.InvalidResponse,
     redis_errors.ClusterDownError,
 )
 

@@ -162,6 +162,31 @@ async def test_redis_outage_during_traffic_loses_nothing(
     assert await gateway.redis.xlen(keyspace.request_log(account)) == len(succeeded)
 
 
+async def test_something_else_on_the_redis_port_is_a_clean_503(
+    start_gateway: StartGateway, controlled_redis: ControlledRedis
+) -> None:
+    gateway = await start_gateway({"redis_url": controlled_redis.url, "redis_timeout": 0.5})
+    account, key = await gateway.new_account()
+    controlled_redis.stop()
+
+    async def not_redis(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"HTTP/1.1 400 Bad Request\r\n\r\n")  # what a client connected to itself reads, too
+        await writer.drain()
+        writer.close()
+
+    impostor = await asyncio.start_server(not_redis, "127.0.0.1", controlled_redis.server.port)
+    try:
+        seen = await _send(gateway, key, "Hello!", stream=False)
+        assert seen.status == 503
+    finally:
+        impostor.close()
+        await impostor.wait_closed()
+    controlled_redis.start()
+    await gateway.wait_settled(account)
+    assert await gateway.balance_micros(account) == INITIAL_MICROS
+    assert (await _send(gateway, key, "Hello!", stream=False)).status == 200
+
+
 async def test_frozen_redis_during_reserve_charges_nothing(
     start_gateway: StartGateway, controlled_redis: ControlledRedis
 ) -> None:
