@@ -12,6 +12,7 @@ from gateway import openapi, ops
 from gateway.admin import handlers as admin_handlers
 from gateway.app_state import CLOCK, METRICS, OUTBOX_WAKEUP, SETTINGS, TOKEN_COUNTER
 from gateway.config import Settings
+from gateway.dashboard import handlers as dashboard_handlers
 from gateway.errors import error_middleware, redact_malformed_request_logs
 from gateway.metrics import Metrics
 from gateway.proxy import handlers as proxy_handlers
@@ -30,11 +31,7 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) ->
     app[CLOCK] = clock
     app[METRICS] = Metrics(per_account=settings.metrics_per_account)
     app[OUTBOX_WAKEUP] = asyncio.Event()
-    app[TOKEN_COUNTER] = TokenCounter(
-        default_encoding=settings.default_encoding,
-        model_encodings=model_encodings(settings),
-        remote_image_size=settings.remote_image_size,
-    )
+    app[TOKEN_COUNTER] = token_counter(settings)
     app.on_startup.append(warm_tokenizers)
     app.cleanup_ctx.append(redis_ctx)
     app.cleanup_ctx.append(upstream_ctx)
@@ -42,6 +39,7 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) ->
     admin_handlers.add_routes(app)
     usage_handlers.add_routes(app)
     webhook_handlers.add_routes(app)  # after redis_ctx: the sender stops before Redis closes
+    dashboard_handlers.add_routes(app)
     openapi.add_routes(app)
     ops.add_routes(app)
     return app
@@ -52,6 +50,15 @@ async def warm_tokenizers(app: web.Application) -> None:
     counter = app[TOKEN_COUNTER]
     names = list(app[SETTINGS].models)
     await asyncio.to_thread(lambda: [counter.encoding_for(name) for name in names])
+
+
+def token_counter(settings: Settings) -> TokenCounter:
+    """The counter for the configured models (also `gateway tokens count`'s, offline)."""
+    return TokenCounter(
+        default_encoding=settings.default_encoding,
+        model_encodings=model_encodings(settings),
+        remote_image_size=settings.remote_image_size,
+    )
 
 
 def model_encodings(settings: Settings) -> dict[str, str]:

@@ -1,6 +1,10 @@
-"""The dashboard at /dashboard (issue 11): the page and its pinned static assets, served by the gateway.
-Empty until then; its place in the layout is fixed now.
+"""The dashboard at /dashboard: a page the gateway serves itself, with its script, styles and the vendored
+uPlot as package data (`static/`), so it works offline. The page reads the usage API from the browser with the
+signed-in key or admin token; this package serves files only and holds no data.
 
-May import: `usage` services (reader, ranges, views) for what it shows, `admin.auth` for sign-in, the shared
-`config` and `errors`; `handlers` also the app state.
+Modules: `assets` (the files served, read once from the package, with their ETags), `handlers` (the routes and
+their security headers, the Content-Security-Policy among them).
+
+May import: the shared `config` and `errors`; should it ever render data itself, `usage` services (ranges,
+reader, views), `admin.auth` for sign-in and, in `handlers`, the app state.
 """

@@ -90,8 +90,38 @@ SCHEMAS: dict[str, Schema] = {
     ),
     "ChatCompletionRequest": CHAT_REQUEST,
     "ChatCompletion": obj({"choices": array({"type": "object"}), "usage": ref("Usage")}, extra=True),
-    "Usage": obj({"prompt_tokens": INTEGER, "completion_tokens": INTEGER, "total_tokens": INTEGER}, extra=True),
-    "Model": record(strings="id owned_by", integers="created", object={"const": "model"}),
+    "Usage": obj(
+        {
+            "prompt_tokens": INTEGER,
+            "completion_tokens": INTEGER,
+            "total_tokens": INTEGER,
+            "cost": NUMBER | {"description": "Credits charged for this request (exact decimal)."},
+            "credits_remaining": NUMBER | {"description": "The balance after this request, in credits."},
+        },
+        required=("prompt_tokens", "completion_tokens", "total_tokens"),
+        extra=True,
+    ),
+    "Model": record(
+        strings="id owned_by",
+        integers="created",
+        object={"const": "model"},
+        pricing=obj(
+            {
+                name: NUMBER
+                for name in (
+                    "input_credits_per_million",
+                    "output_credits_per_million",
+                    "cached_input_credits_per_million",
+                )
+            }
+        ),
+    ),
+    "TokenCount": record(
+        strings="model",
+        integers="prompt_tokens max_completion_tokens",
+        object={"const": "chat.completion.token_count"},
+        cost=record(credits="min_credits max_credits"),
+    ),
     "ModelList": listing(ref("Model")),
     "Account": record(
         strings="name period_start period_end",
@@ -193,6 +223,14 @@ def operations() -> list[Operation]:
             body=ref("ChatCompletionRequest"),
             fails=(*BODY_ERRORS, 402, 404, 502, 504),
             others=passed_through,
+        ),
+        op(
+            "POST /v1/chat/completions/count_tokens",
+            "A chat body's prompt tokens and price range, as the proxy would count and hold it (free, not sent)",
+            TENANT,
+            ref("TokenCount"),
+            body=ref("ChatCompletionRequest"),
+            fails=(*BODY_ERRORS, 404),
         ),
         op("GET /v1/models", "The configured models", TENANT, ref("ModelList")),
         op("GET /v1/models/{model}", "One configured model", TENANT, ref("Model"), [MODEL], fails=(404,)),
