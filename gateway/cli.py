@@ -1,4 +1,5 @@
-"""The `gateway` command: serve, mock-upstream, and the admin verbs (accounts, keys, credits).
+"""The `gateway` command: serve, mock-upstream, the admin verbs (accounts, keys, credits, webhooks), and
+`tokens count` (a body's tokens and price range, offline).
 
 Admin verbs act on Redis directly, through the same code as the admin API, so they work whether or not a
 gateway is running; with no REDIS_URL they join (or briefly start) the embedded Redis of the data directory.
@@ -22,9 +23,12 @@ from aiohttp import web
 from gateway.admin.accounts import AccountStore
 from gateway.admin.service import AdminService
 from gateway.config import ConfigError, Settings, load_settings
-from gateway.errors import GatewayError
+from gateway.errors import GatewayError, InvalidRequest
 from gateway.mock.options import MockOptions
 from gateway.mock.server import run_mock_upstream
+from gateway.proxy.chat_request import parse_chat_request
+from gateway.proxy.preview import price_preview
+from gateway.proxy.priced_fields import priced_model
 from gateway.storage import ledger_for, open_redis
 from gateway.webhooks.outbox import Outbox
 from gateway.webhooks.service import Limits, WebhookService
@@ -108,6 +112,11 @@ def build_parser() -> argparse.ArgumentParser:
     hook_delete = webhooks.add_parser("delete")
     hook_delete.add_argument("--account", required=True)
     hook_delete.add_argument("webhook_id")
+    tokens = _Commands(
+        commands.add_parser("tokens", help="count tokens offline").add_subparsers(dest="verb", required=True), config
+    )
+    count = tokens.add_parser("count", help="a chat-completions body's tokens and price range, as count_tokens")
+    count.add_argument("file", type=Path, help="the JSON body ('-' for standard input)")
     return parser
 
 
@@ -161,6 +170,20 @@ async def run_admin(settings: Settings, action: AdminAction, args: argparse.Name
         return await action(Services(admin, webhooks), args)
 
 
+def count_tokens_offline(settings: Settings, path: Path) -> dict[str, object]:
+    """What POST /v1/chat/completions/count_tokens answers for the body in `path`, without Redis or a key."""
+    from gateway.app import token_counter
+
+    try:
+        raw = sys.stdin.buffer.read() if str(path) == "-" else path.read_bytes()
+    except OSError as exc:
+        raise InvalidRequest(f"cannot read {path}: {exc.strerror}") from None
+    chat = parse_chat_request(raw)
+    model = priced_model(chat, settings)
+    prompt_tokens = token_counter(settings).count_prompt_tokens(chat.model, chat.body)
+    return price_preview(chat, model, settings, prompt_tokens)
+
+
 def serve(settings: Settings) -> None:
     from gateway.app import create_app  # imported here: loading tokenizers is not needed by admin verbs
 
@@ -197,7 +220,10 @@ def main(argv: list[str] | None = None) -> int:
         serve(settings)
         return 0
     try:
-        result = asyncio.run(run_admin(settings, ADMIN_ACTIONS[(args.command, args.verb)], args))
+        if args.command == "tokens":
+            result = count_tokens_offline(settings, args.file)
+        else:
+            result = asyncio.run(run_admin(settings, ADMIN_ACTIONS[(args.command, args.verb)], args))
     except GatewayError as error:
         print(f"gateway: {error.message}", file=sys.stderr)
         return 1

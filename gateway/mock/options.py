@@ -11,6 +11,7 @@ class MockOptions:
     latency_ms: int = 0  # before the response starts
     chunk_delay_ms: int = 0  # between streamed chunks
     usage: bool = True  # report usage (plain responses; streams when include_usage is asked for)
+    usage_on_last_chunk: bool = False  # stream: usage on the last content chunk, no usage chunk of its own
     fail_status: int | None = None  # answer every chat request with this error status
     tool_call_arguments: str | None = None  # when the request has tools: call the first one with these arguments
     reasoning_tokens: int = 0  # hidden reasoning tokens to report (billed as completion tokens)

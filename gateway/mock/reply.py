@@ -148,11 +148,14 @@ class Reply:
             payload["usage"] = usage
         return b"data: " + dumps(payload) + b"\n\n"
 
-    def _delta_chunk(self, index: int, delta: dict[str, object], finish: str | None = None) -> bytes:
-        return self.chunk([{"index": index, "delta": delta, "logprobs": None, "finish_reason": finish}])
+    def _delta_chunk(
+        self, index: int, delta: dict[str, object], finish: str | None = None, usage: object = None
+    ) -> bytes:
+        return self.chunk([{"index": index, "delta": delta, "logprobs": None, "finish_reason": finish}], usage)
 
-    def chunks(self) -> list[bytes]:
-        """The stream's chunks, without the usage chunk and [DONE]."""
+    def chunks(self, usage_on_last: object = None) -> list[bytes]:
+        """The stream's chunks, without the usage chunk and [DONE]; `usage_on_last` rides on the last one (as
+        some providers send it, with no usage chunk of its own)."""
         count = len(self.pieces)
         out = [self._delta_chunk(i, {"role": "assistant", "content": ""}) for i in range(count)]
         if self.tool_call is not None:
@@ -166,6 +169,8 @@ class Reply:
                 self._delta_chunk(i, {"content": p[position]}) for i, p in enumerate(self.pieces) if position < len(p)
             ]
         out += [self._delta_chunk(i, {}, self._finish()) for i in range(count)]
+        if usage_on_last is not None and count:
+            out[-1] = self._delta_chunk(count - 1, {}, self._finish(), usage_on_last)
         return out
 
 

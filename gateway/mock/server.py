@@ -93,9 +93,12 @@ async def _stream(
     await response.prepare(request)
     stream_options = body.get("stream_options")
     wants_usage = isinstance(stream_options, dict) and stream_options.get("include_usage") is True
-    chunks = reply.chunks()
-    if options.usage and wants_usage:
-        chunks.append(reply.chunk([], reply.usage()))
+    if options.usage and wants_usage and options.usage_on_last_chunk:
+        chunks = reply.chunks(usage_on_last=reply.usage())
+    else:
+        chunks = reply.chunks()
+        if options.usage and wants_usage:
+            chunks.append(reply.chunk([], reply.usage()))
     chunks.append(b"data: [DONE]\n\n")
     try:
         for sent, chunk in enumerate(chunks):

@@ -9,6 +9,7 @@ import orjson
 from aiohttp import web
 
 from gateway.admin.service import MAX_NAME_LENGTH
+from gateway.dashboard.assets import STATIC_FILES
 from gateway.openapi.builders import (
     ACCOUNT_ID,
     ADMIN,
@@ -210,6 +211,7 @@ def operations() -> list[Operation]:
     rows = MediaTypes({"text/csv": STRING, "application/json": array(row), "application/x-ndjson": row})
     passed_through = {"default": content(ref("Error"), "An upstream error, passed through with its status (free).")}
     not_ready = {"503": content(ref("Readiness"), "Redis does not answer: take the gateway out of the balancer.")}
+    cached: dict[str, Schema] = {"304": {"description": "Not modified: `If-None-Match` names the current `ETag`."}}
     credits = obj({"amount": CREDITS_IN, "note": STRING}, required=("amount",))
     new_account = obj({"name": NAME, "credits": CREDITS_IN}, required=("name",))
     ranged = [START, END, DAY_ONLY, ACCOUNT]
@@ -311,6 +313,17 @@ def operations() -> list[Operation]:
         ),
         *webhook_operations(),
         op("GET /openapi.json", "This document", PUBLIC, {"type": "object"}),
+        # The dashboard: a page that signs in and reads the usage API from the browser, and the files it loads.
+        op("GET /dashboard", "The usage dashboard (HTML)", PUBLIC, MediaTypes({"text/html": STRING}), others=cached),
+        op(
+            "GET /dashboard/static/{path}",
+            "The dashboard's script, styles, icon and the vendored uPlot",
+            PUBLIC,
+            MediaTypes({media_type: STRING for media_type in sorted(set(STATIC_FILES.values()))}),
+            [path("path", {"enum": sorted(STATIC_FILES)}, "A file the page loads; nothing else is served.")],
+            fails=(404,),
+            others=cached,
+        ),
     ]
 
 

@@ -5,11 +5,13 @@ How a request ended decides what it costs, worked out once, in `billed_usage`, w
   gateway's own count of what was sent;
 - the client left: the gateway's count of what it was sent, and the prompt if the upstream had it;
 - anything else (the upstream failed or refused, the gateway refused): nothing.
-`run` settles that in one place, its `finally`, whatever the path.
+It is settled exactly once (`_settle_once`): as soon as an answer's bill is known when the answer is to carry
+its cost (a plain body; a stream's usage chunk), else in `run`'s `finally`, whatever the path.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from dataclasses import dataclass
@@ -23,8 +25,16 @@ from gateway.app_state import METRICS, OUTBOX_WAKEUP, SETTINGS, SETTLER, TOKEN_C
 from gateway.config import ModelConfig, UpstreamConfig
 from gateway.errors import GatewayError, UpstreamAuthFailed, UpstreamError, UpstreamTimeout
 from gateway.proxy.chat_request import ChatRequest
-from gateway.proxy.metering import Reservation, Usage, bill, bounded_usage, usage_from_upstream
-from gateway.proxy.relay import CLIENT_CLOSED, StreamRelay, usage_object
+from gateway.proxy.metering import (
+    Charged,
+    Reservation,
+    Usage,
+    bill,
+    bounded_usage,
+    charged_headers,
+    usage_from_upstream,
+)
+from gateway.proxy.relay import CLIENT_CLOSED, StreamRelay, usage_object, with_charge
 from gateway.proxy.upstream import post_upstream, relayed_headers, scrubbed_error_body
 
 log = logging.getLogger(__name__)
@@ -71,9 +81,11 @@ class ChatExchange:
         self.forwarded = False  # the request went upstream, so the upstream has (at least) read its prompt
         self.answered = False  # the upstream's answer reached the client, whole or in part
         self.upstream_s = 0.0  # from sending the request upstream to the last byte of its answer
+        self._settlement: asyncio.Future[Charged] | None = None  # started by the first `_settle_once`
 
     async def run(self) -> web.StreamResponse:
-        """Forward and relay; then settle exactly once, and put the balance on the answer if it can still go."""
+        """Forward and relay; settle exactly once, and put the charge and balance on the answer's headers if
+        they can still go."""
         ending = Ending()
         try:
             ending.response, ending.status = await self._exchange()
@@ -85,7 +97,7 @@ class ChatExchange:
             ending.status = 500
             raise
         finally:
-            ending.add_headers(credits_header(await self._settle(ending.status)))
+            ending.add_headers(charged_headers(await self._settle_once(ending.status)))
             self._observe_times()
 
     async def _exchange(self) -> tuple[web.StreamResponse, int]:
@@ -170,14 +182,24 @@ class ChatExchange:
             raise UpstreamError("The upstream sent a response that is not a JSON object.")
         self.counter.add_response(payload)
         reported = usage_from_upstream(payload.get("usage"))
-        self.upstream_usage = None if reported is None else self._bounded(reported)
+        if reported is not None:
+            self._take_upstream_usage(reported)
         usage = self.answer_usage()
         if usage.source != "upstream" or usage.clamped:
-            # Clients rely on `usage`: it shows what is billed (the only re-encode of a plain answer).
+            # Clients rely on `usage`: it shows what is billed.
             payload["usage"] = usage_object(usage)
-            body = orjson.dumps(payload)
+        # Encoded once before settling, so an answer that cannot be re-encoded (nested past orjson's limit) is
+        # refused unbilled; with the charge in, the same structure encodes again.
+        payload["usage"] = with_charge(payload["usage"], Charged(0, 0))
+        try:
+            orjson.dumps(payload)
+        except orjson.JSONEncodeError as exc:
+            raise UpstreamError("The upstream sent a response the gateway cannot relay.") from exc
         self.answered = True  # from here on the answer goes out
-        return web.Response(body=body, status=response.status, headers=headers, content_type="application/json")
+        payload["usage"] = with_charge(payload["usage"], await self._settle_once(response.status))
+        return web.Response(
+            body=orjson.dumps(payload), status=response.status, headers=headers, content_type="application/json"
+        )
 
     async def _relay_stream(
         self, response: aiohttp.ClientResponse, headers: dict[str, str]
@@ -186,12 +208,13 @@ class ChatExchange:
             self.request,
             self.chat,
             self.counter,
-            self._bounded,
+            self._take_upstream_usage,
+            self._settle_once,
             prompt_tokens=self.prompt_tokens,
             request_id=self.reservation.request_id,
             max_event_bytes=self.app[SETTINGS].max_upstream_response_bytes,
         )
-        # For streams the balance is known only up to the hold; settlement comes after the last byte.
+        # Headers go out first: the balance after the hold. The charge comes in the usage chunk, if asked for.
         headers = {**headers, **credits_header(self.reservation.balance_micros)}
         self.answered = True
         in_flight = self.app[METRICS].streams_in_flight
@@ -200,7 +223,6 @@ class ChatExchange:
             return await relay.run(response, headers)
         finally:
             in_flight.dec()
-            self.upstream_usage = relay.upstream_usage
 
     def _observe_times(self) -> None:
         if not self.forwarded:
@@ -209,9 +231,11 @@ class ChatExchange:
         metrics.upstream_seconds.labels(self.model.name).observe(self.upstream_s)
         metrics.overhead_seconds.observe(max(time.monotonic() - self.started - self.upstream_s, 0.0))
 
-    def _bounded(self, reported: Usage) -> Usage:
+    def _take_upstream_usage(self, reported: Usage) -> Usage:
+        """The upstream's usage, bounded, is what the answer is billed from now on (a stream may send several)."""
         settings = self.app[SETTINGS]
-        return bounded_usage(reported, self.prompt_tokens, self.reservation.completion_limit, settings)
+        self.upstream_usage = bounded_usage(reported, self.prompt_tokens, self.reservation.completion_limit, settings)
+        return self.upstream_usage
 
     def billed_usage(self, status: int) -> Usage:
         """What the request costs, given how it ended (see the module's docstring)."""
@@ -226,8 +250,14 @@ class ChatExchange:
     def estimate(self) -> Usage:
         return Usage(self.prompt_tokens, self.counter.count_completion_tokens())
 
-    async def _settle(self, status: int) -> int:
-        """Settle once; the balance after it, or after the hold while the settlement waits in the spool."""
+    async def _settle_once(self, status: int) -> Charged:
+        """Settle on the first call, as the request ended with `status`; later calls (even while the first
+        is still under way, its caller cancelled by a departing client) wait for that same charge."""
+        if self._settlement is None:
+            self._settlement = asyncio.ensure_future(self._settle(status))
+        return await asyncio.shield(self._settlement)
+
+    async def _settle(self, status: int) -> Charged:
         usage, estimate = self.billed_usage(status), self.estimate()
         metrics = self.app[METRICS]
         if usage.clamped:
@@ -240,7 +270,7 @@ class ChatExchange:
                 prompt=usage.prompt_tokens - estimate.prompt_tokens,
                 completion=visible - estimate.completion_tokens,
             )
-        outcome = await bill(
+        charged = await bill(
             self.app[SETTLER],
             self.reservation,
             self.model,
@@ -250,8 +280,6 @@ class ChatExchange:
             latency_ms=int((time.monotonic() - self.started) * 1000),
             stream=self.chat.stream,
         )
-        if outcome is None:
-            return self.reservation.balance_micros
-        if outcome.alerts:
+        if charged.alerts:
             self.app[OUTBOX_WAKEUP].set()  # a threshold was crossed: deliver its webhook now
-        return outcome.balance_micros
+        return charged

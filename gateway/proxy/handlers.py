@@ -15,8 +15,9 @@ import uuid
 from aiohttp import web
 
 from gateway.admin.accounts import ParsedApiKey, Tenant
-from gateway.admin.auth import authenticate, bearer_api_key, credits_header
+from gateway.admin.auth import CREDITS_HEADER, authenticate, bearer_api_key, credits_header
 from gateway.app_state import ACCOUNTS, CLOCK, LEDGER, METRICS, OUTBOX_WAKEUP, SETTINGS, SETTLER, TOKEN_COUNTER
+from gateway.billing.pricing import credits_number
 from gateway.config import ModelConfig, Settings
 from gateway.errors import (
     GatewayError,
@@ -28,8 +29,9 @@ from gateway.errors import (
 )
 from gateway.proxy.chat_request import ChatRequest, parse_chat_request
 from gateway.proxy.exchange import ChatExchange
-from gateway.proxy.metering import hold_credits
-from gateway.proxy.priced_fields import refuse_priced_fields
+from gateway.proxy.metering import CREDITS_USED_HEADER, hold_credits
+from gateway.proxy.preview import price_preview
+from gateway.proxy.priced_fields import priced_model
 from gateway.tokens import TokenCounter
 
 # Up to this size a body is read and counted before its key is checked (by the reserve script): counting it
@@ -58,6 +60,8 @@ async def post_chat_completions(request: web.Request) -> web.StreamResponse:
         return await _relay_chat_completion(request, request_id, started)
     except GatewayError as error:
         error.headers.setdefault("x-request-id", request_id)
+        if CREDITS_HEADER in error.headers:  # refused before a hold: nothing was charged
+            error.headers.setdefault(CREDITS_USED_HEADER, "0")
         raise
 
 
@@ -88,10 +92,7 @@ async def _checked_request(
     try:
         raw = await read_body(request, settings)
         chat = parse_chat_request(raw)
-        model = settings.models.get(chat.model)
-        if model is None:
-            raise ModelNotFound(f"The model '{chat.model}' does not exist or is not served here.", param="model")
-        refuse_priced_fields(chat.body, model)
+        model = priced_model(chat, settings)
     except GatewayError as error:
         tenant = tenant or await authenticate(request.app[ACCOUNTS], api_key)
         error.headers.update(credits_header(tenant.balance_micros))
@@ -107,27 +108,57 @@ async def _count_prompt_tokens(counter: TokenCounter, chat: ChatRequest, size: i
     return await asyncio.to_thread(counter.count_prompt_tokens, chat.model, chat.body)
 
 
+async def post_count_tokens(request: web.Request) -> web.Response:
+    """POST /v1/chat/completions/count_tokens: what the same body would be counted and held, never forwarded
+    or charged. Refused exactly as the proxy would refuse it (401, 400, 404, 413, 415)."""
+    api_key = bearer_api_key(request.headers)
+    tenant = await authenticate(request.app[ACCOUNTS], api_key)  # first: this path is not the hot one
+    chat, model, size = await _checked_request(request, api_key, tenant)
+    prompt_tokens = await _count_prompt_tokens(request.app[TOKEN_COUNTER], chat, size)
+    preview = price_preview(chat, model, request.app[SETTINGS], prompt_tokens)
+    return json_response(preview, headers=credits_header(tenant.balance_micros))
+
+
 async def get_models(request: web.Request) -> web.Response:
     tenant = await authenticate(request.app[ACCOUNTS], bearer_api_key(request.headers))
     created = int(request.app[CLOCK]())
-    data = [_model_object(name, created) for name in request.app[SETTINGS].models]
+    models = request.app[SETTINGS].models
+    data = [_model_object(model, created) for model in models.values()]
     return json_response({"object": "list", "data": data}, headers=credits_header(tenant.balance_micros))
 
 
 async def get_model(request: web.Request) -> web.Response:
     tenant = await authenticate(request.app[ACCOUNTS], bearer_api_key(request.headers))
     name = request.match_info["model"]
-    if name not in request.app[SETTINGS].models:
+    model = request.app[SETTINGS].models.get(name)
+    if model is None:
         raise ModelNotFound(f"The model '{name}' does not exist or is not served here.", param="model")
     created = int(request.app[CLOCK]())
-    return json_response(_model_object(name, created), headers=credits_header(tenant.balance_micros))
+    return json_response(_model_object(model, created), headers=credits_header(tenant.balance_micros))
 
 
-def _model_object(name: str, created: int) -> dict[str, object]:
-    return {"id": name, "object": "model", "created": created, "owned_by": "gateway"}
+def _model_object(model: ModelConfig, created: int) -> dict[str, object]:
+    """OpenAI's model object, and its prices in credits per million tokens (cached input: the price it is
+    billed at, which is the input price unless the model sets one)."""
+    price = model.price
+    cached = price.cached_input_micros_per_million
+    return {
+        "id": model.name,
+        "object": "model",
+        "created": created,
+        "owned_by": "gateway",
+        "pricing": {
+            "input_credits_per_million": credits_number(price.input_micros_per_million),
+            "output_credits_per_million": credits_number(price.output_micros_per_million),
+            "cached_input_credits_per_million": credits_number(
+                price.input_micros_per_million if cached is None else cached
+            ),
+        },
+    }
 
 
 def add_routes(app: web.Application) -> None:
     app.router.add_post("/v1/chat/completions", post_chat_completions)
+    app.router.add_post("/v1/chat/completions/count_tokens", post_count_tokens)
     app.router.add_get("/v1/models", get_models)
     app.router.add_get("/v1/models/{model:.+}", get_model)

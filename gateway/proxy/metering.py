@@ -9,7 +9,7 @@ from dataclasses import dataclass, replace
 
 from gateway.admin.accounts import ParsedApiKey
 from gateway.admin.auth import credits_header
-from gateway.billing import Ledger, ReserveStatus, Settlement, SettleOutcome
+from gateway.billing import Ledger, ReserveStatus, Settlement
 from gateway.billing.pricing import format_credits
 from gateway.billing.scripts import MAX_SAFE_INTEGER
 from gateway.billing.settler import REDIS_UNAVAILABLE, Settler
@@ -19,6 +19,7 @@ from gateway.proxy.chat_request import ChatRequest
 
 log = logging.getLogger(__name__)
 
+CREDITS_USED_HEADER = "x-credits-used"
 # A hold can shrink between the two tries when other requests spend concurrently; give up after this many.
 MAX_RESERVE_TRIES = 3
 
@@ -50,6 +51,17 @@ class Usage:
     clamped: tuple[str, ...] = ()  # the reported counts that were beyond belief and cut to their bound
 
 
+@dataclass(frozen=True)
+class Charged:
+    """What a request was charged and the balance after it. While its settlement waits in the spool (Redis
+    away) both are projected from the hold: what settle.lua will charge unless the balance moves meanwhile."""
+
+    micros: int
+    balance_micros: int
+    alerts: int = 0  # webhook events the settlement appended
+    spooled: bool = False
+
+
 async def hold_credits(
     ledger: Ledger,
     settler: Settler,
@@ -68,12 +80,9 @@ async def hold_credits(
     forwards as the request's max_tokens. Every try carries the same request id, so none holds twice.
     """
     price = model.price
-    if chat.max_tokens is not None:
-        per_choice = chat.max_tokens
-        minimum = price.cost_micros(prompt_tokens, per_choice * chat.n)
-    else:
-        per_choice = model.max_output_tokens or settings.default_max_tokens
-        minimum = price.cost_micros(prompt_tokens, chat.n)
+    per_choice = output_bound(chat, model, settings)
+    # With the client's bound the hold is all or nothing; without, one token per choice is the least it takes.
+    minimum = price.cost_micros(prompt_tokens, (per_choice if chat.max_tokens is not None else 1) * chat.n)
     hold = price.cost_micros(prompt_tokens, per_choice * chat.n)
     for _ in range(MAX_RESERVE_TRIES):
         try:
@@ -119,6 +128,19 @@ async def hold_credits(
         f"and the balance is {format_credits(outcome.balance_micros)}.",
         headers=credits_header(outcome.balance_micros),
     )
+
+
+def output_bound(chat: ChatRequest, model: ModelConfig, settings: Settings) -> int:
+    """Completion tokens per choice the gateway holds for: the client's max_tokens, else the model's cap, else
+    the gateway's default (which it then forwards, so the upstream cannot produce more)."""
+    if chat.max_tokens is not None:
+        return chat.max_tokens
+    return model.max_output_tokens or settings.default_max_tokens
+
+
+def charged_headers(charged: Charged) -> dict[str, str]:
+    """`x-credits-remaining` and `x-credits-used` on an answer whose headers can still go."""
+    return {**credits_header(charged.balance_micros), CREDITS_USED_HEADER: format_credits(charged.micros)}
 
 
 def usage_from_upstream(usage: object) -> Usage | None:
@@ -182,9 +204,9 @@ async def bill(
     status: int,
     latency_ms: int,
     stream: bool,
-) -> SettleOutcome | None:
-    """Charge `usage` against the hold, once; None when Redis could not take it now and it was spooled.
-    Shielded, so a handler cancelled by a departing client still settles."""
+) -> Charged:
+    """Charge `usage` against the hold, once (spooled when Redis cannot take it now). Shielded, so a handler
+    cancelled by a departing client still settles."""
     cost = model.price.cost_micros(usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens)
     settlement = Settlement(
         account_id=reservation.account_id,
@@ -208,4 +230,8 @@ async def bill(
             "clamped": ",".join(usage.clamped),
         },
     )
-    return await asyncio.shield(settler.settle(settlement))
+    outcome = await asyncio.shield(settler.settle(settlement))
+    if outcome is None:
+        charged = min(settlement.cost_micros, reservation.hold_micros + reservation.balance_micros)
+        return Charged(charged, reservation.balance_micros + reservation.hold_micros - charged, spooled=True)
+    return Charged(outcome.charged_micros, outcome.balance_micros, outcome.alerts)

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 
-from gateway.config import ModelConfig
-from gateway.errors import InvalidRequest
+from gateway.config import ModelConfig, Settings
+from gateway.errors import InvalidRequest, ModelNotFound
+from gateway.proxy.chat_request import ChatRequest
 
 # Field -> whether this value of it changes the price. Absent and null never do.
 PRICED_FIELDS: dict[str, Callable[[object], bool]] = {
@@ -32,3 +33,13 @@ def refuse_priced_fields(body: Mapping[str, object], model: ModelConfig) -> None
                 f'(the operator can allow it with [models."{model.name}"] allowed_fields).',
                 param=name,
             )
+
+
+def priced_model(chat: ChatRequest, settings: Settings) -> ModelConfig:
+    """The configured model that prices `chat`: 404 for a model not served here, 400 for a field its prices
+    do not cover."""
+    model = settings.models.get(chat.model)
+    if model is None:
+        raise ModelNotFound(f"The model '{chat.model}' does not exist or is not served here.", param="model")
+    refuse_priced_fields(chat.body, model)
+    return model

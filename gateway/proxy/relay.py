@@ -1,19 +1,25 @@
-"""A streamed answer relayed to the client event by event as it arrives, counted as it is written."""
+"""A streamed answer relayed to the client event by event as it arrives, counted as it is written.
+
+When the client asked for usage, the request is settled just before its final usage chunk goes out, and that
+chunk carries the bill (`cost`, `credits_remaining`): the upstream's usage chunk (the one with no choices), or,
+when the upstream sent none or put its usage on a content chunk, one the gateway adds before `[DONE]`.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 
 import aiohttp
 import orjson
 from aiohttp import web
 
+from gateway.billing.pricing import credits_number
 from gateway.errors import GatewayError, UpstreamError, UpstreamTimeout
 from gateway.proxy.chat_request import ChatRequest
-from gateway.proxy.metering import Usage, usage_from_upstream
+from gateway.proxy.metering import Charged, Usage, usage_from_upstream
 from gateway.proxy.sse import DONE, Event, EventSplitter, EventTooLarge, encode_event
 from gateway.tokens import CompletionCounter
 
@@ -31,7 +37,8 @@ class StreamRelay:
         request: web.Request,
         chat: ChatRequest,
         counter: CompletionCounter,
-        bound: Callable[[Usage], Usage],
+        take_usage: Callable[[Usage], Usage],
+        settle: Callable[[int], Awaitable[Charged]],
         *,
         prompt_tokens: int,
         request_id: str,
@@ -41,7 +48,9 @@ class StreamRelay:
         self.chat = chat
         self.counter = counter
         self.prompt_tokens = prompt_tokens  # the gateway's own count
-        self.bound = bound  # the upstream's usage, never beyond belief (metering.bounded_usage)
+        self.take_usage = take_usage  # the upstream's usage, bounded (metering.bounded_usage), now billed
+        self.settle = settle  # settles the request once, with the status given; the charge
+        self.bill_sent = False  # the final usage chunk, with the bill, went out
         self.request_id = request_id
         self.max_event_bytes = max_event_bytes
         self.upstream_usage: Usage | None = None
@@ -94,7 +103,10 @@ class StreamRelay:
         except (aiohttp.ClientError, EventTooLarge):
             log.info("upstream stream cut for %s", self.request_id)
         # No [DONE]: an upstream that sent its usage has finished (vLLM-style streams end without [DONE]).
-        return self._finished() if self.upstream_usage is not None else 502
+        if self.upstream_usage is None:
+            return 502
+        await self._send_bill(client)
+        return self._finished()
 
     def _finished(self) -> int:
         return 502 if self.error_event else 200
@@ -102,8 +114,7 @@ class StreamRelay:
     async def _relay_event(self, event: Event, client: web.StreamResponse) -> bool:
         """Forward one event; True once it was [DONE]."""
         if event.data == DONE:
-            if self.chat.client_wants_usage and self.upstream_usage is None:
-                await client.write(encode_event(orjson.dumps(self._usage_chunk())))
+            await self._send_bill(client)
             await client.write(event.raw + b"\n\n")
             return True
         chunk = _json_object(event.data) if event.data is not None else None
@@ -111,11 +122,18 @@ class StreamRelay:
         if chunk is not None:
             reported = usage_from_upstream(chunk.get("usage"))
             if reported is not None:
-                self.upstream_usage = self.bound(reported)
-                if not self.chat.client_wants_usage and not chunk.get("choices"):
+                self.upstream_usage = self.take_usage(reported)
+                final = not chunk.get("choices")  # the usage chunk; usage on content chunks is running totals
+                if final and not self.chat.client_wants_usage:
                     return False  # the usage chunk the gateway asked for on its own behalf
-                if self.upstream_usage.clamped:
-                    raw = encode_event(orjson.dumps({**chunk, "usage": usage_object(self.upstream_usage)}))
+                shown = chunk["usage"]  # a mapping: usage_from_upstream read it
+                if self.upstream_usage.clamped or not isinstance(shown, Mapping):
+                    shown = usage_object(self.upstream_usage)  # what is billed, not what was claimed
+                if final:
+                    raw = encode_event(orjson.dumps({**chunk, "usage": await self._billed(shown)}))
+                    self.bill_sent = True
+                elif self.upstream_usage.clamped:
+                    raw = encode_event(orjson.dumps({**chunk, "usage": shown}))
             if isinstance(chunk.get("error"), dict):
                 self.error_event = True
         await client.write(raw)
@@ -125,12 +143,24 @@ class StreamRelay:
             self.last_chunk = chunk
         return False
 
+    async def _send_bill(self, client: web.StreamResponse) -> None:
+        """The final usage chunk, with the bill, if the client asked for usage and none went out yet."""
+        if not self.chat.client_wants_usage or self.bill_sent:
+            return
+        usage = self.upstream_usage if self.upstream_usage is not None else self.estimate()
+        await client.write(encode_event(orjson.dumps(self._usage_chunk(await self._billed(usage_object(usage))))))
+        self.bill_sent = True
+
+    async def _billed(self, usage: Mapping[str, object]) -> dict[str, object]:
+        """`usage` with the bill: the request is settled here, as it stands."""
+        return with_charge(dict(usage), await self.settle(self._finished()))
+
     def estimate(self) -> Usage:
         """The gateway's own count: the prompt, and what the client was sent."""
         return Usage(self.prompt_tokens, self.counter.count_completion_tokens())
 
-    def _usage_chunk(self) -> dict[str, object]:
-        """The usage chunk the client asked for and the upstream did not send: the gateway's own count."""
+    def _usage_chunk(self, usage: dict[str, object]) -> dict[str, object]:
+        """A usage chunk the gateway adds: the upstream sent none (its own count), or not on its own."""
         last = self.last_chunk
         return {
             "id": last.get("id", self.request_id),
@@ -138,11 +168,21 @@ class StreamRelay:
             "created": last.get("created", int(time.time())),
             "model": last.get("model", self.chat.model),
             "choices": [],
-            "usage": usage_object(self.estimate()),
+            "usage": usage,
         }
 
     async def _send_error(self, client: web.StreamResponse, error: GatewayError) -> None:
         await client.write(encode_event(orjson.dumps(error.body())))
+
+
+def with_charge(usage: dict[str, object], charged: Charged) -> dict[str, object]:
+    """A `usage` object with the request's bill: `cost` (credits charged) and `credits_remaining`, both exact
+    decimal numbers of credits. Extra fields, which OpenAI's clients keep and pass on."""
+    return {
+        **usage,
+        "cost": credits_number(charged.micros),
+        "credits_remaining": credits_number(charged.balance_micros),
+    }
 
 
 def usage_object(usage: Usage) -> dict[str, int]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
+from decimal import Decimal
 
 import orjson
 import pytest
@@ -25,6 +26,8 @@ class Seen:
     status: int
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    billed: str = ""  # usage.cost and usage.credits_remaining as sent, decimal text
+    remaining: str = ""
 
     @property
     def cost_micros(self) -> int:
@@ -38,7 +41,7 @@ async def _seen(response: ClientResponse, stream: bool) -> Seen:
         return Seen(response.status)
     if not stream:
         usage = (await response.json())["usage"]
-        return Seen(200, usage["prompt_tokens"], usage["completion_tokens"])
+        return Seen(200, usage["prompt_tokens"], usage["completion_tokens"], *_bill(usage))
     usage = None
     for event in (await response.read()).split(b"\n\n"):
         if event.startswith(b"data: {"):
@@ -46,7 +49,11 @@ async def _seen(response: ClientResponse, stream: bool) -> Seen:
             assert "error" not in chunk, chunk
             usage = chunk.get("usage") or usage
     assert usage is not None, "a stream that asked for usage got none"
-    return Seen(200, usage["prompt_tokens"], usage["completion_tokens"])
+    return Seen(200, usage["prompt_tokens"], usage["completion_tokens"], *_bill(usage))
+
+
+def _bill(usage: dict[str, object]) -> tuple[str, str]:
+    return str(usage["cost"]), str(usage["credits_remaining"])
 
 
 async def _send(gateway: Gateway, key: str, text: str, *, stream: bool) -> Seen:
@@ -159,6 +166,7 @@ async def test_redis_outage_during_traffic_loses_nothing(
     succeeded = [s for s in seen if s.status == 200]
     left, records, day, usage = await _books(gateway, account, key)
     assert left == records == day == usage == sum(s.cost_micros for s in succeeded)
+    assert sum(int(Decimal(s.billed) * 10**6) for s in succeeded) == left  # each answer's usage.cost was true
     assert await gateway.redis.xlen(keyspace.request_log(account)) == len(succeeded)
 
 
@@ -232,5 +240,7 @@ async def test_frozen_redis_during_settle_charges_once(
     left, records, day, usage = await _books(gateway, account, key)
     # 9 * 1,000.25 + 8 * 2,000.15 = 9,002.25 + 16,001.2 = 25,003.45, rounded up.
     assert left == records == day == usage == seen.cost_micros == 25_004
+    # The bill on the answer was projected from the hold while its settlement waited, and came true.
+    assert seen.billed == "0.025004" and seen.remaining == "999.974996"
     assert await gateway.redis.xlen(keyspace.request_log(account)) == 1
     assert ADMIN_TOKEN  # the admin API read the balance above

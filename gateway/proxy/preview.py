@@ -1,0 +1,32 @@
+"""The price of a request before it is sent: its prompt tokens, the output bound a hold would cover, and the
+cost range between them. Served at POST /v1/chat/completions/count_tokens and by `gateway tokens count`."""
+
+from __future__ import annotations
+
+from gateway.billing.pricing import credits_number
+from gateway.billing.scripts import MAX_SAFE_INTEGER
+from gateway.config import ModelConfig, Settings
+from gateway.proxy.chat_request import ChatRequest
+from gateway.proxy.metering import output_bound
+
+
+def price_preview(chat: ChatRequest, model: ModelConfig, settings: Settings, prompt_tokens: int) -> dict[str, object]:
+    """`min_credits` is the prompt alone; `max_credits` the prompt and every choice's output bound: exactly what
+    the gateway would hold (unless the balance is short and no max_tokens was given: then it holds less and
+    forwards a smaller bound)."""
+    max_completion_tokens = output_bound(chat, model, settings) * chat.n
+    # Costs beyond 2^53 micro-credits no balance can pay; capped as the hold is, so the figures stay exact.
+    least = min(model.price.cost_micros(prompt_tokens, 0), MAX_SAFE_INTEGER)
+    most = min(model.price.cost_micros(prompt_tokens, max_completion_tokens), MAX_SAFE_INTEGER)
+    return {
+        "object": "chat.completion.token_count",
+        "model": chat.model,
+        "prompt_tokens": prompt_tokens,
+        "max_completion_tokens": max_completion_tokens,
+        "cost": {
+            "min_credits": credits_number(least),
+            "min_credits_micros": least,
+            "max_credits": credits_number(most),
+            "max_credits_micros": most,
+        },
+    }
