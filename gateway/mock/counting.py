@@ -7,9 +7,13 @@ reports compares two implementations:
 - a model's encoding is tiktoken's own table (`tiktoken.encoding_name_for_model`), o200k_base if unknown;
 - prompt tokens follow the OpenAI cookbook "How to count tokens with tiktoken", as published:
   `num_tokens_from_messages` (every string value of a message, 3 per message and 1 per name, 3 priming the
-  reply; gpt-3.5-turbo-0301: 4 and -1) and `num_tokens_for_tools` for function definitions.
-The cookbook does not cover content parts and assistant tool calls; here a text part counts its text, and a
-tool call its function's name and arguments.
+  reply; gpt-3.5-turbo-0301: 4 and -1);
+- `tools` follow pamelafox/openai-messages-token-helper (commit b60075e, function_format.py and
+  model_helper.py's `count_tokens_for_system_and_tools`), as published: the definitions rendered as a
+  TypeScript namespace and counted, plus 9, less 4 when a system message is present; `tool_choice` "none"
+  adds 1, a named function 7 and its name.
+Neither covers content parts and assistant tool calls; here a text part counts its text, and a tool call its
+function's name and arguments.
 """
 
 from __future__ import annotations
@@ -28,12 +32,6 @@ VOCABULARIES = Path(__file__).resolve().parent.parent / "tokens" / "vocab"
 DEFAULT_ENCODING = "o200k_base"
 _encodings: dict[str, tiktoken.Encoding] = {}
 _lock = threading.Lock()
-
-# num_tokens_for_tools' constants, per model family, as the cookbook publishes them.
-TOOL_CONSTANTS = {
-    "gpt-4o": {"func_init": 7, "prop_init": 3, "prop_key": 3, "enum_init": -3, "enum_item": 3, "func_end": 12},
-    "gpt-4": {"func_init": 10, "prop_init": 3, "prop_key": 3, "enum_init": -3, "enum_item": 3, "func_end": 12},
-}
 
 
 def _packaged_bpe(url: str, expected_hash: str | None = None) -> dict[bytes, int]:
@@ -65,14 +63,22 @@ def count_text(model: str, text: str) -> int:
 
 
 def count_prompt(body: Mapping[str, object]) -> int:
-    """The cookbook's count of a chat request: messages, then function definitions."""
+    """A chat request's prompt: the cookbook's messages, then pamelafox's tools and tool_choice."""
     model = str(body.get("model", ""))
-    messages = body.get("messages")
-    total = _messages(model, messages if isinstance(messages, list) else [])
+    raw = body.get("messages")
+    messages = raw if isinstance(raw, list) else []
+    total = _messages(model, messages)
     tools = body.get("tools")
     if isinstance(tools, list) and tools:
-        functions = [tool.get("function") for tool in tools if isinstance(tool, Mapping)]
-        total += _tools(model, [function for function in functions if isinstance(function, Mapping)])
+        total += count_text(model, _namespace([tool for tool in tools if isinstance(tool, Mapping)])) + 9
+        if any(isinstance(m, Mapping) and m.get("role") == "system" for m in messages):
+            total -= 4
+        choice = body.get("tool_choice")
+        if choice == "none":
+            total += 1
+        elif isinstance(choice, Mapping) and isinstance(choice.get("function"), Mapping):
+            name = choice["function"].get("name")
+            total += 7 + count_text(model, name) if isinstance(name, str) else 0
     return total
 
 
@@ -109,27 +115,57 @@ def _value(model: str, value: object) -> int:
     return total
 
 
-def _tools(model: str, functions: list[Mapping[str, object]]) -> int:
-    """The cookbook's `num_tokens_for_tools`, less its call to num_tokens_from_messages."""
-    family = "gpt-4o" if encoding_for_model(model).name == "o200k_base" else "gpt-4"
-    c = TOOL_CONSTANTS[family]
-    total = 0
-    for function in functions:
-        total += c["func_init"]
-        description = str(function.get("description", "")).removesuffix(".")
-        total += count_text(model, f"{function.get('name')}:{description}")
+def _namespace(tools: list[Mapping[str, object]]) -> str:
+    """pamelafox's `format_function_definitions`."""
+    lines = ["namespace functions {", ""]
+    for tool in tools:
+        function = tool.get("function")
+        if not isinstance(function, Mapping):
+            continue
+        if function.get("description"):
+            lines.append(f"// {function['description']}")
         parameters = function.get("parameters")
-        properties = parameters.get("properties") if isinstance(parameters, Mapping) else None
-        if isinstance(properties, Mapping) and properties:
-            total += c["prop_init"]
-            for name, spec in properties.items():
-                total += c["prop_key"]
-                if not isinstance(spec, Mapping):
-                    continue
-                if isinstance(spec.get("enum"), list):
-                    total += c["enum_init"]
-                    for item in spec["enum"]:
-                        total += c["enum_item"] + count_text(model, str(item))
-                description = str(spec.get("description", "")).removesuffix(".")
-                total += count_text(model, f"{name}:{spec.get('type')}:{description}")
-    return total + c["func_end"]
+        parameters = parameters if isinstance(parameters, Mapping) else {}
+        if parameters.get("properties"):
+            lines += [f"type {function.get('name')} = (_: {{", _object(parameters, 0), "}) => any;"]
+        else:
+            lines.append(f"type {function.get('name')} = () => any;")
+        lines.append("")
+    lines.append("} // namespace functions")
+    return "\n".join(lines)
+
+
+def _object(parameters: Mapping[str, object], indent: int) -> str:
+    """pamelafox's `format_object_parameters`."""
+    properties = parameters.get("properties")
+    if not isinstance(properties, Mapping) or not properties:
+        return ""
+    required = parameters.get("required")
+    required = required if isinstance(required, list) else []
+    lines = []
+    for key, spec in properties.items():
+        spec = spec if isinstance(spec, Mapping) else {}
+        if spec.get("description"):
+            lines.append(f"// {spec['description']}")
+        lines.append(f"{key}{'' if key in required else '?'}: {_type(spec, indent)},")
+    return "\n".join(" " * indent + line for line in lines)
+
+
+def _type(spec: Mapping[str, object], indent: int) -> str:
+    """pamelafox's `format_type`."""
+    kind = spec.get("type")
+    enum = spec.get("enum")
+    if kind in ("string", "integer", "number") and isinstance(enum, list):
+        return " | ".join(f'"{item}"' for item in enum)
+    if kind == "string":
+        return "string"
+    if kind in ("integer", "number"):
+        return "number"
+    if kind in ("boolean", "null"):
+        return str(kind)
+    if kind == "array":
+        items = spec.get("items")
+        return f"{_type(items if isinstance(items, Mapping) else {}, indent)}[]"
+    if kind == "object":
+        return f"{{\n{_object(spec, indent + 2)}\n}}"
+    return "any"

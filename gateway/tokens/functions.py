@@ -29,7 +29,7 @@ Published counts cover: definitions, `function_call` / `tool_choice` none, auto 
 system-message merging, `role: "function"` messages and assistant `function_call`. The rest are
 estimates, marked where they are made: `tool_choice: "required"`, `role: "tool"` messages, assistant
 `tool_calls` (one or several), `default` comments, `oneOf` and type lists, `strict` (ignored),
-non-function tools (skipped), `developer` messages, and `response_format` (the `tools` estimate).
+non-function tools (skipped), `developer` messages, and `response_format` (`response_format_tokens`).
 """
 
 from __future__ import annotations
@@ -39,7 +39,6 @@ from enum import Enum
 
 from gateway.tokens.models import ChatFormat
 from gateway.tokens.payload import JSONObject, json_text
-from gateway.tokens.tools import response_format_tokens
 
 Count = Callable[[str], int]
 ContentCount = Callable[[object], int]
@@ -373,3 +372,16 @@ def _choice_tokens(count: Count, body: JSONObject) -> int:
     if not isinstance(name, str):
         return 0
     return (CHOICE_NAMED_LEGACY if legacy else CHOICE_NAMED_TOOL) + count(name)
+
+
+def response_format_tokens(count: Count, body: JSONObject) -> int:
+    """Estimate for `{"type": "json_schema"}`: its name, description and compact-JSON schema (nothing is
+    published about how the API renders it; the drift histogram keeps measuring)."""
+    response_format = body.get("response_format")
+    if not isinstance(response_format, Mapping) or response_format.get("type") != "json_schema":
+        return 0
+    spec = response_format.get("json_schema")
+    if not isinstance(spec, Mapping):
+        return 0
+    parts = (json_text(spec.get("name")), json_text(spec.get("description")), json_text(spec.get("schema")))
+    return sum(count(part) for part in parts if part)

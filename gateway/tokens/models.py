@@ -55,31 +55,22 @@ class ChatFormat:
     """Per-model constants of the chat prompt layout, from OpenAI's "How to count tokens with tiktoken".
 
     tokens_per_message/name: `<|start|>{role}<|message|>{content}<|end|>` framing; `reply_priming`:
-    `<|start|>assistant<|message|>`. func_* / prop_* / enum_*: its function-calling section.
+    `<|start|>assistant<|message|>`. Function definitions render the same for every model (`functions`).
     """
 
     tokens_per_message: int = 3
     tokens_per_name: int = 1
     reply_priming: int = 3
-    func_init: int = 7
-    prop_init: int = 3
-    prop_key: int = 3
-    enum_init: int = -3
-    enum_item: int = 3
-    func_end: int = 12
 
 
-_O200K_FORMAT = ChatFormat()
-_CL100K_FORMAT = ChatFormat(func_init=10)
+_CHAT_FORMAT = ChatFormat()
 # gpt-3.5-turbo-0301 put the name in place of the role: 4 per message, -1 per name.
-_LEGACY_0301_FORMAT = ChatFormat(tokens_per_message=4, tokens_per_name=-1, func_init=10)
+_LEGACY_0301_FORMAT = ChatFormat(tokens_per_message=4, tokens_per_name=-1)
 
 
 def chat_format(info: ModelInfo) -> ChatFormat:
     """The prompt-layout constants for a resolved model."""
-    if info.base.startswith("gpt-3.5-turbo-0301"):
-        return _LEGACY_0301_FORMAT
-    return _O200K_FORMAT if info.encoding_name == O200K else _CL100K_FORMAT
+    return _LEGACY_0301_FORMAT if info.base.startswith("gpt-3.5-turbo-0301") else _CHAT_FORMAT
 
 
 def fine_tune_base(model: str) -> str:

@@ -1,11 +1,11 @@
 """Prompt tokens of a whole `/v1/chat/completions` request body.
 
 Messages follow OpenAI's cookbook "How to count tokens with tiktoken" (`num_tokens_from_messages`):
-`tokens_per_message` per message, the tokens of every string value of the message (role, name,
-tool_call_id...), `tokens_per_name` extra when a name is present, and `reply_priming` once. Content
-given as a list of parts counts its text and refusal parts and its images (see `images`); audio and
-file parts have no published formula and count zero. Assistant `tool_calls` / `function_call` count
-the tokens of their function names and arguments, with no overhead because none is published.
+`tokens_per_message` per message, the tokens of its role, content and name (`tokens_per_name` extra with
+a name), and `reply_priming` once. Content given as a list of parts counts its text and refusal parts and
+its images (see `images`); audio and file parts have no published formula and count zero. Function
+definitions, tool choices, function results and assistant tool calls are counted as the API renders them
+(see `functions`, which also holds the message loop so that the two agree on every message).
 """
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ from dataclasses import dataclass
 
 import tiktoken
 
+from gateway.tokens.functions import count_prompt_tokens_with_functions
 from gateway.tokens.images import ImageProfile, image_part_tokens
 from gateway.tokens.models import ChatFormat
 from gateway.tokens.payload import JSONObject
-from gateway.tokens.tools import response_format_tokens, tool_choice_tokens, tool_definition_tokens
 
 
 @dataclass(frozen=True)
@@ -37,32 +37,9 @@ class PromptPlan:
 
 def count_prompt_tokens(plan: PromptPlan, body: JSONObject) -> int:
     """Prompt tokens of `body`; malformed parts are skipped, never raised on."""
-    total = plan.fmt.reply_priming
-    messages = body.get("messages")
-    if isinstance(messages, list):
-        for message in messages:
-            if isinstance(message, Mapping):
-                total += _message_tokens(plan, message)
-    total += tool_definition_tokens(plan.count, plan.fmt, body)
-    total += tool_choice_tokens(plan.count, body)
-    total += response_format_tokens(plan.count, body)
-    return total
-
-
-def _message_tokens(plan: PromptPlan, message: JSONObject) -> int:
-    total = plan.fmt.tokens_per_message
-    for key, value in message.items():
-        if key == "content":
-            total += _content_tokens(plan, value)
-        elif key == "tool_calls":
-            total += _tool_calls_tokens(plan, value)
-        elif key == "function_call":
-            total += _function_tokens(plan, value)
-        elif isinstance(value, str):
-            total += plan.count(value)
-            if key == "name":
-                total += plan.fmt.tokens_per_name
-    return total
+    return count_prompt_tokens_with_functions(
+        plan.count, plan.fmt, body, lambda content: _content_tokens(plan, content)
+    )
 
 
 def _content_tokens(plan: PromptPlan, content: object) -> int:
@@ -83,21 +60,4 @@ def _content_tokens(plan: PromptPlan, content: object) -> int:
                 text = part.get(key)
                 if isinstance(text, str):
                     total += plan.count(text)
-    return total
-
-
-def _tool_calls_tokens(plan: PromptPlan, tool_calls: object) -> int:
-    if not isinstance(tool_calls, list):
-        return 0
-    return sum(_function_tokens(plan, call.get("function")) for call in tool_calls if isinstance(call, Mapping))
-
-
-def _function_tokens(plan: PromptPlan, function: object) -> int:
-    if not isinstance(function, Mapping):
-        return 0
-    total = 0
-    for key in ("name", "arguments"):
-        value = function.get(key)
-        if isinstance(value, str):
-            total += plan.count(value)
     return total

@@ -113,7 +113,7 @@ async def test_a_wrong_gateway_constant_is_caught_by_the_agreement_check(
     start_gateway: StartGateway, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Plant the bug the old tautological mock could not see: 4 tokens per message instead of 3.
-    monkeypatch.setattr(models, "_O200K_FORMAT", dataclasses.replace(models._O200K_FORMAT, tokens_per_message=4))
+    monkeypatch.setattr(models, "_CHAT_FORMAT", dataclasses.replace(models._CHAT_FORMAT, tokens_per_message=4))
     gateway = await start_gateway(main={"text": MULTI_BYTE, "chunk_chars": 2})
     account, key = await gateway.new_account()
     await _stream(gateway, key)

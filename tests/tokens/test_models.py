@@ -108,8 +108,9 @@ def test_alias_loop_through_fine_tune_names_terminates() -> None:
 
 def test_chat_format_constants_per_family() -> None:
     resolver = ModelResolver("o200k_base", {})
-    assert chat_format(resolver.resolve("gpt-4o")).func_init == 7
-    assert chat_format(resolver.resolve("gpt-4-0613")).func_init == 10
+    assert chat_format(resolver.resolve("gpt-4o")) == chat_format(resolver.resolve("gpt-4-0613"))
+    plain = chat_format(resolver.resolve("gpt-4o"))
+    assert (plain.tokens_per_message, plain.tokens_per_name, plain.reply_priming) == (3, 1, 3)
     legacy = chat_format(resolver.resolve("gpt-3.5-turbo-0301"))
     assert (legacy.tokens_per_message, legacy.tokens_per_name) == (4, -1)
 
