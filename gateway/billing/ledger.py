@@ -11,10 +11,9 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 
-from redis.commands.core import AsyncScript
-
 from gateway.billing import keyspace
 from gateway.billing.client import RedisClient
+from gateway.billing.fastcall import ScriptCall
 from gateway.billing.keyspace import as_text
 from gateway.billing.scripts import (
     GrantCall,
@@ -45,14 +44,14 @@ class Ledger:
         self.clock = clock
         self.retention = retention
         # redis-py re-sends the script body when the server answers NOSCRIPT (after a restart or SCRIPT FLUSH).
-        self._reserve: AsyncScript = redis.register_script(money_script("reserve.lua"))
-        self._settle: AsyncScript = redis.register_script(money_script("settle.lua"))
-        self._grant: AsyncScript = redis.register_script(money_script("grant.lua"))
+        self._reserve = ScriptCall(redis, redis.register_script(money_script("reserve.lua")))
+        self._settle = ScriptCall(redis, redis.register_script(money_script("settle.lua")))
+        self._grant = ScriptCall(redis, redis.register_script(money_script("grant.lua")))
 
     async def load_scripts(self) -> None:
         """Make sure Redis holds every money script (it forgets them on a restart without persistence or on
         SCRIPT FLUSH; calls would reload them on NOSCRIPT anyway, but readiness means loaded)."""
-        scripts = (self._reserve, self._settle, self._grant)
+        scripts = (self._reserve.script, self._settle.script, self._grant.script)
         loaded = await self.redis.script_exists(*(script.sha for script in scripts))
         for script, present in zip(scripts, loaded, strict=True):
             if not present:

@@ -1,0 +1,85 @@
+"""The hand-packed script call: byte for byte what redis-py would send, and safe where redis-py's own path is
+(NOSCRIPT, a connection lost, a timeout whose reply comes late), on a real Redis."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from redis.asyncio import Redis
+from redis.asyncio.connection import Connection
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from gateway.billing.fastcall import ScriptCall, encode, pack_command
+from tests.faults import ControlledRedis
+
+ECHO = "return {KEYS[1], ARGV[1], ARGV[2], #ARGV}"
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["EVALSHA", "a" * 40, 1, "gw:{acct_1}:account", "req_1", 0, -7, 2**53 - 1],
+        ["EVALSHA", "b" * 40, 0, "東京, 日本 🌸", "", "x" * 100_000],  # multi-byte text, empty, large
+    ],
+)
+def test_commands_are_packed_as_redis_py_packs_them(args: list[str | int]) -> None:
+    ours = pack_command([encode(arg) for arg in args])
+    theirs = b"".join(Connection().pack_command(*args))
+    assert ours == theirs
+
+
+async def test_a_call_answers_as_redis_py_does(redis_client: Redis) -> None:
+    script = redis_client.register_script(ECHO)
+    call = ScriptCall(redis_client, script)
+    assert await call(["gw:{a}:k"], ["é", 42]) == await script(["gw:{a}:k"], ["é", 42]) == ["gw:{a}:k", "é", "42", 2]
+
+
+async def test_a_flushed_script_is_loaded_again(redis_client: Redis) -> None:
+    call = ScriptCall(redis_client, redis_client.register_script(ECHO))
+    await redis_client.script_flush()
+    assert await call(["k"], ["a", "b"]) == ["k", "a", "b", 2]
+    assert await redis_client.script_exists(call.sha) == [True]
+
+
+async def test_a_restarted_redis_is_reached_again(controlled_redis: ControlledRedis) -> None:
+    redis = Redis.from_url(controlled_redis.url, socket_timeout=1)
+    call = ScriptCall(redis, redis.register_script(ECHO))
+    assert await call(["k"], ["before", 1]) == [b"k", b"before", b"1", 2]
+    controlled_redis.stop()
+    controlled_redis.start()  # pooled connections died with it; redis-py reconnects, the script is loaded again
+    assert await call(["k"], ["after", 2]) == [b"k", b"after", b"2", 2]
+    await redis.aclose()
+
+
+async def test_a_late_reply_is_never_read_as_the_next_calls(controlled_redis: ControlledRedis) -> None:
+    redis = Redis.from_url(controlled_redis.url, socket_timeout=0.3, max_connections=1)
+    call = ScriptCall(redis, redis.register_script(ECHO))
+    await call(["k"], ["warm", 0])  # loaded, one connection in the pool
+    controlled_redis.freeze()
+    try:
+        with pytest.raises(RedisTimeoutError):
+            await call(["k"], ["first", 1])
+    finally:
+        controlled_redis.thaw()  # the first call runs now, and its reply goes out on the dropped connection
+    await asyncio.sleep(0.1)
+    assert await call(["k"], ["second", 2]) == [b"k", b"second", b"2", 2]
+    assert await call(["k"], ["third", 3]) == [b"k", b"third", b"3", 2]
+    await redis.aclose()
+
+
+async def test_a_cancelled_call_leaves_no_reply_behind(controlled_redis: ControlledRedis) -> None:
+    redis = Redis.from_url(controlled_redis.url, socket_timeout=5, max_connections=1)
+    call = ScriptCall(redis, redis.register_script(ECHO))
+    await call(["k"], ["warm", 0])
+    controlled_redis.freeze()
+    try:
+        pending = asyncio.ensure_future(call(["k"], ["cancelled", 1]))
+        await asyncio.sleep(0.2)
+        pending.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await pending
+    finally:
+        controlled_redis.thaw()
+    assert await call(["k"], ["next", 2]) == [b"k", b"next", b"2", 2]
+    await redis.aclose()
