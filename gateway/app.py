@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from aiohttp import web
 
@@ -23,13 +24,16 @@ from gateway.usage import handlers as usage_handlers
 from gateway.webhooks import handlers as webhook_handlers
 
 
-def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) -> web.Application:
-    """Build the gateway. `clock` (unix seconds) is injectable so tests can move time without sleeping."""
+def create_app(
+    settings: Settings, *, clock: Callable[[], float] = time.time, metrics_dir: Path | None = None
+) -> web.Application:
+    """Build the gateway. `clock` (unix seconds) is injectable so tests can move time without sleeping;
+    `metrics_dir` is the workers' shared metrics directory under `gateway serve --workers N` (gateway/serving.py)."""
     app = web.Application(middlewares=[error_middleware], client_max_size=settings.max_body_bytes)
     redact_malformed_request_logs()
     app[SETTINGS] = settings
     app[CLOCK] = clock
-    app[METRICS] = Metrics(per_account=settings.metrics_per_account)
+    app[METRICS] = Metrics(per_account=settings.metrics_per_account, multiprocess_dir=metrics_dir)
     app[OUTBOX_WAKEUP] = asyncio.Event()
     app[TOKEN_COUNTER] = token_counter(settings)
     app.on_startup.append(warm_tokenizers)

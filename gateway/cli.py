@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
-import logging
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -18,7 +17,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
-from aiohttp import web
 
 from gateway.admin.accounts import AccountStore
 from gateway.admin.service import AdminService
@@ -56,6 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="run the gateway")
     serve.add_argument("--host", default=None)
     serve.add_argument("--port", type=int, default=None)
+    serve.add_argument(
+        "--workers", type=_worker_count, default=None, help="processes serving the port (0: one per core)"
+    )
 
     mock = commands.add_parser("mock-upstream", help="run a fake OpenAI-compatible upstream")
     mock.add_argument("--host", default="127.0.0.1")
@@ -118,6 +119,16 @@ def build_parser() -> argparse.ArgumentParser:
     count = tokens.add_parser("count", help="a chat-completions body's tokens and price range, as count_tokens")
     count.add_argument("file", type=Path, help="the JSON body ('-' for standard input)")
     return parser
+
+
+def _worker_count(text: str) -> int:
+    try:
+        count = int(text)
+    except ValueError:
+        count = -1
+    if count < 0:
+        raise argparse.ArgumentTypeError("must be 0 (one per core) or a positive number of processes")
+    return count
 
 
 class _Commands:
@@ -184,16 +195,6 @@ def count_tokens_offline(settings: Settings, path: Path) -> dict[str, object]:
     return price_preview(chat, model, settings, prompt_tokens)
 
 
-def serve(settings: Settings) -> None:
-    from gateway.app import create_app  # imported here: loading tokenizers is not needed by admin verbs
-
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    # The default access log format has no headers, so keys never reach the log. Request bodies are never
-    # inflated: a compressed one is refused with 415 before it is read, so a gzip bomb costs nothing. Header
-    # lines keep aiohttp's 8190-byte limit (longer: 400, logged without their bytes).
-    web.run_app(create_app(settings), host=settings.host, port=settings.port, auto_decompress=False)
-
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -215,10 +216,15 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     assert settings is not None
     if args.command == "serve":
-        overrides = {"host": args.host, "port": args.port}
+        from gateway.serving import serve  # imported here: loading tokenizers is not needed by admin verbs
+
+        overrides = {"host": args.host, "port": args.port, "workers": args.workers}
         settings = _replace(settings, {k: v for k, v in overrides.items() if v is not None})
-        serve(settings)
-        return 0
+        try:
+            return serve(settings)
+        except ConfigError as exc:
+            print(f"gateway: {exc}", file=sys.stderr)
+            return 2
     try:
         if args.command == "tokens":
             result = count_tokens_offline(settings, args.file)

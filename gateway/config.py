@@ -75,6 +75,7 @@ class Settings:
     upstreams: Mapping[str, UpstreamConfig]
     host: str = "127.0.0.1"
     port: int = 8080
+    workers: int = 0  # processes serving the port; 0: one per core (see gateway/serving.py)
     admin_token: str | None = None
     max_body_bytes: int = 4 * 1024 * 1024
     redis_url: str | None = None
@@ -292,6 +293,7 @@ def _max_tokens_field(value: object, where: str) -> str:
 SETTING_PATHS: dict[str, tuple[str, Check]] = {
     "server.host": ("host", _text),
     "server.port": ("port", _positive),
+    "server.workers": ("workers", _non_negative),
     "server.admin_token": ("admin_token", _optional_text),
     "server.max_body_bytes": ("max_body_bytes", _positive),
     "server.body_timeout": ("body_timeout", _seconds),

@@ -4,12 +4,19 @@ Counters only go up and use base units (seconds, credits, tokens). Label sets st
 configured model name, a status an HTTP status; never an API key, and an account id only when the operator
 turns `[metrics] per_account` on. Requests, tokens and credits are counted from settlements as they are
 applied (`settled`, the settler's observer), so they agree with what the usage API reports.
+
+Under `gateway serve --workers N` (N > 1) each worker's values live in files of a directory the master made
+(prometheus-client's multiprocess mode, chosen when it is imported with PROMETHEUS_MULTIPROC_DIR set), and a
+scrape of any worker sums every worker's files, the dead ones' counters included.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
 
 from gateway.billing import Settlement, SettleOutcome
 from gateway.billing.pricing import MICROS_PER_CREDIT
@@ -27,8 +34,14 @@ ABANDONED_STATUS = "0"  # what the sweeper records for a request whose gateway d
 class Metrics:
     """The gateway's collectors. One per app, so tests and several apps in a process never share counts."""
 
-    def __init__(self, *, per_account: bool = False) -> None:
+    def __init__(self, *, per_account: bool = False, multiprocess_dir: Path | None = None) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        # What /metrics reads: this registry, or with workers every worker's files in `multiprocess_dir`.
+        self.scrape_registry = self.registry
+        self.multiprocess = multiprocess_dir is not None
+        if multiprocess_dir is not None:
+            self.scrape_registry = CollectorRegistry()
+            MultiProcessCollector(self.scrape_registry, path=str(multiprocess_dir))  # type: ignore[no-untyped-call]
         self.per_account = per_account
         account = ["account"] if per_account else []
         self.requests = self._counter(
@@ -59,7 +72,10 @@ class Metrics:
             registry=self.registry,
         )
         self.streams_in_flight = Gauge(
-            "gateway_streams_in_flight", "Streamed answers being relayed now.", registry=self.registry
+            "gateway_streams_in_flight",
+            "Streamed answers being relayed now.",
+            registry=self.registry,
+            multiprocess_mode="livesum",  # summed over the workers alive
         )
         self.redis_errors = self._counter(
             "gateway_redis_errors", "Redis calls that failed or timed out (the call's effect unknown).", []
@@ -113,8 +129,9 @@ class Metrics:
         self.token_drift.labels(model, "completion").observe(completion)
 
     async def handle_scrape(self, request: web.Request) -> web.Response:
-        """GET /metrics: this app's registry in Prometheus' text format."""
-        return web.Response(body=generate_latest(self.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
+        """GET /metrics: this app's registry (or every worker's values) in Prometheus' text format."""
+        body = generate_latest(self.scrape_registry)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
 METRICS = web.AppKey("metrics", Metrics)

@@ -57,7 +57,8 @@ async def metrics_port_ctx(app: web.Application) -> AsyncIterator[None]:
     metrics_app.router.add_get("/metrics", app[METRICS].handle_scrape)
     runner = web.AppRunner(metrics_app, access_log=None)
     await runner.setup()
-    await web.TCPSite(runner, settings.host, settings.metrics_port).start()
+    # Workers share the port as they share the API's: whichever answers a scrape sums every worker's values.
+    await web.TCPSite(runner, settings.host, settings.metrics_port, reuse_port=app[METRICS].multiprocess).start()
     try:
         yield
     finally:

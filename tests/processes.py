@@ -31,9 +31,13 @@ output_credits_per_million = 2000.15
 
 
 def gateway_env(**variables: str) -> dict[str, str]:
-    """This process's environment without any gateway setting of its own, plus `variables`."""
+    """This process's environment without any gateway setting of its own, plus `variables`.
+
+    `gateway serve` runs one process unless a test asks for workers (`--workers N`): a SIGKILLed gateway is then
+    the process that served, as these tests mean.
+    """
     env = {k: v for k, v in os.environ.items() if k != "REDIS_URL" and not k.startswith("GATEWAY")}
-    return env | variables
+    return env | {"GATEWAY__SERVER__WORKERS": "1"} | variables
 
 
 @dataclass

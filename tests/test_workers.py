@@ -1,0 +1,202 @@
+"""`gateway serve --workers 2`: one port served by two worker processes under a master.
+
+Both workers take connections; traffic through them is billed exactly; /metrics, whichever worker answers,
+sums both workers' counters (a killed worker's too); the master starts the embedded Redis once, replaces a
+worker that dies, and on SIGTERM stops everything: streams in flight finish and are settled, nothing is left
+held, running, listening or on disk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import socket
+import subprocess
+import time
+from decimal import Decimal
+from pathlib import Path
+
+import aiohttp
+import psutil
+from prometheus_client.parser import text_string_to_metric_families
+
+from gateway.redis_server import free_port
+from tests.processes import GatewayProcesses, gateway_env, wait_ready
+
+ADMIN = "workers-admin"
+CREDITS = 1000
+REQUESTS = 48  # half plain, half streamed
+STREAM_CHUNK_DELAY_MS = 50  # 8 chunks: a stream lasts about 0.4 s
+
+
+async def _start(processes: GatewayProcesses, http: aiohttp.ClientSession, **env: str) -> tuple[str, int]:
+    """A mock upstream and `serve --workers 2`; (base URL, the master's pid)."""
+    mock_port, port = free_port(), free_port()
+    data = processes.tmp_path / "data"
+    processes.write_config(mock_port, f'[redis]\ndata_dir = "{data / "redis"}"\n')
+    environment = gateway_env(GATEWAY_ADMIN_TOKEN=ADMIN, GATEWAY__SERVER__SPOOL_DIR=str(data / "spool"), **env)
+    mock_args = ("--tokens", "8", "--chunk-delay-ms", str(STREAM_CHUNK_DELAY_MS))
+    processes.start(environment, "mock-upstream", "--port", str(mock_port), *mock_args)
+    master = processes.start(environment, "serve", "--port", str(port), "--workers", "2")
+    base = f"http://127.0.0.1:{port}"
+    await wait_ready(processes, http, f"http://127.0.0.1:{mock_port}/v1/models")
+    await wait_ready(processes, http, f"{base}/readyz")
+    return base, master.pid
+
+
+def _workers(master_pid: int) -> list[psutil.Process]:
+    return [child for child in psutil.Process(master_pid).children() if "run_worker" in " ".join(child.cmdline())]
+
+
+async def _answered_by(port: int, workers: list[psutil.Process]) -> int | None:
+    """The pid of the worker that answers /healthz on a new connection (the kernel picks its socket)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(b"GET /healthz HTTP/1.1\r\nHost: gateway\r\n\r\n")
+        await reader.readuntil(b"\r\n\r\n")  # the connection stays open: find who holds its other end
+        client_port = writer.get_extra_info("sockname")[1]
+        for worker in workers:
+            if any(c.raddr and c.raddr.port == client_port for c in worker.net_connections()):
+                return worker.pid
+        return None
+    finally:
+        writer.close()
+        await writer.wait_closed()
+
+
+async def _two_answering_workers(master_pid: int, port: int) -> list[psutil.Process]:
+    """The master's two workers, once each has answered a request."""
+    answered: set[int | None] = set()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        workers = _workers(master_pid)
+        if len(workers) == 2:
+            answered.add(await asyncio.wait_for(_answered_by(port, workers), timeout=30))
+            if {worker.pid for worker in workers} <= answered:
+                return workers
+        else:
+            await asyncio.sleep(0.1)
+    raise AssertionError(f"not both workers answered: {answered}, workers {_workers(master_pid)}")
+
+
+async def _admin(http: aiohttp.ClientSession, method: str, url: str, body: object = None) -> dict[str, object]:
+    async with http.request(method, url, json=body, headers={"Authorization": f"Bearer {ADMIN}"}) as response:
+        assert response.status in (200, 201), await response.text()
+        result: dict[str, object] = await response.json()
+        return result
+
+
+async def _tenant(http: aiohttp.ClientSession, base: str) -> tuple[str, str]:
+    account = await _admin(http, "POST", f"{base}/admin/accounts", {"name": "workers", "credits": CREDITS})
+    key = await _admin(http, "POST", f"{base}/admin/accounts/{account['id']}/keys", {"name": "app"})
+    return str(account["id"]), str(key["key"])
+
+
+async def _send(http: aiohttp.ClientSession, base: str, key: str, stream: bool) -> aiohttp.ClientResponse:
+    body: dict[str, object] = {"model": "mock-model", "messages": [{"role": "user", "content": "Hello!"}]}
+    if stream:
+        body |= {"stream": True, "stream_options": {"include_usage": True}}
+    response = await http.post(f"{base}/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {key}"})
+    assert response.status == 200, await response.text()
+    return response
+
+
+async def _cost(response: aiohttp.ClientResponse) -> Decimal:
+    """The rest of an answer; the credits it cost, as the answer says (`usage.cost`)."""
+    text = await response.text()
+    if response.content_type != "text/event-stream":
+        return Decimal(str(json.loads(text, parse_float=Decimal)["usage"]["cost"]))
+    events = [line.removeprefix("data: ") for line in text.splitlines() if line.startswith("data: {")]
+    usage = [json.loads(event, parse_float=Decimal).get("usage") for event in events]
+    return Decimal(str([found for found in usage if found][-1]["cost"]))
+
+
+async def _chat(http: aiohttp.ClientSession, base: str, key: str, stream: bool) -> Decimal:
+    return await _cost(await _send(http, base, key, stream))
+
+
+async def _samples(http: aiohttp.ClientSession, base: str, name: str) -> float:
+    """The named series summed, as one scrape shows it (on a new connection, so either worker may answer)."""
+    async with http.get(f"{base}/metrics", headers={"Connection": "close"}) as response:
+        text = await response.text()
+    families = text_string_to_metric_families(text)
+    return sum(s.value for f in families for s in f.samples if s.name == name)
+
+
+def _established(worker: psutil.Process, port: int) -> int:
+    return sum(1 for c in worker.net_connections() if c.status == psutil.CONN_ESTABLISHED and c.laddr.port == port)
+
+
+def _refused(port: int) -> bool:
+    """Whether nothing listens on the port any more (a socket the master kept would still queue connections)."""
+    with socket.socket() as sock:
+        try:
+            sock.connect(("127.0.0.1", port))
+        except ConnectionRefusedError:
+            return True
+        return False
+
+
+async def test_two_workers_share_the_port_bill_exactly_and_stop_cleanly(
+    processes: GatewayProcesses, http: aiohttp.ClientSession
+) -> None:
+    base, master_pid = await _start(processes, http)  # no REDIS_URL: the embedded Redis
+    port = int(base.rsplit(":", 1)[1])
+    workers = await _two_answering_workers(master_pid, port)
+    redis_servers = [p for p in psutil.Process(master_pid).children(recursive=True) if "redis-server" in p.name()]
+    assert len(redis_servers) == 1 and redis_servers[0].ppid() == master_pid  # started once, by the master
+    metrics_dir = Path(workers[0].environ()["PROMETHEUS_MULTIPROC_DIR"])
+    account_id, key = await _tenant(http, base)
+
+    connector = aiohttp.TCPConnector(limit=16)  # 16 keep-alive connections, spread over both workers' sockets
+    async with aiohttp.ClientSession(connector=connector) as clients:
+        costs = await asyncio.gather(*(_chat(clients, base, key, stream=i % 2 == 1) for i in range(REQUESTS)))
+        assert all(_established(worker, port) > 0 for worker in workers), "one worker took every connection"
+    view = await _admin(http, "GET", f"{base}/admin/accounts/{account_id}")
+    assert view["reserved_credits"] == 0
+    assert CREDITS * 1_000_000 - int(view["credits_micros"]) == sum(costs) * 1_000_000  # type: ignore[call-overload]
+    assert [await _samples(http, base, "gateway_requests_total") for _ in range(6)] == [REQUESTS] * 6
+
+    # SIGTERM while streams are in flight (summed over the workers): they finish, settled, before the workers exit.
+    streams = await asyncio.gather(*(_send(http, base, key, stream=True) for _ in range(6)))
+    for response in streams:
+        await response.content.readuntil(b"\n\n")
+    assert await _samples(http, base, "gateway_streams_in_flight") == 6
+    master = processes.running[-1]
+    master.send_signal(signal.SIGTERM)
+    late_costs = [await _cost(response) for response in streams]
+    assert master.wait(timeout=30) == 0
+    assert not any(psutil.pid_exists(p.pid) for p in [*workers, *redis_servers])
+    assert _refused(port) and not metrics_dir.exists()
+    assert list((processes.tmp_path / "data" / "spool").iterdir()) == []
+    # The CLI starts the embedded Redis on its own now: nothing is held, and every answer's cost was charged.
+    shown = processes.cli(gateway_env(), "accounts", "show", account_id)
+    spent = CREDITS * 1_000_000 - int(shown["credits_micros"])  # type: ignore[call-overload]
+    assert shown["reserved_credits"] == 0 and spent == (sum(costs) + sum(late_costs)) * 1_000_000
+
+
+async def test_a_killed_worker_is_replaced_and_its_counts_stay(
+    processes: GatewayProcesses, http: aiohttp.ClientSession, redis_url: str
+) -> None:
+    base, master_pid = await _start(processes, http, REDIS_URL=redis_url)
+    port = int(base.rsplit(":", 1)[1])
+    first, second = await _two_answering_workers(master_pid, port)
+    _, key = await _tenant(http, base)
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=16)) as clients:
+        await asyncio.gather(*(_chat(clients, base, key, stream=False) for _ in range(REQUESTS)))
+    first.kill()
+    first.wait(timeout=10)
+    replaced = await _two_answering_workers(master_pid, port)
+    assert second in replaced and first.pid not in {worker.pid for worker in replaced}
+    await _chat(http, base, key, stream=True)
+    assert [await _samples(http, base, "gateway_requests_total") for _ in range(6)] == [REQUESTS + 1] * 6
+    master = processes.running[-1]
+    master.send_signal(signal.SIGTERM)
+    assert master.wait(timeout=30) == 0
+
+
+def test_workers_must_be_a_count(processes: GatewayProcesses) -> None:
+    processes.write_config(free_port())
+    done = subprocess.run(processes.command("serve", "--workers", "-1"), env=gateway_env(), capture_output=True)
+    assert done.returncode == 2 and b"one per core" in done.stderr
