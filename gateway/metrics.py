@@ -13,6 +13,7 @@ scrape of any worker sums every worker's files, the dead ones' counters included
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TypeVar
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -27,7 +28,7 @@ DRIFT_BUCKETS = (-1000, -100, -50, -20, -10, -5, -2, -1, 0, 1, 2, 5, 10, 20, 50,
 UPSTREAM_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 60, 120, 300, float("inf"))
 # The gateway's own time per request: it should sit well under a millisecond.
 OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, float("inf"))
-TOKEN_KINDS = ("prompt", "completion", "cached", "reasoning")
+M = TypeVar("M", Counter, Histogram)
 ABANDONED_STATUS = "0"  # what the sweeper records for a request whose gateway died
 
 
@@ -36,6 +37,7 @@ class Metrics:
 
     def __init__(self, *, per_account: bool = False, multiprocess_dir: Path | None = None) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        self._children: dict[tuple[object, ...], Counter | Histogram] = {}
         # What /metrics reads: this registry, or with workers every worker's files in `multiprocess_dir`.
         self.scrape_registry = self.registry
         self.multiprocess = multiprocess_dir is not None
@@ -104,18 +106,28 @@ class Metrics:
         """A settlement was applied (now, or replayed from the spool): count its request, tokens and credits."""
         if settlement.mode is SettleMode.RELEASE or not outcome.settled:
             return  # a release records nothing, and a repeat was counted the first time
-        extra = [settlement.account_id] if self.per_account else []
-        status = str(settlement.record.get("status", ""))
-        self.requests.labels(settlement.model, "abandoned" if status == ABANDONED_STATUS else status, *extra).inc()
-        counts = {
-            "prompt": settlement.prompt_tokens,
-            "completion": settlement.completion_tokens,
-            "cached": int(settlement.record.get("cached_tokens", 0)),
-            "reasoning": int(settlement.record.get("reasoning_tokens", 0)),
-        }
-        for kind in TOKEN_KINDS:
-            self.tokens.labels(settlement.model, kind, *extra).inc(counts[kind])
-        self.credits.labels(settlement.model, *extra).inc(outcome.charged_micros / MICROS_PER_CREDIT)
+        record = settlement.record
+        status = str(record.get("status", ""))
+        model = settlement.model
+        account = (settlement.account_id,) if self.per_account else ()
+        self._child(self.requests, model, "abandoned" if status == ABANDONED_STATUS else status, *account).inc()
+        self._child(self.tokens, model, "prompt", *account).inc(settlement.prompt_tokens)
+        self._child(self.tokens, model, "completion", *account).inc(settlement.completion_tokens)
+        self._child(self.tokens, model, "cached", *account).inc(int(record.get("cached_tokens", 0)))
+        self._child(self.tokens, model, "reasoning", *account).inc(int(record.get("reasoning_tokens", 0)))
+        self._child(self.credits, model, *account).inc(outcome.charged_micros / MICROS_PER_CREDIT)
+
+    def observe_upstream(self, model: str, seconds: float) -> None:
+        self._child(self.upstream_seconds, model).observe(seconds)
+
+    def _child(self, metric: M, *labels: str) -> M:
+        """`counter.labels(*labels)`, looked up once per label set: prometheus-client's own lookup costs more
+        per request than everything else the metrics do."""
+        key = (id(metric), *labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child  # type: ignore[return-value]
 
     def redis_error(self) -> None:
         self.redis_errors.inc()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 
 
 def period_bounds(now: datetime) -> tuple[datetime, datetime]:
@@ -25,4 +26,9 @@ def period_view(now: datetime) -> dict[str, str]:
 
 def period_id(ms: int) -> str:
     """The billing period of a unix-ms moment as the money scripts keep it: "YYYYMM" (UTC)."""
-    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y%m")
+    return _period_of_hour(ms // 3_600_000)  # periods start on whole hours: one formatting per hour
+
+
+@lru_cache(maxsize=256)
+def _period_of_hour(hour: int) -> str:
+    return datetime.fromtimestamp(hour * 3600, UTC).strftime("%Y%m")

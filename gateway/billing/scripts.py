@@ -15,6 +15,7 @@ import enum
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import lru_cache
 from importlib import resources
 
 from gateway.billing import keyspace
@@ -157,6 +158,12 @@ class Settlement:
         return cls(account_id, request_id, "", 0, 0, 0, mode=SettleMode.RELEASE)
 
 
+@lru_cache(maxsize=256)
+def utc_hour(hour: int) -> datetime:
+    """The start of the `hour`-th hour since the epoch, UTC (made once per hour, not once per request)."""
+    return datetime.fromtimestamp(hour * 3600, UTC)
+
+
 @dataclass(frozen=True)
 class SettleCall:
     """settle.lua: charge a settlement against its hold, release the rest, write aggregates and the record."""
@@ -167,7 +174,7 @@ class SettleCall:
 
     def keys(self) -> list[str]:
         account_id = self.settlement.account_id
-        when = datetime.fromtimestamp(self.now_ms / 1000, UTC)
+        when = utc_hour(self.now_ms // 3_600_000)  # the day and hour keys need no finer time
         return [
             keyspace.account(account_id),
             keyspace.holds(account_id),

@@ -5,8 +5,9 @@ How a request ended decides what it costs, worked out once, in `billed_usage`, w
   gateway's own count of what was sent;
 - the client left: the gateway's count of what it was sent, and the prompt if the upstream had it;
 - anything else (the upstream failed or refused, the gateway refused): nothing.
-It is settled exactly once (`_settle_once`): as soon as an answer's bill is known when the answer is to carry
-its cost (a plain body; a stream's usage chunk), else in `run`'s `finally`, whatever the path.
+It is settled exactly once (`_settle_once`), before the answer's end goes out, so a client that has read it
+finds its bill in (a plain body carries its cost; a stream is settled at its usage chunk or before its last
+bytes), else in `run`'s `finally`, whatever the path (the client left, the upstream failed).
 """
 
 from __future__ import annotations
@@ -228,7 +229,7 @@ class ChatExchange:
         if not self.forwarded:
             return
         metrics = self.app[METRICS]
-        metrics.upstream_seconds.labels(self.model.name).observe(self.upstream_s)
+        metrics.observe_upstream(self.model.name, self.upstream_s)
         metrics.overhead_seconds.observe(max(time.monotonic() - self.started - self.upstream_s, 0.0))
 
     def _take_upstream_usage(self, reported: Usage) -> Usage:

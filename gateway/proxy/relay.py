@@ -1,8 +1,10 @@
 """A streamed answer relayed to the client event by event as it arrives, counted as it is written.
 
-When the client asked for usage, the request is settled just before its final usage chunk goes out, and that
-chunk carries the bill (`cost`, `credits_remaining`): the upstream's usage chunk (the one with no choices), or,
-when the upstream sent none or put its usage on a content chunk, one the gateway adds before `[DONE]`.
+Events that arrive in one upstream read go out in one write, and are counted once written. The request is
+settled before the stream's end goes out. When the client asked for usage, that is just before its final usage
+chunk, which carries the bill (`cost`, `credits_remaining`): the upstream's usage chunk (the one with no
+choices), or, when the upstream sent none or put its usage on a content chunk, one the gateway adds before
+`[DONE]`.
 """
 
 from __future__ import annotations
@@ -56,6 +58,8 @@ class StreamRelay:
         self.upstream_usage: Usage | None = None
         self.error_event = False  # the upstream reported an error in the stream
         self.last_chunk: dict[str, object] = {}
+        self._unsent: list[bytes] = []  # queued for the client's next write
+        self._unsent_chunks: list[dict[str, object]] = []  # their parsed chunks, counted once written
 
     async def run(self, upstream: aiohttp.ClientResponse, headers: Mapping[str, str]) -> tuple[web.StreamResponse, int]:
         """Relay to the end; returns the response and the status the request ends with: 200, 502 (the upstream
@@ -74,6 +78,7 @@ class StreamRelay:
             status = await self._pump(upstream, client)
             if status == 502 and not self.error_event:
                 await self._send_error(client, UpstreamError("The upstream stream ended early."))
+            await self.settle(status)  # before the end goes out: a client that has read it finds its bill in
             await client.write_eof()
         except (ConnectionError, asyncio.CancelledError) as exc:
             # The client went away (a failed write, or aiohttp cancelling the handler): stop reading; closing
@@ -85,16 +90,16 @@ class StreamRelay:
         return client, status
 
     async def _pump(self, upstream: aiohttp.ClientResponse, client: web.StreamResponse) -> int:
-        """Relay events as they complete; the status the stream ended with."""
+        """Relay events as they complete, the events of one upstream read in one write; the status the stream
+        ended with."""
         splitter = EventSplitter(self.max_event_bytes)
         try:
-            async for chunk in upstream.content.iter_any():
-                for event in splitter.feed(chunk):
-                    if await self._relay_event(event, client):
-                        return self._finished()
-            for event in splitter.rest():
-                if await self._relay_event(event, client):
+            async for data in upstream.content.iter_any():
+                done = await self._relay_events(splitter.feed(data), client)
+                if done:
                     return self._finished()
+            if await self._relay_events(splitter.rest(), client):
+                return self._finished()
         except TimeoutError:
             await self._send_error(client, UpstreamTimeout("The upstream timed out in the middle of the stream."))
             return 504
@@ -106,16 +111,27 @@ class StreamRelay:
         if self.upstream_usage is None:
             return 502
         await self._send_bill(client)
+        await self._flush(client)
         return self._finished()
 
     def _finished(self) -> int:
         return 502 if self.error_event else 200
 
+    async def _relay_events(self, events: list[Event], client: web.StreamResponse) -> bool:
+        """Queue each event, then write them out together; True once [DONE] was among them."""
+        try:
+            for event in events:
+                if await self._relay_event(event, client):
+                    return True
+            return False
+        finally:
+            await self._flush(client)
+
     async def _relay_event(self, event: Event, client: web.StreamResponse) -> bool:
-        """Forward one event; True once it was [DONE]."""
+        """Queue one event for the client; True once it was [DONE]."""
         if event.data == DONE:
             await self._send_bill(client)
-            await client.write(event.raw + b"\n\n")
+            self._queue(event.raw + b"\n\n", None)
             return True
         chunk = _json_object(event.data) if event.data is not None else None
         raw = event.raw + b"\n\n"
@@ -130,29 +146,48 @@ class StreamRelay:
                 if self.upstream_usage.clamped or not isinstance(shown, Mapping):
                     shown = usage_object(self.upstream_usage)  # what is billed, not what was claimed
                 if final:
-                    raw = encode_event(orjson.dumps({**chunk, "usage": await self._billed(shown)}))
+                    raw = encode_event(orjson.dumps({**chunk, "usage": await self._billed(shown, client)}))
                     self.bill_sent = True
                 elif self.upstream_usage.clamped:
                     raw = encode_event(orjson.dumps({**chunk, "usage": shown}))
             if isinstance(chunk.get("error"), dict):
                 self.error_event = True
-        await client.write(raw)
-        if chunk is not None:
-            # Counted only once written: a client that leaves mid-stream pays for what it was sent.
-            self.counter.add_chunk(chunk)
-            self.last_chunk = chunk
+        self._queue(raw, chunk)
         return False
 
+    def _queue(self, raw: bytes, chunk: dict[str, object] | None) -> None:
+        self._unsent.append(raw)
+        if chunk is not None:
+            self._unsent_chunks.append(chunk)
+
+    async def _flush(self, client: web.StreamResponse) -> None:
+        """Write what is queued in one write; only then count it: a client that leaves mid-stream pays for what
+        it was sent."""
+        if not self._unsent:
+            return
+        data = b"".join(self._unsent)
+        self._unsent.clear()
+        chunks, self._unsent_chunks = self._unsent_chunks, []
+        await client.write(data)
+        for chunk in chunks:
+            self.counter.add_chunk(chunk)
+        if chunks:
+            self.last_chunk = chunks[-1]
+
     async def _send_bill(self, client: web.StreamResponse) -> None:
-        """The final usage chunk, with the bill, if the client asked for usage and none went out yet."""
+        """Queue the final usage chunk, with the bill, if the client asked for usage and none went out yet."""
         if not self.chat.client_wants_usage or self.bill_sent:
             return
-        usage = self.upstream_usage if self.upstream_usage is not None else self.estimate()
-        await client.write(encode_event(orjson.dumps(self._usage_chunk(await self._billed(usage_object(usage))))))
+        billed = await self._billed(None, client)
+        self._queue(encode_event(orjson.dumps(self._usage_chunk(billed))), None)
         self.bill_sent = True
 
-    async def _billed(self, usage: Mapping[str, object]) -> dict[str, object]:
-        """`usage` with the bill: the request is settled here, as it stands."""
+    async def _billed(self, usage: Mapping[str, object] | None, client: web.StreamResponse) -> dict[str, object]:
+        """`usage` with the bill (None: the upstream's usage if it sent any, else the gateway's count). What is
+        queued goes out first, so the request is settled as it stands, everything sent counted."""
+        await self._flush(client)
+        if usage is None:
+            usage = usage_object(self.upstream_usage if self.upstream_usage is not None else self.estimate())
         return with_charge(dict(usage), await self.settle(self._finished()))
 
     def estimate(self) -> Usage:
@@ -172,7 +207,8 @@ class StreamRelay:
         }
 
     async def _send_error(self, client: web.StreamResponse, error: GatewayError) -> None:
-        await client.write(encode_event(orjson.dumps(error.body())))
+        self._queue(encode_event(orjson.dumps(error.body())), None)
+        await self._flush(client)
 
 
 def with_charge(usage: dict[str, object], charged: Charged) -> dict[str, object]:
