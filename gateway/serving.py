@@ -138,6 +138,9 @@ def open_listeners(host: str, port: int, count: int) -> list[list[socket.socket]
     """
     reuse_port = hasattr(socket, "SO_REUSEPORT")
     addresses = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    if port:  # a port in use, even by another gateway's SO_REUSEPORT sockets, must fail here, as with one worker
+        for family, _, _, _, address in addresses:
+            _listen(family, address, reuse_port=False).close()
     sets: list[list[socket.socket]] = []
     try:
         for _ in range(count if reuse_port else 1):

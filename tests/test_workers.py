@@ -2,8 +2,8 @@
 
 Both workers take connections; traffic through them is billed exactly; /metrics, whichever worker answers,
 sums both workers' counters (a killed worker's too); the master starts the embedded Redis once, replaces a
-worker that dies, and on SIGTERM stops everything: streams in flight finish and are settled, nothing is left
-held, running, listening or on disk.
+worker that dies, refuses a port already in use, and on SIGTERM stops everything: streams in flight finish
+and are settled, nothing is left held, running, listening or on disk.
 """
 
 from __future__ import annotations
@@ -192,6 +192,10 @@ async def test_a_killed_worker_is_replaced_and_its_counts_stay(
     await _chat(http, base, key, stream=True)
     assert [await _samples(http, base, "gateway_requests_total") for _ in range(6)] == [REQUESTS + 1] * 6
     master = processes.running[-1]
+    # A second gateway on the port is refused, though both would set SO_REUSEPORT.
+    env = gateway_env(GATEWAY_ADMIN_TOKEN=ADMIN, REDIS_URL=redis_url)
+    second_master = processes.start(env, "serve", "--port", str(port), "--workers", "2")
+    assert second_master.wait(timeout=30) == 1 and "cannot listen" in processes.tail()
     master.send_signal(signal.SIGTERM)
     assert master.wait(timeout=30) == 0
 
