@@ -76,6 +76,8 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 8080
     workers: int = 0  # processes serving the port; 0: one per core (see gateway/serving.py)
+    event_loop: str = "uvloop"  # "uvloop" (when installed) or "asyncio"
+    access_log: bool = False  # one line per request (method, path, status, time, request id); off: no cost
     admin_token: str | None = None
     max_body_bytes: int = 4 * 1024 * 1024
     redis_url: str | None = None
@@ -242,6 +244,12 @@ def _webhook_timeout(value: object, where: str) -> float:
     return seconds
 
 
+def _event_loop(value: object, where: str) -> str:
+    if value not in ("uvloop", "asyncio"):
+        raise ConfigError(f'{where} must be "uvloop" or "asyncio"')
+    return str(value)
+
+
 def _image_size(value: object, where: str) -> tuple[int, int]:
     if not (isinstance(value, list) and len(value) == 2 and all(_is_positive_int(side) for side in value)):
         raise ConfigError(f"{where} must be [width, height] in pixels")
@@ -294,6 +302,8 @@ SETTING_PATHS: dict[str, tuple[str, Check]] = {
     "server.host": ("host", _text),
     "server.port": ("port", _positive),
     "server.workers": ("workers", _non_negative),
+    "server.event_loop": ("event_loop", _event_loop),
+    "server.access_log": ("access_log", _boolean),
     "server.admin_token": ("admin_token", _optional_text),
     "server.max_body_bytes": ("max_body_bytes", _positive),
     "server.body_timeout": ("body_timeout", _seconds),

@@ -39,6 +39,7 @@ from types import FrameType
 from aiohttp import web
 from prometheus_client import multiprocess
 
+from gateway.access_log import access_log_options
 from gateway.app import create_app
 from gateway.config import ConfigError, Settings
 from gateway.redis_server import EmbeddedRedis
@@ -90,16 +91,29 @@ def serve(settings: Settings) -> int:
 
 def run_app(settings: Settings, spec: WorkerSpec | None = None) -> None:
     """The gateway's event loop in this process: on `settings`' host and port, or on a worker's sockets."""
-    # The default access log format has no headers, so keys never reach the log. Request bodies are never
+    # The access log (off unless configured) never writes headers, so keys never reach the log. Bodies are never
     # inflated: a compressed one is refused with 415 before it is read, so a gzip bomb costs nothing. Header
     # lines keep aiohttp's 8190-byte limit (longer: 400, logged without their bytes).
+    options = {"auto_decompress": False, "loop": event_loop(settings), **access_log_options(settings.access_log)}
     if spec is None:
-        web.run_app(create_app(settings), host=settings.host, port=settings.port, auto_decompress=False)
+        web.run_app(create_app(settings), host=settings.host, port=settings.port, **options)  # type: ignore[arg-type]
         return
     app = create_app(settings, metrics_dir=spec.metrics_dir)
     app.cleanup_ctx.append(stop_with_master(spec.master_pid))
     sockets = [socket.socket(fileno=fd) for fd in spec.fds]
-    web.run_app(app, sock=sockets, auto_decompress=False, print=None)
+    web.run_app(app, sock=sockets, print=None, **options)  # type: ignore[arg-type]
+
+
+def event_loop(settings: Settings) -> asyncio.AbstractEventLoop:
+    """uvloop's loop when configured and installed (it is a dependency everywhere but Windows), else asyncio's."""
+    if settings.event_loop == "uvloop":
+        try:
+            import uvloop
+        except ImportError:
+            log.warning("uvloop is not installed: serving on asyncio's event loop")
+        else:
+            return uvloop.new_event_loop()
+    return asyncio.new_event_loop()
 
 
 def run_worker() -> None:

@@ -147,6 +147,7 @@ async def test_two_workers_share_the_port_bill_exactly_and_stop_cleanly(
     redis_servers = [p for p in psutil.Process(master_pid).children(recursive=True) if "redis-server" in p.name()]
     assert len(redis_servers) == 1 and redis_servers[0].ppid() == master_pid  # started once, by the master
     metrics_dir = Path(workers[0].environ()["PROMETHEUS_MULTIPROC_DIR"])
+    assert all(any("uvloop" in m.path for m in w.memory_maps()) for w in workers)  # the configured event loop
     account_id, key = await _tenant(http, base)
 
     connector = aiohttp.TCPConnector(limit=16)  # 16 keep-alive connections, spread over both workers' sockets
