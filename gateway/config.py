@@ -97,6 +97,8 @@ class Settings:
     prompt_clamp_slack: int = 256
     body_timeout: float = 30.0  # a request body still arriving after this gets 408
     redis_timeout: float = 5.0  # one Redis call; a timed-out call is "unknown", never "did not happen"
+    # Connections per process (per node with a cluster); a call waits up to redis_timeout for a free one.
+    redis_max_connections: int = 512
     sweep_interval_seconds: int = 30  # how often each process looks for holds past their deadline
     spool_dir: Path = Path("data/spool")  # settlements Redis could not take yet, replayed when it is back
     metrics_token: str | None = None  # bearer token for /metrics; see `metrics_public`
@@ -315,6 +317,7 @@ SETTING_PATHS: dict[str, tuple[str, Check]] = {
     "redis.request_log_retention_days": ("request_log_retention_days", _non_negative),
     "redis.hourly_retention_days": ("hourly_retention_days", _positive),
     "redis.timeout": ("redis_timeout", _seconds),
+    "redis.max_connections": ("redis_max_connections", _positive),
     "limits.default_max_tokens": ("default_max_tokens", _positive),
     "limits.reservation_ttl_seconds": ("reservation_ttl_seconds", _positive),
     "limits.max_upstream_response_bytes": ("max_upstream_response_bytes", _positive),

@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from aiohttp import web
-from redis.asyncio import Redis, RedisCluster
+from redis.asyncio import BlockingConnectionPool, Redis, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ClusterDownError, ConnectionError, RedisClusterException, SlotNotCoveredError
@@ -81,10 +81,15 @@ def redis_client(url: str, settings: Settings) -> RedisClient:
         "retry": retry,
     }
     if settings.redis_cluster:
-        # Unbounded per node, as the single server's pool is: redis-py's cluster default (100 per node) fails
-        # the 101st concurrent call with MaxConnectionsError instead of waiting for a connection.
-        return _ClusterClient.from_url(url, max_connections=2**31, **options)
-    return Redis.from_url(url, **options)
+        # redis-py's cluster default (100 per node) fails the 101st concurrent call with MaxConnectionsError;
+        # its cluster client cannot wait for a connection, so the bound is set high.
+        return _ClusterClient.from_url(url, max_connections=settings.redis_max_connections, **options)
+    # A pool that waits for a free connection (up to the call's timeout) instead of failing the call at once,
+    # as redis-py's default pool (100) does past its bound: a burst beyond it must queue, never 503.
+    pool = BlockingConnectionPool.from_url(
+        url, max_connections=settings.redis_max_connections, timeout=settings.redis_timeout, **options
+    )
+    return Redis(connection_pool=pool)
 
 
 def ledger_for(redis: RedisClient, settings: Settings, clock: Clock) -> Ledger:

@@ -12,6 +12,7 @@ import orjson
 import pytest
 from aiohttp import ClientResponse
 
+from gateway.app_state import SETTLER
 from gateway.billing import keyspace
 from tests.conftest import ADMIN_TOKEN, HELLO_PROMPT_TOKENS, REFERENCE, Gateway, StartGateway, user_message
 from tests.faults import ControlledRedis
@@ -244,3 +245,14 @@ async def test_frozen_redis_during_settle_charges_once(
     assert seen.billed == "0.025004" and seen.remaining == "999.974996"
     assert await gateway.redis.xlen(keyspace.request_log(account)) == 1
     assert ADMIN_TOKEN  # the admin API read the balance above
+
+
+async def test_a_burst_beyond_the_redis_pool_waits_for_connections(start_gateway: StartGateway) -> None:
+    # redis-py's default pool fails the call past its bound at once: that was a 503 (or a spooled settlement)
+    # under load. The gateway's pool makes the call wait for a free connection instead.
+    gateway = await start_gateway({"redis_max_connections": 3}, main={"latency_ms": 20})
+    account, key = await gateway.new_account()
+    seen = await asyncio.gather(*(_send(gateway, key, f"burst {i}", stream=i % 2 == 0) for i in range(40)))
+    assert {s.status for s in seen} == {200}
+    assert not gateway.app[SETTLER].spool.pending  # every settlement went straight in
+    assert await gateway.balance_micros(account) == INITIAL_MICROS - sum(s.cost_micros for s in seen)
