@@ -18,6 +18,8 @@ def price_preview(chat: ChatRequest, model: ModelConfig, settings: Settings, pro
     # Costs beyond 2^53 micro-credits no balance can pay; capped as the hold is, so the figures stay exact.
     least = min(model.price.cost_micros(prompt_tokens, 0), MAX_SAFE_INTEGER)
     most = min(model.price.cost_micros(prompt_tokens, max_completion_tokens), MAX_SAFE_INTEGER)
+    # A client's max_tokens times n may pass what JSON encoders take (64 bits); no hold covers more than 2^53.
+    max_completion_tokens = min(max_completion_tokens, MAX_SAFE_INTEGER)
     return {
         "object": "chat.completion.token_count",
         "model": chat.model,

@@ -51,6 +51,15 @@ async def _count(gateway: Gateway, key: str, body: dict[str, object]) -> dict[st
     return await response.json()  # type: ignore[no-any-return]
 
 
+async def test_an_output_bound_past_64_bits_is_shown_capped_not_a_500(start_gateway: StartGateway) -> None:
+    gateway = await start_gateway()
+    _, key = await gateway.new_account()
+    body = {"model": "m-main", "messages": user_message(), "max_tokens": 2**63, "n": 128}  # 2^70 tokens in all
+    preview = await _count(gateway, key, body)
+    assert preview["max_completion_tokens"] == 2**53 - 1  # no hold covers more
+    assert preview["cost"]["max_credits_micros"] == 2**53 - 1  # type: ignore[index]
+
+
 async def test_models_carry_the_configured_prices(start_gateway: StartGateway) -> None:
     gateway = await start_gateway()
     _, key = await gateway.new_account()
