@@ -15,6 +15,7 @@ from gateway.app_state import CLOCK, METRICS, OUTBOX_WAKEUP, SETTINGS, TOKEN_COU
 from gateway.config import Settings
 from gateway.dashboard import handlers as dashboard_handlers
 from gateway.errors import error_middleware, redact_malformed_request_logs
+from gateway.insights import handlers as insights_handlers
 from gateway.metrics import Metrics
 from gateway.proxy import handlers as proxy_handlers
 from gateway.proxy.upstream import upstream_ctx
@@ -42,6 +43,7 @@ def create_app(
     proxy_handlers.add_routes(app)
     admin_handlers.add_routes(app)
     usage_handlers.add_routes(app)
+    insights_handlers.add_routes(app)
     webhook_handlers.add_routes(app)  # after redis_ctx: the sender stops before Redis closes
     dashboard_handlers.add_routes(app)
     openapi.add_routes(app)

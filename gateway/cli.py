@@ -1,5 +1,5 @@
-"""The `gateway` command: serve, mock-upstream, the admin verbs (accounts, keys, credits, webhooks), and
-`tokens count` (a body's tokens and price range, offline).
+"""The `gateway` command: serve, mock-upstream, the admin verbs (accounts, keys, credits, webhooks, usage
+insights), and `tokens count` (a body's tokens and price range, offline).
 
 Admin verbs act on Redis directly, through the same code as the admin API, so they work whether or not a
 gateway is running; with no REDIS_URL they join (or briefly start) the embedded Redis of the data directory.
@@ -14,14 +14,17 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
 
 from gateway.admin.accounts import AccountStore
 from gateway.admin.service import AdminService
+from gateway.billing.client import RedisClient
 from gateway.config import ConfigError, Settings, load_settings
 from gateway.errors import GatewayError, InvalidRequest
+from gateway.insights.report import insights_report
 from gateway.mock.options import MockOptions
 from gateway.mock.server import run_mock_upstream
 from gateway.proxy.chat_request import parse_chat_request
@@ -39,6 +42,8 @@ class Services:
 
     admin: AdminService
     webhooks: WebhookService
+    redis: RedisClient
+    settings: Settings
 
 
 AdminAction = Callable[[Services, argparse.Namespace], Awaitable[dict[str, object]]]
@@ -113,6 +118,14 @@ def build_parser() -> argparse.ArgumentParser:
     hook_delete = webhooks.add_parser("delete")
     hook_delete.add_argument("--account", required=True)
     hook_delete.add_argument("webhook_id")
+    usage = _Commands(
+        commands.add_parser("usage", help="read an account's usage").add_subparsers(dest="verb", required=True), config
+    )
+    insights = usage.add_parser("insights", help="the waste found in a range, as GET /v1/usage/insights")
+    insights.add_argument("--account", required=True)
+    insights.add_argument("--start", default=None, help="first UTC day (YYYY-MM-DD); default: the billing period")
+    insights.add_argument("--end", default=None, help="last UTC day (inclusive)")
+    insights.add_argument("--key", default=None, help="one API key's insights (its id, key_...)")
     tokens = _Commands(
         commands.add_parser("tokens", help="count tokens offline").add_subparsers(dest="verb", required=True), config
     )
@@ -158,6 +171,13 @@ async def _list_webhooks(services: Services, args: argparse.Namespace) -> dict[s
     return await services.webhooks.list_for(args.account)
 
 
+async def _usage_insights(services: Services, args: argparse.Namespace) -> dict[str, object]:
+    await services.admin.show_account(args.account)  # 404 for an account that does not exist
+    query = {name: value for name in ("start", "end", "key") if (value := getattr(args, name))}
+    now = datetime.now(UTC)
+    return await insights_report(services.redis, services.settings, args.account, query, now)
+
+
 ADMIN_ACTIONS: dict[tuple[str, str], AdminAction] = {
     ("accounts", "create"): lambda s, a: s.admin.create_account({"name": a.name, "credits": a.credits}),
     ("accounts", "list"): lambda s, a: s.admin.list_accounts(),
@@ -169,6 +189,7 @@ ADMIN_ACTIONS: dict[tuple[str, str], AdminAction] = {
     ("webhooks", "create"): _create_webhook,
     ("webhooks", "list"): _list_webhooks,
     ("webhooks", "delete"): lambda s, a: s.webhooks.delete(a.account, a.webhook_id),
+    ("usage", "insights"): _usage_insights,
 }
 
 
@@ -178,7 +199,7 @@ async def run_admin(settings: Settings, action: AdminAction, args: argparse.Name
         limits = Limits(settings.webhook_max_per_account, settings.webhook_allow_private_targets)
         outbox = Outbox(redis, clock=time.time)
         webhooks = WebhookService(WebhookStore(redis, clock=time.time), outbox, limits, clock=time.time)
-        return await action(Services(admin, webhooks), args)
+        return await action(Services(admin, webhooks, redis, settings), args)
 
 
 def count_tokens_offline(settings: Settings, path: Path) -> dict[str, object]:

@@ -61,6 +61,8 @@ class ModelConfig:
     # Request fields that change the provider's price (proxy/priced_fields.py), allowed because this model's
     # price already covers them; any other such field is refused with 400.
     allowed_fields: frozenset[str] = frozenset()
+    # A configured model that could do this one's small requests for less (the usage insights' model mix).
+    cheaper_alternative: str | None = None
 
     def __post_init__(self) -> None:
         if self.max_tokens_field == "auto":
@@ -114,6 +116,15 @@ class Settings:
     remote_image_size: tuple[int, int] = (1024, 1024)
     usage_max_range_days: int = 400  # longest range the usage API and export answer
     usage_max_hour_range_hours: int = 744  # longest range of an hourly breakdown
+    # Usage insights (gateway/insights): what counts as waste.
+    insights_duplicate_window_seconds: int = 600  # a repeat this soon after a successful answer is a duplicate
+    insights_retry_loop_min: int = 3  # the same request this many times within the window below is a loop
+    insights_retry_loop_window_seconds: int = 120
+    insights_long_prompt_tokens: int = 8000  # a conversation resending a prompt longer than this is long
+    insights_long_conversation_turns: int = 20  # ... and so is one past this many turns (user messages)
+    # Model mix: a request on a model with a cheaper alternative is "small" at or under both of these.
+    insights_small_prompt_tokens: int = 1000
+    insights_small_completion_tokens: int = 250
 
     def __post_init__(self) -> None:
         # A hold must outlive the longest request, or the sweeper would release a request still running.
@@ -123,6 +134,12 @@ class Settings:
                 f"limits.reservation_ttl_seconds ({self.reservation_ttl_seconds}) must exceed "
                 f"server.body_timeout + timeouts.total ({longest:g} s)"
             )
+        for model in self.models.values():
+            alternative = model.cheaper_alternative
+            if alternative is not None and (alternative not in self.models or alternative == model.name):
+                raise ConfigError(
+                    f'models."{model.name}".cheaper_alternative: {alternative!r} is not another configured model'
+                )
 
     @property
     def metrics_public(self) -> bool:
@@ -293,6 +310,13 @@ def _price(value: object, where: str) -> int:
     return micros
 
 
+def _at_least_two(value: object, where: str) -> int:
+    number = _integer(value, where)
+    if number < 2:
+        raise ConfigError(f"{where} must be at least 2")
+    return number
+
+
 def _max_tokens_field(value: object, where: str) -> str:
     if value not in ("auto", "max_tokens", "max_completion_tokens"):
         raise ConfigError(f"{where} must be auto, max_tokens or max_completion_tokens")
@@ -339,6 +363,13 @@ SETTING_PATHS: dict[str, tuple[str, Check]] = {
     "tokens.remote_image_size": ("remote_image_size", _image_size),
     "usage.max_range_days": ("usage_max_range_days", _positive),
     "usage.max_hour_range_hours": ("usage_max_hour_range_hours", _positive),
+    "insights.duplicate_window_seconds": ("insights_duplicate_window_seconds", _positive),
+    "insights.retry_loop_min": ("insights_retry_loop_min", _at_least_two),
+    "insights.retry_loop_window_seconds": ("insights_retry_loop_window_seconds", _positive),
+    "insights.long_prompt_tokens": ("insights_long_prompt_tokens", _positive),
+    "insights.long_conversation_turns": ("insights_long_conversation_turns", _positive),
+    "insights.small_prompt_tokens": ("insights_small_prompt_tokens", _positive),
+    "insights.small_completion_tokens": ("insights_small_completion_tokens", _positive),
 }
 # Optional keys of an [upstreams.NAME] and a [models."NAME"] table -> (field, check), defaults as above.
 UPSTREAM_KEYS: dict[str, tuple[str, Check]] = {
@@ -351,6 +382,7 @@ MODEL_KEYS: dict[str, tuple[str, Check]] = {
     "max_tokens_field": ("max_tokens_field", _max_tokens_field),
     "encoding": ("encoding", _optional_text),
     "allowed_fields": ("allowed_fields", _field_names),
+    "cheaper_alternative": ("cheaper_alternative", _optional_text),
 }
 
 

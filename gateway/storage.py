@@ -15,7 +15,7 @@ from redis.exceptions import ClusterDownError, ConnectionError, RedisClusterExce
 
 from gateway.admin.accounts import AccountStore
 from gateway.app_state import ACCOUNTS, CLOCK, LEDGER, METRICS, REDIS, REDIS_HEALTH, SETTINGS, SETTLER
-from gateway.billing import Clock, Ledger, Retention
+from gateway.billing import Clock, InsightRules, Ledger, Retention
 from gateway.billing.client import RedisClient
 from gateway.billing.health import RedisHealth
 from gateway.billing.settler import Settler
@@ -93,14 +93,19 @@ def redis_client(url: str, settings: Settings) -> RedisClient:
 
 
 def ledger_for(redis: RedisClient, settings: Settings, clock: Clock) -> Ledger:
-    """The ledger with the configured retention of what settlement writes."""
+    """The ledger with the configured retention of what settlement writes, and the usage insights' rules."""
     retention = Retention(
         request_log_maxlen=settings.request_log_maxlen,
         request_log_retention_ms=settings.request_log_retention_days * 86_400_000,
         hour_ttl_s=settings.hourly_retention_days * 86400,
         settled_ids_ms=2 * settings.reservation_ttl_seconds * 1000,
     )
-    return Ledger(redis, clock=clock, retention=retention)
+    insights = InsightRules(
+        duplicate_window_ms=settings.insights_duplicate_window_seconds * 1000,
+        retry_window_ms=settings.insights_retry_loop_window_seconds * 1000,
+        retry_min=settings.insights_retry_loop_min,
+    )
+    return Ledger(redis, clock=clock, retention=retention, insights=insights)
 
 
 async def redis_ctx(app: web.Application) -> AsyncIterator[None]:

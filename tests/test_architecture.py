@@ -39,7 +39,16 @@ ALLOWED: dict[str, set[str]] = {
     "tokens": set(),
     "shared": {"billing"},
     "admin": {"billing", "shared"},
-    "proxy": {"billing", "tokens", "shared", "admin.accounts", "admin.auth"},
+    # The proxy takes each request's fingerprint and signals as it goes (the usage insights' hot path).
+    "proxy": {
+        "billing",
+        "tokens",
+        "shared",
+        "admin.accounts",
+        "admin.auth",
+        "insights.fingerprints",
+        "insights.signals",
+    },
     "usage": {"billing", "shared", "admin.accounts", "admin.auth"},
     "webhooks": {"billing", "shared", "admin.accounts", "admin.auth"},
     "dashboard": {"billing", "shared", "admin.accounts", "admin.auth", "usage.ranges", "usage.reader", "usage.views"},
@@ -57,6 +66,7 @@ HANDLERS = {
     "proxy.upstream",
     "usage.handlers",
     "webhooks.handlers",
+    "insights.handlers",
 }
 
 

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
 import pytest
 
 from gateway.cli import main
+from tests.conftest import StartGateway
+from tests.insights.waste import DAY, scripted
+from tests.usage.traffic import get_json
 
 CONFIG = """
 [upstreams.mock]
@@ -81,3 +85,26 @@ def test_cli_webhook_verbs_create_list_and_delete(
     assert _run(capsys, config, "webhooks", "list", "--account", account_id)["data"] == []
     args = ["--config", str(config), "webhooks", "create", "--account", account_id, "--url", "ftp://x", "--events", "x"]
     assert main(args) == 1 and "'url' is refused" in capsys.readouterr().err
+
+
+async def test_cli_usage_insights_is_the_report_the_api_gives(
+    start_gateway: StartGateway, config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    gateway, tenant, _, _ = await scripted(start_gateway)
+    _, expected = await get_json(gateway, "/v1/usage/insights", tenant.auth(), start=DAY, end=DAY)
+    # The CLI runs its own event loop: on a thread of its own. Its config knows none of the test's models, so
+    # the model mix names no alternative.
+    args = ["usage", "insights", "--account", tenant.account_id, "--start", DAY, "--end", DAY]
+    shown = await asyncio.to_thread(_run, capsys, config, *args)
+    for item in expected["data"]:  # type: ignore[attr-defined]
+        if item["type"] == "model_mix":
+            item["details"]["models"][0]["alternative"] = None
+    assert shown == expected
+    key_args = [*args, "--key", tenant.key_id(1)]
+    assert [item["type"] for item in (await asyncio.to_thread(_run, capsys, config, *key_args))["data"]] == [  # type: ignore[attr-defined]
+        "retry_loops"
+    ]
+    unknown = ["--config", str(config), "usage", "insights", "--account", "acct_0000000000000000"]
+    assert await asyncio.to_thread(main, unknown) == 1 and "No account" in capsys.readouterr().err
+    bad = ["--config", str(config), *args, "--key", "nope"]
+    assert await asyncio.to_thread(main, bad) == 1 and "'key' must be" in capsys.readouterr().err

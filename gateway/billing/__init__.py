@@ -11,12 +11,21 @@ from __future__ import annotations
 
 from gateway.billing.ledger import Clock, GrantError, Ledger
 from gateway.billing.pricing import Price
-from gateway.billing.scripts import Hold, ReserveOutcome, ReserveStatus, Retention, Settlement, SettleOutcome
+from gateway.billing.scripts import (
+    Hold,
+    InsightRules,
+    ReserveOutcome,
+    ReserveStatus,
+    Retention,
+    Settlement,
+    SettleOutcome,
+)
 
 __all__ = [
     "Clock",
     "GrantError",
     "Hold",
+    "InsightRules",
     "Ledger",
     "Price",
     "ReserveOutcome",

@@ -73,6 +73,24 @@ def usage_hour(account_id: str, when: datetime) -> str:
     return f"{account_tag(account_id)}:usage:h:{when:%Y%m%d%H}"
 
 
+def insights_day(account_id: str, when: datetime) -> str:
+    """Hash of one UTC day's usage insights (gateway/insights), written by settle.lua: per waste type `<type>:<stat>`
+    and `<type>:x` (a few example request ids, newest first), the same under `k:<API key id>:`, and per model
+    `mix:m:<model>:<stat>` and `cache:m:<model>:<stat>`. Kept like the day's usage hash."""
+    return f"{account_tag(account_id)}:insights:d:{when:%Y%m%d}"
+
+
+def insight_request(account_id: str, request_hash: str) -> str:
+    """Hash with a TTL: when a request with this fingerprint was last seen, how it ended and the retry window it
+    is in (see settle.lua); reserve.lua marks a 402 here. Only hashes and counts, never text."""
+    return f"{account_tag(account_id)}:ins:r:{request_hash}"
+
+
+def insight_conversation(account_id: str, conversation_hash: str) -> str:
+    """String with a TTL: a long conversation reached this history (its hash), so its next turn is the same one."""
+    return f"{account_tag(account_id)}:ins:c:{conversation_hash}"
+
+
 def request_log(account_id: str) -> str:
     """Stream of request records, capped by length."""
     return f"{account_tag(account_id)}:requests"

@@ -20,6 +20,7 @@ from gateway.billing.scripts import (
     GrantOutcome,
     GrantStatus,
     Hold,
+    InsightRules,
     ReserveCall,
     ReserveOutcome,
     Retention,
@@ -39,13 +40,14 @@ class GrantError(Exception):
 class Ledger:
     """Credit balances in Redis. Every method that moves money is a single script call (one round trip)."""
 
-    def __init__(self, redis: RedisClient, *, clock: Clock, retention: Retention):
+    def __init__(self, redis: RedisClient, *, clock: Clock, retention: Retention, insights: InsightRules | None = None):
         self.redis = redis
         self.clock = clock
         self.retention = retention
+        self.insights = insights  # None: fingerprinted settlements count no insights
         # redis-py re-sends the script body when the server answers NOSCRIPT (after a restart or SCRIPT FLUSH).
         self._reserve = ScriptCall(redis, redis.register_script(money_script("reserve.lua")))
-        self._settle = ScriptCall(redis, redis.register_script(money_script("settle.lua")))
+        self._settle = ScriptCall(redis, redis.register_script(money_script("settle.lua", "insights.lua")))
         self._grant = ScriptCall(redis, redis.register_script(money_script("grant.lua")))
 
     async def load_scripts(self) -> None:
@@ -70,15 +72,27 @@ class Ledger:
         min_hold_micros: int,
         ttl_s: int,
         model: str = "",
+        request_hash: str = "",
     ) -> ReserveOutcome:
         """Authenticate the API key and hold `hold_micros`, or report why not. Nothing is held unless HELD.
 
         Once per request id: a repeat of a call that held returns HELD without holding more, and a call that
-        comes after the request was settled (a timed-out call that ran late) returns SETTLED.
+        comes after the request was settled (a timed-out call that ran late) returns SETTLED. With insights on,
+        a refusal marks `request_hash` (the request's fingerprint), so that its repeat is seen as a retry.
         """
         now_ms = self.now_ms()
+        rules = self.insights
         call = ReserveCall(
-            account_id, api_key_sha256, request_id, hold_micros, min_hold_micros, now_ms + ttl_s * 1000, model, now_ms
+            account_id,
+            api_key_sha256,
+            request_id,
+            hold_micros,
+            min_hold_micros,
+            now_ms + ttl_s * 1000,
+            model,
+            now_ms,
+            request_hash if rules is not None else "",
+            rules.request_state_ms if rules is not None else 0,
         )
         return ReserveOutcome.from_reply(await self._reserve(call.keys(), call.argv()))
 
@@ -88,7 +102,7 @@ class Ledger:
         Once per request id: a repeat finds no hold and changes nothing. `now_ms` is when the request ended,
         kept by a settlement replayed from the spool so that it counts on the day it happened.
         """
-        call = SettleCall(settlement, self.now_ms() if now_ms is None else now_ms, self.retention)
+        call = SettleCall(settlement, self.now_ms() if now_ms is None else now_ms, self.retention, self.insights)
         return SettleOutcome.from_reply(await self._settle(call.keys(), call.argv()))
 
     async def grant(self, account_id: str, amount_micros: int, note: str = "", *, grant_id: str | None = None) -> int:

@@ -25,6 +25,20 @@ from gateway.billing.periods import period_id
 Argv = list[str | int]
 MAX_SAFE_INTEGER = 2**53 - 1  # Lua numbers are doubles: integers are exact up to here
 
+# Request-record fields settle.lua reads for the usage insights (gateway/insights writes them): hashes and
+# counts only, never text. A settlement carrying REQUEST_HASH is "fingerprinted".
+REQUEST_HASH = "req_hash"  # the normalised request
+CONVERSATION_HASH = "conv_hash"  # the messages but the last ("" for one message)
+MESSAGES = "messages"  # how many
+# Only on a request of a long conversation: the conversation hash its previous turn had, the prompt tokens it
+# resent (every message but the last) and what they cost at the model's input price.
+PREVIOUS_CONVERSATION_HASH = "conv_prev"
+HISTORY_TOKENS = "history_tokens"
+HISTORY_MICROS = "history_micros"
+# Only on a small request to a model with a cheaper alternative: that model, and the request's cost there.
+ALTERNATIVE_MODEL = "alt_model"
+ALTERNATIVE_MICROS = "alt_micros"
+
 
 def whole(value: int, name: str) -> int:
     """`value` if it is an integer in [0, 2^53), else ValueError: no script is called with it."""
@@ -40,9 +54,10 @@ def lua_source(package: str, name: str, *, prelude: Sequence[str] = ()) -> str:
     return "\n".join(parts)
 
 
-def money_script(name: str) -> str:
-    """A script of gateway/billing/lua with the shared checks and hold record helpers in front."""
-    return lua_source("gateway.billing", name, prelude=("prelude.lua",))
+def money_script(name: str, *more: str) -> str:
+    """A script of gateway/billing/lua with the shared checks and hold record helpers in front (and `more` of
+    that folder's files: settle.lua takes insights.lua)."""
+    return lua_source("gateway.billing", name, prelude=("prelude.lua", *more))
 
 
 @dataclass(frozen=True)
@@ -72,8 +87,34 @@ class ReserveStatus(enum.IntEnum):
 
 
 @dataclass(frozen=True)
+class InsightRules:
+    """What settle.lua counts as waste for the usage insights. Built from Settings, which holds the defaults."""
+
+    duplicate_window_ms: int  # a repeat this soon after a successful answer is a duplicate
+    retry_window_ms: int  # ... and `retry_min` sightings within this, or a repeat after an error, a retry loop
+    retry_min: int
+    examples: int = 5  # example request ids kept per waste type, per day (and per API key)
+    conversation_idle_ms: int = 86_400_000  # a long conversation quiet for this long counts as a new one
+
+    @property
+    def request_state_ms(self) -> int:
+        """How long a fingerprint's state lives: as long as either window can still look back at it."""
+        return max(self.duplicate_window_ms, self.retry_window_ms)
+
+    def argv(self) -> Argv:
+        return [
+            whole(self.duplicate_window_ms, "duplicate window"),
+            whole(self.retry_window_ms, "retry window"),
+            whole(self.retry_min, "retry loop min"),
+            whole(self.examples, "examples"),
+            whole(self.conversation_idle_ms, "conversation idle"),
+        ]
+
+
+@dataclass(frozen=True)
 class ReserveCall:
-    """reserve.lua: authenticate an API key and hold credits for one request."""
+    """reserve.lua: authenticate an API key and hold credits for one request. With a request hash (and the
+    state's lifetime) a refusal with 402 is marked in that fingerprint's insight state."""
 
     account_id: str
     api_key_sha256: str
@@ -83,10 +124,12 @@ class ReserveCall:
     deadline_ms: int
     model: str
     now_ms: int
+    request_hash: str = ""
+    request_state_ms: int = 0
 
     def keys(self) -> list[str]:
         account_id = self.account_id
-        return [
+        keys = [
             keyspace.account(account_id),
             keyspace.live_api_keys(account_id),
             keyspace.holds(account_id),
@@ -94,9 +137,12 @@ class ReserveCall:
             keyspace.alerts(account_id),
             keyspace.outbox(account_id),
         ]
+        if self.request_hash:
+            keys.append(keyspace.insight_request(account_id, self.request_hash))
+        return keys
 
     def argv(self) -> Argv:
-        return [
+        argv: Argv = [
             self.api_key_sha256,
             self.request_id,
             whole(self.hold_micros, "hold"),
@@ -107,6 +153,9 @@ class ReserveCall:
             whole(self.now_ms, "now"),
             period_id(self.now_ms),
         ]
+        if self.request_hash:
+            argv.append(whole(self.request_state_ms, "request state lifetime"))
+        return argv
 
 
 @dataclass(frozen=True)
@@ -166,16 +215,26 @@ def utc_hour(hour: int) -> datetime:
 
 @dataclass(frozen=True)
 class SettleCall:
-    """settle.lua: charge a settlement against its hold, release the rest, write aggregates and the record."""
+    """settle.lua: charge a settlement against its hold, release the rest, write aggregates and the record.
+
+    A fingerprinted charge (its record has REQUEST_HASH) settled with `insights` rules also counts the waste it
+    shows in the day's insights: four more keys, and the rules before the record fields.
+    """
 
     settlement: Settlement
     now_ms: int
     retention: Retention
+    insights: InsightRules | None = None
+
+    @property
+    def counts_insights(self) -> bool:
+        settlement = self.settlement
+        return self.insights is not None and settlement.mode is SettleMode.CHARGE and REQUEST_HASH in settlement.record
 
     def keys(self) -> list[str]:
         account_id = self.settlement.account_id
         when = utc_hour(self.now_ms // 3_600_000)  # the day and hour keys need no finer time
-        return [
+        keys = [
             keyspace.account(account_id),
             keyspace.holds(account_id),
             keyspace.usage_day(account_id, when),
@@ -186,6 +245,15 @@ class SettleCall:
             keyspace.alerts(account_id),
             keyspace.outbox(account_id),
         ]
+        if self.counts_insights:
+            record = self.settlement.record
+            keys += [
+                keyspace.insights_day(account_id, when),
+                keyspace.insight_request(account_id, str(record[REQUEST_HASH])),
+                keyspace.insight_conversation(account_id, str(record.get(CONVERSATION_HASH, ""))),
+                keyspace.insight_conversation(account_id, str(record.get(PREVIOUS_CONVERSATION_HASH, ""))),
+            ]
+        return keys
 
     def argv(self) -> Argv:
         settlement, retention = self.settlement, self.retention
@@ -208,6 +276,8 @@ class SettleCall:
             period_id(self.now_ms),
             settlement.account_id,
         ]
+        if self.insights is not None and self.counts_insights:
+            argv += self.insights.argv()
         for name, value in settlement.record.items():
             argv.extend((name, value))
         return argv

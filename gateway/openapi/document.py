@@ -10,6 +10,7 @@ from aiohttp import web
 
 from gateway.admin.service import MAX_NAME_LENGTH
 from gateway.dashboard.assets import STATIC_FILES
+from gateway.insights.report import KINDS
 from gateway.openapi.builders import (
     ACCOUNT_ID,
     ADMIN,
@@ -160,6 +161,15 @@ SCHEMAS: dict[str, Schema] = {
         last_used_at=nullable(STRING),
     ),
     "KeyUsageList": listing(ref("KeyUsage"), "period_start", "period_end"),
+    "Insight": record(
+        strings="title tip",
+        integers="requests",
+        credits="credits estimated_savings_credits",
+        type={"enum": [kind.type for kind in KINDS]},
+        examples=array(STRING) | {"description": "A few of the requests (newest first), each in the export."},
+        details={"type": "object", "description": "Per type: loops and keys, conversations, models and shares."},
+    ),
+    "InsightList": listing(ref("Insight"), "period_start", "period_end"),
     "AccountUsage": record(
         strings="account_id name", integers="requests tokens", credits="credits_used", credits_remaining=NUMBER
     ),
@@ -191,6 +201,7 @@ END = query(
 ACCOUNT = query("account", ACCOUNT_ID, "The account to read: required with the admin token; a key reads its own.")
 GRANULARITY = query("granularity", {"enum": [g.value for g in Granularity]}, "Default: day.")
 DAY_ONLY = query("granularity", {"enum": [Granularity.DAY.value]}, "These sums are kept per day only.")
+KEY = query("key", KEY_ID, "One of the account's API keys: its insights only (default: the whole account).")
 FORMAT = query("format", {"enum": [f.value for f in ExportFormat]}, "Default: csv.")
 LIMIT_SCHEMA = {"type": "integer", "minimum": 1, "maximum": MAX_SUMMARY_LIMIT, "default": 10}
 LIMIT = query("limit", LIMIT_SCHEMA, "How many top accounts and top models.")
@@ -246,6 +257,15 @@ def operations() -> list[Operation]:
         ),
         op("GET /v1/usage/models", "Usage per model", both, ref("ModelUsageList"), ranged, fails=READ_ERRORS),
         op("GET /v1/usage/keys", "Usage per API key", both, ref("KeyUsageList"), ranged, fails=READ_ERRORS),
+        op(
+            "GET /v1/usage/insights",
+            "Waste found in the range (duplicates, retry loops, unused answers, long conversations, model mix, "
+            "cache use), most estimated savings first",
+            both,
+            ref("InsightList"),
+            [START, END, DAY_ONLY, KEY, ACCOUNT],
+            fails=READ_ERRORS,
+        ),
         op(
             "GET /v1/usage/export",
             "The request records, oldest first",

@@ -25,6 +25,8 @@ from gateway.admin.auth import credits_header
 from gateway.app_state import METRICS, OUTBOX_WAKEUP, SETTINGS, SETTLER, TOKEN_COUNTER, UPSTREAM_SESSION
 from gateway.config import ModelConfig, UpstreamConfig
 from gateway.errors import GatewayError, UpstreamAuthFailed, UpstreamError, UpstreamTimeout
+from gateway.insights.fingerprints import Fingerprint
+from gateway.insights.signals import Billed, resent_tokens, settlement_fields
 from gateway.proxy.chat_request import ChatRequest
 from gateway.proxy.metering import (
     Charged,
@@ -69,8 +71,10 @@ class ChatExchange:
         reservation: Reservation,
         prompt_tokens: int,
         started: float,
+        fingerprint: Fingerprint,
     ):
         self.request = request
+        self.fingerprint = fingerprint
         self.app = request.app
         self.chat = chat
         self.model = model
@@ -251,6 +255,18 @@ class ChatExchange:
     def estimate(self) -> Usage:
         return Usage(self.prompt_tokens, self.counter.count_completion_tokens())
 
+    def _insight_fields(self, usage: Usage, status: int) -> dict[str, str | int]:
+        """The request's fingerprint and the signals it shows, for its record and the usage insights."""
+        chat, counter = self.chat, self.app[TOKEN_COUNTER]
+        billed = Billed(usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens, status)
+        return settlement_fields(
+            self.fingerprint,
+            billed,
+            self.model,
+            self.app[SETTINGS],
+            history=lambda: resent_tokens(counter, chat.model, chat.body, self.prompt_tokens),
+        )
+
     async def _settle_once(self, status: int) -> Charged:
         """Settle on the first call, as the request ended with `status`; later calls (even while the first
         is still under way, its caller cancelled by a departing client) wait for that same charge."""
@@ -280,6 +296,7 @@ class ChatExchange:
             status=status,
             latency_ms=int((time.monotonic() - self.started) * 1000),
             stream=self.chat.stream,
+            insight=self._insight_fields(usage, status),
         )
         if charged.alerts:
             self.app[OUTBOX_WAKEUP].set()  # a threshold was crossed: deliver its webhook now

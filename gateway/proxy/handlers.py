@@ -27,6 +27,7 @@ from gateway.errors import (
     UnsupportedMediaType,
     json_response,
 )
+from gateway.insights.fingerprints import Fingerprint, take_fingerprint
 from gateway.proxy.chat_request import ChatRequest, parse_chat_request
 from gateway.proxy.exchange import ChatExchange
 from gateway.proxy.metering import CREDITS_USED_HEADER, hold_credits
@@ -74,14 +75,23 @@ async def _relay_chat_completion(request: web.Request, request_id: str, started:
         if request.content_length is None or request.content_length > INLINE_COUNT_BYTES:
             tenant = await authenticate(app[ACCOUNTS], api_key)
         chat, model, size = await _checked_request(request, api_key, tenant)
-        prompt_tokens = await _count_prompt_tokens(app[TOKEN_COUNTER], chat, size)
+        prompt_tokens, fingerprint = await _measure(app[TOKEN_COUNTER], chat, size)
         reservation = await hold_credits(
-            app[LEDGER], app[SETTLER], settings, model, api_key, request_id, chat, prompt_tokens, app[OUTBOX_WAKEUP]
+            app[LEDGER],
+            app[SETTLER],
+            settings,
+            model,
+            api_key,
+            request_id,
+            chat,
+            prompt_tokens,
+            app[OUTBOX_WAKEUP],
+            request_hash=fingerprint.request_hash,
         )
     except GatewayError as error:
         app[METRICS].refused.labels(str(error.status)).inc()  # refused before a hold: nothing to settle
         raise
-    return await ChatExchange(request, chat, model, reservation, prompt_tokens, started).run()
+    return await ChatExchange(request, chat, model, reservation, prompt_tokens, started, fingerprint).run()
 
 
 async def _checked_request(
@@ -106,6 +116,18 @@ async def _count_prompt_tokens(counter: TokenCounter, chat: ChatRequest, size: i
     if size <= INLINE_COUNT_BYTES:
         return counter.count_prompt_tokens(chat.model, chat.body)
     return await asyncio.to_thread(counter.count_prompt_tokens, chat.model, chat.body)
+
+
+async def _measure(counter: TokenCounter, chat: ChatRequest, size: int) -> tuple[int, Fingerprint]:
+    """Prompt tokens and the request's fingerprint (usage insights): inline for a small body, else both on one
+    thread, as counting alone would be."""
+    if size <= INLINE_COUNT_BYTES:
+        return counter.count_prompt_tokens(chat.model, chat.body), take_fingerprint(chat.body)
+
+    def measure() -> tuple[int, Fingerprint]:
+        return counter.count_prompt_tokens(chat.model, chat.body), take_fingerprint(chat.body)
+
+    return await asyncio.to_thread(measure)
 
 
 async def post_count_tokens(request: web.Request) -> web.Response:

@@ -72,12 +72,15 @@ async def hold_credits(
     chat: ChatRequest,
     prompt_tokens: int,
     alerts_appended: asyncio.Event,
+    *,
+    request_hash: str = "",
 ) -> Reservation:
     """Authenticate and hold the most this request can cost; raise 401, 402 or 503 otherwise.
 
     With a client-set max_tokens the hold is exact-or-nothing. Without one, the gateway holds for its cap and,
     when the balance cannot pay for that, for as many output tokens as the balance can pay for, which it then
-    forwards as the request's max_tokens. Every try carries the same request id, so none holds twice.
+    forwards as the request's max_tokens. Every try carries the same request id, so none holds twice. A refusal
+    marks `request_hash` (the fingerprint), so the usage insights see a repeat as a retry.
     """
     price = model.price
     per_choice = output_bound(chat, model, settings)
@@ -95,6 +98,7 @@ async def hold_credits(
                 min_hold_micros=min(minimum, MAX_SAFE_INTEGER),
                 ttl_s=settings.reservation_ttl_seconds,
                 model=model.name,
+                request_hash=request_hash,
             )
         except REDIS_UNAVAILABLE as exc:
             # The call may still run (a frozen Redis wakes up): release what it holds once Redis takes it.
@@ -204,9 +208,11 @@ async def bill(
     status: int,
     latency_ms: int,
     stream: bool,
+    insight: Mapping[str, str | int] | None = None,
 ) -> Charged:
     """Charge `usage` against the hold, once (spooled when Redis cannot take it now). Shielded, so a handler
-    cancelled by a departing client still settles."""
+    cancelled by a departing client still settles. `insight`: the usage insights' record fields (hashes and
+    counts), counted by the settlement."""
     cost = model.price.cost_micros(usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens)
     settlement = Settlement(
         account_id=reservation.account_id,
@@ -228,6 +234,7 @@ async def bill(
             "gateway_completion_tokens": estimate.completion_tokens,
             "hold_micros": reservation.hold_micros,
             "clamped": ",".join(usage.clamped),
+            **(insight or {}),
         },
     )
     outcome = await asyncio.shield(settler.settle(settlement))

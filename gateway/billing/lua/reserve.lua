@@ -4,6 +4,8 @@
 --       6 outbox stream (all in one {acct:ID} slot)
 -- ARGV: 1 sha256(API key), 2 request id, 3 hold (micros), 4 least acceptable hold (micros), 5 deadline (ms),
 --       6 model, 7 account id, 8 now (ms), 9 billing period (YYYYMM)
+-- With a request fingerprint (billing.scripts.ReserveCall.request_hash), KEYS 7 is its insight state and
+--   ARGV 10 that state's lifetime (ms): a refusal marks it (status 402, now), so a repeat is seen as a retry.
 -- Reply {code, api_key_id, balance_micros, alerts}: alerts is how many webhook events were appended (a refusal
 -- may fire credits.exhausted).
 --    1  held ARGV[3] (or already held for this request id: nothing more is taken); balance is what is left
@@ -16,6 +18,9 @@ local least = whole(ARGV[4], 'least hold')
 whole(ARGV[5], 'deadline')
 local now = whole(ARGV[8], 'now')
 whole(ARGV[9], 'period')
+if KEYS[7] then
+  whole(ARGV[10], 'request state lifetime')
+end
 local api_key_id = redis.call('HGET', KEYS[2], ARGV[1])
 if not api_key_id then
   return {-1, '', 0, 0}
@@ -40,6 +45,10 @@ if balance < hold then
     local ctx = {account = ARGV[7], request = ARGV[2], now = now, period = ARGV[9],
       used = period_used(KEYS[1], ARGV[9]), total = balance + held, exhausted = true}
     alerts = alerts_check(KEYS[5], KEYS[6], ctx)
+  end
+  if KEYS[7] then
+    redis.call('HSET', KEYS[7], 't', now, 's', 402)
+    redis.call('PEXPIRE', KEYS[7], ARGV[10])
   end
   return {-2, api_key_id, balance, alerts}
 end

@@ -9,6 +9,10 @@
 --       11 mode ("charge" or "release"), 12 settled-ids cutoff (ms; ids settled before it are forgotten),
 --       13 billing period (YYYYMM of now), 14 account id,
 --       15.. extra request-record fields as name, value pairs
+-- With insights (a fingerprinted charge: billing.scripts.SettleCall.counts_insights; see insights.lua), KEYS
+--   10-13 are the day's insights hash, the fingerprint's state, the conversation's state and its previous turn's
+--   state, and ARGV 15-19 are the rules: duplicate window (ms), retry window (ms), retry loop min, examples kept,
+--   conversation idle time (ms); the record fields then start at ARGV 20.
 -- Reply {settled, balance_after, charged, alerts}: alerts is how many webhook events were appended.
 -- settled 0 means there was no hold (settled already, or never held):
 -- nothing moved. The id of a request without a hold, or released, is remembered, so that a reserve that runs
@@ -23,7 +27,14 @@ whole(ARGV[10], 'retention cutoff')
 whole(ARGV[12], 'settled-ids cutoff')
 whole(ARGV[13], 'period')
 local mode = ARGV[11]
-if (mode ~= 'charge' and mode ~= 'release') or (ARGV[9] ~= '0' and ARGV[9] ~= '1') or (#ARGV - 14) % 2 ~= 0 then
+local first_field, rules, fields = 15, nil, nil
+if #KEYS > 9 then
+  rules = insight_rules()
+  first_field = 20
+  fields = insight_fields(first_field)
+end
+if (mode ~= 'charge' and mode ~= 'release') or (ARGV[9] ~= '0' and ARGV[9] ~= '1')
+    or (#ARGV - first_field + 1) % 2 ~= 0 then
   error('invalid settle arguments')
 end
 
@@ -87,7 +98,7 @@ end
 local record = {'XADD', KEYS[6], 'MAXLEN', '~', ARGV[8], id,
   'request_id', ARGV[1], 'key_id', api_key_id, 'model', ARGV[5], 'prompt_tokens', ARGV[3],
   'completion_tokens', ARGV[4], 'credits_micros', charge, 'cost_micros', ARGV[2]}
-for i = 15, #ARGV do
+for i = first_field, #ARGV do
   record[#record + 1] = ARGV[i]
 end
 redis.call(unpack(record))
@@ -102,5 +113,9 @@ if used and redis.call('EXISTS', KEYS[8]) == 1 then
   local ctx = {account = ARGV[14], request = ARGV[1], now = now, period = ARGV[13], used = used,
     total = after + held_after, usage = true, low = true}
   alerts = alerts_check(KEYS[8], KEYS[9], ctx)
+end
+if rules then
+  insights_count({rules = rules, fields = fields, now = now, charge = charge, request = ARGV[1], model = ARGV[5],
+    prompt = prompt, status = fields.status or 0, scopes = {'', 'k:' .. api_key_id .. ':'}})
 end
 return {1, after, charge, alerts}
