@@ -49,14 +49,15 @@ function chosenRange() {
 
 async function readUsage() {
   const range = chosenRange();
-  const [period, today, chosen, models, keys] = await Promise.all([
+  const [period, today, chosen, models, keys, insights] = await Promise.all([
     json("/v1/usage"),
     json("/v1/usage", { granularity: "hour" }),
     json("/v1/usage", range),
     json("/v1/usage/models", range),
     json("/v1/usage/keys", range),
+    json("/v1/usage/insights", range),
   ]);
-  return { period, today, chosen, models: models.data, keys: keys.data };
+  return { period, today, chosen, models: models.data, keys: keys.data, insights: insights.data };
 }
 
 async function signIn(secret, account) {
@@ -103,7 +104,7 @@ function signOut(message = "") {
     figure.textContent = "–";
     delete figure.dataset.value;
   }
-  for (const id of ["models", "keys"]) $(id).tBodies[0].replaceChildren();
+  for (const id of ["models", "keys", "insights"]) $(id).tBodies[0].replaceChildren();
   $("start").value = $("end").value = "";
   $("board").hidden = $("session").hidden = $("account-picker").hidden = true;
   $("sign-in").hidden = false;
@@ -173,7 +174,7 @@ const decimal = new Intl.NumberFormat(undefined, { maximumFractionDigits: 6 });
 const compact = new Intl.NumberFormat(undefined, { notation: "compact", maximumFractionDigits: 2 });
 const formatter = (metric) => (metric === "credits" ? decimal : integer);
 
-function render({ period, today, chosen, models, keys }) {
+function render({ period, today, chosen, models, keys, insights }) {
   const figures = {
     requests_today: today.total_requests,
     tokens_today: today.total_tokens,
@@ -208,6 +209,7 @@ function render({ period, today, chosen, models, keys }) {
   }
   fillTable("models", models, "No model was used in this range.", modelRow);
   fillTable("keys", keys, "This account has no API keys.", keyRow);
+  fillTable("insights", insights, "No waste found in this range.", insightRow);
 }
 
 // One point per bucket of the range, oldest first: the value where the breakdown has one, else null (a bucket
@@ -421,6 +423,34 @@ function keyRow(key) {
     cell(integer.format(key.tokens)),
     cell(decimal.format(key.credits_used)),
     cell(lastUsed),
+  );
+  return row;
+}
+
+// A credit figure with its raw value (the usage API's number) for tests and monitors.
+function creditsCell(value) {
+  const td = cell(decimal.format(value));
+  td.dataset.value = String(value);
+  return td;
+}
+
+// One finding of GET /v1/usage/insights: what it is (and an example request to look up in the export), its
+// requests and credits, what avoiding it would have saved, and the tip.
+function insightRow(item) {
+  const row = document.createElement("tr");
+  row.dataset.type = item.type;
+  const finding = cell(item.title, "finding");
+  if (item.examples.length) {
+    const example = document.createElement("small");
+    example.textContent = `e.g. ${item.examples[0]}`;
+    finding.append(document.createElement("br"), example);
+  }
+  row.append(
+    finding,
+    cell(integer.format(item.requests)),
+    creditsCell(item.credits),
+    creditsCell(item.estimated_savings_credits),
+    cell(item.tip, "tip"),
   );
   return row;
 }
