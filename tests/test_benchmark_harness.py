@@ -18,7 +18,8 @@ REPO = Path(__file__).resolve().parent.parent
 @pytest.mark.timeout(120)
 def test_the_harness_runs_end_to_end_and_writes_its_results(tmp_path: Path) -> None:
     command = [sys.executable, "-m", "benchmarks.run", "--duration", "1", "--rounds", "1", "--connections", "1"]
-    command += ["--workers", "2", "--first-byte-samples", "5", "--warmup", "0", "--out", str(tmp_path)]
+    command += ["--workers", "2", "--first-byte-samples", "5", "--warmup", "0", "--quiet-wait", "0"]
+    command += ["--out", str(tmp_path)]
     done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=110)
     assert done.returncode == 0, done.stderr[-3000:]
 
