@@ -75,7 +75,7 @@ def usage_hour(account_id: str, when: datetime) -> str:
 
 def insights_day(account_id: str, when: datetime) -> str:
     """Hash of one UTC day's usage insights (gateway/insights), written by settle.lua: per waste type `<type>:<stat>`
-    and `<type>:x` (a few example request ids, newest first), the same under `k:<API key id>:`, and per model
+    and `<type>:x` (the day's first few example request ids), the same under `k:<API key id>:`, and per model
     `mix:m:<model>:<stat>` and `cache:m:<model>:<stat>`. Kept like the day's usage hash."""
     return f"{account_tag(account_id)}:insights:d:{when:%Y%m%d}"
 

@@ -15,14 +15,14 @@ from gateway.billing.client import RedisClient
 from gateway.billing.keyspace import as_text
 
 Stats = dict[str, int]
-EXAMPLES = 5  # example request ids per type in a report (each day keeps as many, newest first)
+EXAMPLES = 5  # example request ids per type in a report (each day keeps its first as many)
 PER_MODEL = ("mix:m:", "cache:m:")  # prefixes of the per-model counters (model names may hold ':')
 
 
 @dataclass
 class Found:
     """Insight counters summed over a range: per type ("dup", "retry", ...), per model for "mix" and "cache",
-    and the retry loops per API key; example request ids per type, newest first."""
+    and the retry loops per API key; example request ids per type, the newest day's first."""
 
     kinds: dict[str, Stats] = field(default_factory=dict)
     models: dict[str, dict[str, Stats]] = field(default_factory=dict)  # "mix" / "cache" -> model -> stats
@@ -73,7 +73,7 @@ class InsightsReader:
         found = Found()
         if key_id is not None:
             found.key_known = bool(replies.pop())
-        for day, fields in reversed(list(zip(days, replies, strict=True))):  # newest first: the newest examples
+        for day, fields in reversed(list(zip(days, replies, strict=True))):  # the newest day's examples first
             with_examples = examples_from is None or day >= examples_from
             _fold_day(found, fields, key_id, with_examples=with_examples)
         return found

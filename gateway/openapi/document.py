@@ -166,7 +166,7 @@ SCHEMAS: dict[str, Schema] = {
         integers="requests",
         credits="credits estimated_savings_credits",
         type={"enum": [kind.type for kind in KINDS]},
-        examples=array(STRING) | {"description": "A few of the requests (newest first), each in the export."},
+        examples=array(STRING) | {"description": "A few of the requests (each day's first), each in the export."},
         details={"type": "object", "description": "Per type: loops and keys, conversations, models and shares."},
     ),
     "InsightList": listing(ref("Insight"), "period_start", "period_end"),

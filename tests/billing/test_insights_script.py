@@ -82,9 +82,9 @@ async def test_a_loop_takes_in_the_sightings_before_it_and_its_first_is_no_savin
     # r0 (429), then r1 right after it opens the loop with r0 in it; r2, r3 join. The first try, r0, is no saving.
     assert (counted["retry:loops"], counted["retry:requests"], counted["retry:credits"]) == ("1", "4", "1000")
     assert counted["retry:savings"] == "900"
-    assert counted["retry:x"] == "r3 r2 r1 r0"
+    assert counted["retry:x"] == "r0 r1 r2 r3"
     key_id = (await redis_client.hvals(keyspace.live_api_keys(account)))[0]
-    assert counted[f"k:{key_id}:retry:credits"] == "1000" and counted[f"k:{key_id}:retry:x"] == "r3 r2 r1 r0"
+    assert counted[f"k:{key_id}:retry:credits"] == "1000" and counted[f"k:{key_id}:retry:x"] == "r0 r1 r2 r3"
     assert "dup:requests" not in counted  # a sighting in an open loop is the loop's, never a duplicate
 
 
@@ -98,9 +98,9 @@ async def test_three_sightings_in_the_window_are_a_loop_and_a_duplicate_is_not_t
     advance(ledger, 200)
     await settle(ledger, account, sha, "r4", 40)  # the loop is over (quiet past the window): a duplicate
     counted = await day(ledger, account)
-    assert (counted["dup:requests"], counted["dup:credits"], counted["dup:x"]) == ("2", "60", "r4 r2")
+    assert (counted["dup:requests"], counted["dup:credits"], counted["dup:x"]) == ("2", "60", "r2 r4")
     assert (counted["retry:loops"], counted["retry:requests"], counted["retry:credits"]) == ("1", "2", "40")
-    assert counted["retry:savings"] == "30" and counted["retry:x"] == "r3 r1"
+    assert counted["retry:savings"] == "30" and counted["retry:x"] == "r1 r3"
 
 
 async def test_a_repeat_right_after_a_402_is_a_retry(redis_client: Redis) -> None:
@@ -150,6 +150,15 @@ async def test_unused_long_mix_and_cache_are_counted_per_account_and_key(redis_c
         assert counted[f"{scope}mix:savings"] == counted[f"{scope}mix:m:m:savings"] == "18"
         assert (counted[f"{scope}cache:m:m:prompt_tokens"], counted[f"{scope}cache:m:m:cached_tokens"]) == ("10", "4")
     assert await redis_client.pttl(keyspace.insight_conversation(account, "c3")) > 86_000_000
+
+
+async def test_a_day_keeps_its_first_five_examples(redis_client: Redis) -> None:
+    ledger, account, sha = await insight_ledger(redis_client)
+    for index in range(8):
+        await settle(ledger, account, sha, f"r{index}", 10)
+        advance(ledger, 130)  # past the retry window, within the duplicate window: r1 to r7 are duplicates
+    counted = await day(ledger, account)
+    assert (counted["dup:requests"], counted["dup:x"]) == ("7", "r1 r2 r3 r4 r5")
 
 
 @pytest.mark.parametrize("field", ["status", "history_tokens", "history_micros", "alt_micros", "cached_tokens"])

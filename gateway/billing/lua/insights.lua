@@ -2,7 +2,7 @@
 -- settlement only, so a replayed settlement never counts twice. Prepended to settle.lua, after prelude.lua.
 -- Only hashes and counts are kept, never text. The day's insights hash (KEYS[10], keyspace.insights_day) holds,
 -- in each scope ('' for the account, 'k:<API key id>:' for the key), '<type>:<stat>' counters and '<type>:x',
--- the newest example request ids (space-separated, at most rules.examples). Types: dup, retry, unused, long,
+-- the day's first example request ids (space-separated, at most rules.examples). Types: dup, retry, unused, long,
 -- mix, and per model 'mix:m:<model>' and 'cache:m:<model>'. Amounts are micro-credits.
 
 -- The rules, ARGV 15-19, checked before any write.
@@ -26,24 +26,29 @@ local function insight_fields(first)
   return fields
 end
 
--- Add the (stat, amount) pairs of `counts` to `kind` in every scope, and `ids` to its examples, newest first.
+-- Add the (stat, amount) pairs of `counts` ('requests' first) to `kind` in every scope, and `ids` (oldest first)
+-- to its examples while the day has fewer requests of the kind than examples kept: once full, no more reads.
 local function insight_add(ctx, kind, counts, ids)
   for _, scope in ipairs(ctx.scopes) do
-    for i = 1, #counts, 2 do
+    local prefix = scope .. kind .. ':'
+    local before = redis.call('HINCRBY', KEYS[10], prefix .. counts[1], counts[2]) - counts[2]
+    for i = 3, #counts, 2 do
       if counts[i + 1] ~= 0 then
-        redis.call('HINCRBY', KEYS[10], scope .. kind .. ':' .. counts[i], counts[i + 1])
+        redis.call('HINCRBY', KEYS[10], prefix .. counts[i], counts[i + 1])
       end
     end
-    if ids then
-      local field = scope .. kind .. ':x'
-      local kept = {unpack(ids)}
-      local old = redis.call('HGET', KEYS[10], field)
+    if ids and before < ctx.rules.examples then
+      local old = redis.call('HGET', KEYS[10], prefix .. 'x')
+      local kept = {}
       if old then
         for id in string.gmatch(old, '%S+') do
           kept[#kept + 1] = id
         end
       end
-      redis.call('HSET', KEYS[10], field, table.concat(kept, ' ', 1, math.min(#kept, ctx.rules.examples)))
+      for _, id in ipairs(ids) do
+        kept[#kept + 1] = id
+      end
+      redis.call('HSET', KEYS[10], prefix .. 'x', table.concat(kept, ' ', 1, math.min(#kept, ctx.rules.examples)))
     end
   end
 end
@@ -77,8 +82,8 @@ local function insight_repeats(ctx)
     insight_add(ctx, 'retry', {'requests', 1, 'credits', charge, 'savings', charge}, {id})
   elseif n >= rules.retry_min or (recent and retryable(tonumber(v[2]) or 0)) then
     looping = true
-    insight_add(ctx, 'retry', {'loops', 1, 'requests', pn + 1, 'credits', pc + charge, 'savings', pc - p0 + charge},
-      pf and {id, pf} or {id})
+    insight_add(ctx, 'retry', {'requests', pn + 1, 'loops', 1, 'credits', pc + charge, 'savings', pc - p0 + charge},
+      pf and {pf, id} or {id})
     pn, pc, p0, pf = 0, 0, 0, false
   elseif ok ~= nil and now - ok <= rules.duplicate then
     insight_add(ctx, 'dup', {'requests', 1, 'credits', charge, 'savings', charge}, {id})
