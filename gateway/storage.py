@@ -89,7 +89,7 @@ def redis_client(url: str, settings: Settings) -> RedisClient:
     pool = BlockingConnectionPool.from_url(
         url, max_connections=settings.redis_max_connections, timeout=settings.redis_timeout, **options
     )
-    return Redis(connection_pool=pool)
+    return Redis.from_pool(pool)  # the client owns the pool: closing it closes the connections
 
 
 def ledger_for(redis: RedisClient, settings: Settings, clock: Clock) -> Ledger:

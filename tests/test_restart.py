@@ -48,7 +48,8 @@ def test_balances_and_keys_survive_restarts(
     assert _redis_servers(tmp_path / "data") == []
 
     port = free_port()
-    gateway = processes.start(embedded, "serve", "--port", str(port))
+    serving = {**embedded, "GATEWAY__SERVER__ACCESS_LOG": "true"}  # off by default; on, it must not leak keys
+    gateway = processes.start(serving, "serve", "--port", str(port))
     wait_http(f"http://127.0.0.1:{port}/healthz")
     client = OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=key, max_retries=0)
     raw = client.chat.completions.with_raw_response.create(
@@ -62,7 +63,7 @@ def test_balances_and_keys_survive_restarts(
     processes.stop(gateway)
     assert _redis_servers(tmp_path / "data") == []  # the gateway stopped the Redis it started
 
-    gateway = processes.start(embedded, "serve", "--port", str(port))
+    gateway = processes.start(serving, "serve", "--port", str(port))
     wait_http(f"http://127.0.0.1:{port}/healthz")
     raw = client.chat.completions.with_raw_response.create(
         model="mock-model", messages=[{"role": "user", "content": "remember me"}]
@@ -72,6 +73,6 @@ def test_balances_and_keys_survive_restarts(
     assert second == pytest.approx(float(remaining) - (10 - float(remaining)), abs=1e-6)
     processes.stop(gateway)
     client.close()
-    # The access log shows the requests, never the key.
+    # The access log, turned on, shows the requests, never the key.
     log = processes.log.read_text()
     assert "POST /v1/chat/completions" in log and key not in log and key[-12:] not in log
