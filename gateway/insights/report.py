@@ -38,8 +38,8 @@ def _count(found: Found, kind: str, stat: str = "requests") -> int:
     return found.stats(kind).get(stat, 0)
 
 
-def _plural(count: int, one: str, many: str | None = None) -> str:
-    return f"{count:,} {one if count == 1 else (many or one + 's')}"
+def _plural(count: int, one: str) -> str:
+    return f"{count:,} {one if count == 1 else one + 's'}"
 
 
 def _share(part: int, whole: int) -> float:
