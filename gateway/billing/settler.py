@@ -33,6 +33,17 @@ REDIS_UNAVAILABLE: tuple[type[redis_errors.RedisError], ...] = (
 )
 
 
+async def rest_until_set(event: asyncio.Event, timeout_s: float) -> None:
+    """Wait until `event` is set or `timeout_s` has passed. Not asyncio.wait_for: in Python 3.11 it returns
+    normally when a cancel lands in the same turn of the loop as the event (cpython gh-86296), so a loop resting
+    here went on, and the shutdown that cancelled it waited for ever."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            await event.wait()
+    except TimeoutError:
+        pass
+
+
 class SettlementObserver(Protocol):
     """Told of every settlement applied (at once or replayed) and of every Redis failure: the metrics."""
 
@@ -116,7 +127,4 @@ class Settler:
             left = await self.replay()
             wait = delay if left else idle_s
             delay = min(delay * 2, max_retry_s) if left else retry_s
-            try:
-                await asyncio.wait_for(self.spooled.wait(), timeout=wait)
-            except TimeoutError:
-                pass
+            await rest_until_set(self.spooled, wait)

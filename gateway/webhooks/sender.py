@@ -24,7 +24,7 @@ from dataclasses import dataclass, replace
 
 import aiohttp
 
-from gateway.billing.settler import REDIS_UNAVAILABLE
+from gateway.billing.settler import REDIS_UNAVAILABLE, rest_until_set
 from gateway.metrics import Metrics
 from gateway.webhooks.delivery import AttemptResult, attempt
 from gateway.webhooks.events import Event
@@ -92,10 +92,7 @@ class WebhookSender:
                 redis_away = True
             except Exception:
                 log.exception("webhook round failed")  # the next round retries; nothing was acknowledged
-            try:
-                await asyncio.wait_for(self.wakeup.wait(), timeout=POLL_S)
-            except TimeoutError:
-                pass
+            await rest_until_set(self.wakeup, POLL_S)
 
     async def round(self) -> None:
         account_ids = await self.store.account_ids()
