@@ -8,6 +8,7 @@ import asyncio
 import pytest
 from redis.asyncio import Redis
 from redis.asyncio.connection import Connection
+from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from gateway.billing.fastcall import ScriptCall, encode, pack_command
@@ -82,4 +83,57 @@ async def test_a_cancelled_call_leaves_no_reply_behind(controlled_redis: Control
     finally:
         controlled_redis.thaw()
     assert await call(["k"], ["next", 2]) == [b"k", b"next", b"2", 2]
+    await redis.aclose()
+
+
+SAY = "if ARGV[1] == 'boom' then return redis.error_reply('boom') end return ARGV[1]"
+
+
+async def test_concurrent_calls_share_one_connection_and_each_gets_its_own_reply(redis_client: Redis) -> None:
+    call = ScriptCall(redis_client, redis_client.register_script(SAY))
+    await call([], ["warm"])  # loaded, the shared connection open
+    before = len(await redis_client.client_list())
+    words = [f"call {i}" for i in range(300)]
+    assert await asyncio.gather(*(call([], [word]) for word in words)) == words
+    assert len(await redis_client.client_list()) == before  # no connection more than the warm call's
+
+
+async def test_an_error_reply_goes_to_its_own_caller_only(redis_client: Redis) -> None:
+    call = ScriptCall(redis_client, redis_client.register_script(SAY))
+    replies = await asyncio.gather(*(call([], [word]) for word in ["a", "boom", "c"]), return_exceptions=True)
+    assert replies[0] == "a" and replies[2] == "c"
+    assert isinstance(replies[1], ResponseError) and "boom" in str(replies[1])
+
+
+async def test_a_cancelled_caller_among_many_takes_no_others_reply(controlled_redis: ControlledRedis) -> None:
+    redis = Redis.from_url(controlled_redis.url, socket_timeout=5, decode_responses=True)
+    call = ScriptCall(redis, redis.register_script(SAY))
+    await call([], ["warm"])
+    controlled_redis.freeze()
+    try:
+        calls = [asyncio.ensure_future(call([], [f"call {i}"])) for i in range(10)]
+        await asyncio.sleep(0.2)
+        calls[3].cancel()
+    finally:
+        controlled_redis.thaw()
+    replies = await asyncio.gather(*calls, return_exceptions=True)
+    assert isinstance(replies[3], asyncio.CancelledError)
+    assert [r for i, r in enumerate(replies) if i != 3] == [f"call {i}" for i in range(10) if i != 3]
+    await redis.aclose()
+
+
+async def test_a_timeout_fails_every_waiting_call_and_the_next_ones_are_answered(
+    controlled_redis: ControlledRedis,
+) -> None:
+    redis = Redis.from_url(controlled_redis.url, socket_timeout=0.3, decode_responses=True)
+    call = ScriptCall(redis, redis.register_script(SAY))
+    await call([], ["warm"])
+    controlled_redis.freeze()
+    try:
+        late = await asyncio.gather(*(call([], [f"late {i}"]) for i in range(5)), return_exceptions=True)
+    finally:
+        controlled_redis.thaw()  # their replies go out on the dropped connection
+    assert all(isinstance(reply, RedisTimeoutError) for reply in late)
+    words = [f"next {i}" for i in range(20)]
+    assert await asyncio.gather(*(call([], [word]) for word in words)) == words
     await redis.aclose()
