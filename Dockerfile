@@ -9,6 +9,8 @@ USER gateway
 
 # Without REDIS_URL the gateway runs its embedded Redis with AOF in /data; settlements that wait for Redis are
 # spooled there too: mount a volume. On 0.0.0.0, /metrics needs GATEWAY__METRICS__TOKEN (or the admin token).
+# `gateway serve` runs one worker process per core the container may run on (its CPU affinity, not a CPU quota):
+# under a quota set GATEWAY__SERVER__WORKERS to it (1: a single process).
 ENV GATEWAY__REDIS__DATA_DIR=/data/redis \
     GATEWAY__SERVER__SPOOL_DIR=/data/spool \
     GATEWAY_HOST=0.0.0.0 \

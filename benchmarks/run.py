@@ -145,14 +145,16 @@ def _children_cpu_seconds() -> float:
 
 def quiet_measure(stack: Stack, target: str, load: Load, args: argparse.Namespace, round_: int) -> dict[str, object]:
     """`measure` once the machine is quiet, measured again (up to --retries times) when other work took more
-    than --quiet-below % of the CPU during the run after all."""
+    than --quiet-below % of the CPU during the run after all; the attempt other work disturbed least."""
+    attempts = []
     for attempt in range(1, args.retries + 2):
         waited = wait_for_quiet(args.quiet_below, args.quiet_wait)
         run = {"round": round_, "attempt": attempt, "waited_for_quiet_s": waited, **measure(stack, target, load)}
         print(_progress(run), file=sys.stderr, flush=True)
+        attempts.append(run)
         if float(run["others_cpu_percent"]) <= args.quiet_below:
             break
-    return run
+    return min(attempts, key=lambda run: float(run["others_cpu_percent"]))
 
 
 def urls(stack: Stack) -> dict[str, str]:
