@@ -11,7 +11,7 @@ from redis.asyncio.connection import Connection
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from gateway.billing.fastcall import ScriptCall, encode, pack_command
+from gateway.billing.fastcall import ScriptCall, encode, pack_command, shared_connection
 from tests.faults import ControlledRedis
 
 ECHO = "return {KEYS[1], ARGV[1], ARGV[2], #ARGV}"
@@ -93,9 +93,15 @@ async def test_concurrent_calls_share_one_connection_and_each_gets_its_own_reply
     call = ScriptCall(redis_client, redis_client.register_script(SAY))
     await call([], ["warm"])  # loaded, the shared connection open
     before = len(await redis_client.client_list())
+    link = shared_connection(redis_client.connection_pool)._link
+    assert link is not None and link.connection._writer is not None
+    writes = []
+    write = link.connection._writer.write
+    link.connection._writer.write = lambda data: (writes.append(data), write(data))[1]  # type: ignore[method-assign]
     words = [f"call {i}" for i in range(300)]
     assert await asyncio.gather(*(call([], [word]) for word in words)) == words
     assert len(await redis_client.client_list()) == before  # no connection more than the warm call's
+    assert len(writes) == 1  # all 300 were queued in one turn of the loop
 
 
 async def test_an_error_reply_goes_to_its_own_caller_only(redis_client: Redis) -> None:
@@ -122,12 +128,25 @@ async def test_a_cancelled_caller_among_many_takes_no_others_reply(controlled_re
     await redis.aclose()
 
 
-async def test_a_timeout_fails_every_waiting_call_and_the_next_ones_are_answered(
+class NotRedisPy(Exception):
+    """Raised by a script call that must not take redis-py's path."""
+
+
+def without_redis_py(call: ScriptCall) -> None:
+    async def refuse(keys: object, args: object) -> None:
+        raise NotRedisPy
+
+    call.script = refuse  # type: ignore[assignment]
+
+
+async def test_a_timeout_fails_every_waiting_call_and_the_next_ones_take_a_new_shared_connection(
     controlled_redis: ControlledRedis,
 ) -> None:
-    redis = Redis.from_url(controlled_redis.url, socket_timeout=0.3, decode_responses=True)
+    # Two connections at most: the dropped one must go back to the pool for the new one and a plain command.
+    redis = Redis.from_url(controlled_redis.url, socket_timeout=0.3, decode_responses=True, max_connections=2)
     call = ScriptCall(redis, redis.register_script(SAY))
     await call([], ["warm"])
+    without_redis_py(call)  # a timeout is not retried; what follows goes over the new shared connection
     controlled_redis.freeze()
     try:
         late = await asyncio.gather(*(call([], [f"late {i}"]) for i in range(5)), return_exceptions=True)
@@ -136,4 +155,40 @@ async def test_a_timeout_fails_every_waiting_call_and_the_next_ones_are_answered
     assert all(isinstance(reply, RedisTimeoutError) for reply in late)
     words = [f"next {i}" for i in range(20)]
     assert await asyncio.gather(*(call([], [word]) for word in words)) == words
+    assert await redis.ping()
+    await redis.aclose()
+
+
+async def test_the_scripts_of_one_client_share_its_connection(redis_client: Redis) -> None:
+    first = ScriptCall(redis_client, redis_client.register_script(SAY))
+    second = ScriptCall(redis_client, redis_client.register_script(ECHO))
+    before = len(await redis_client.client_list())
+    assert await asyncio.gather(first([], ["one"]), second(["k"], ["two", 2])) == ["one", ["k", "two", "2", 2]]
+    assert len(await redis_client.client_list()) == before + 1
+
+
+async def test_a_script_given_as_bytes_is_loaded_again_too(redis_client: Redis) -> None:
+    call = ScriptCall(redis_client, redis_client.register_script(SAY.encode()))
+    await redis_client.script_flush()
+    without_redis_py(call)
+    assert await call([], ["bytes"]) == "bytes"
+
+
+async def test_calls_cut_short_by_a_stopping_reader_go_through_redis_py(controlled_redis: ControlledRedis) -> None:
+    """The reader task is cancelled (the loop shutting down): its waiting calls take redis-py's path, where a
+    call that did run changes nothing the second time; they are never reported cancelled themselves."""
+    redis = Redis.from_url(controlled_redis.url, socket_timeout=5, decode_responses=True)
+    call = ScriptCall(redis, redis.register_script(SAY))
+    await call([], ["warm"])
+    controlled_redis.freeze()
+    try:
+        pending = asyncio.ensure_future(call([], ["waiting"]))
+        await asyncio.sleep(0.1)
+        reader = shared_connection(redis.connection_pool)._link.reader  # type: ignore[union-attr]
+        assert reader is not None
+        reader.cancel()
+        await asyncio.sleep(0.1)
+    finally:
+        controlled_redis.thaw()
+    assert await pending == "waiting"
     await redis.aclose()
