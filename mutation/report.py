@@ -107,6 +107,8 @@ def survivors(
         if entry is not None:
             kind = "equivalent" if entry.get("equivalent") else "left alive"
             note = f"{kind}: {entry['why']}"
+        elif survivor["status"] == "timeout":
+            note = "caught: the tests never finish with it, and pytest-timeout fails them"
         else:
             note = "**not explained**"
         status = "" if survivor["status"] == "survived" else f" ({survivor['status']})"
