@@ -111,11 +111,21 @@ class Metrics:
         model = settlement.model
         account = (settlement.account_id,) if self.per_account else ()
         self._child(self.requests, model, "abandoned" if status == ABANDONED_STATUS else status, *account).inc()
-        self._child(self.tokens, model, "prompt", *account).inc(settlement.prompt_tokens)
-        self._child(self.tokens, model, "completion", *account).inc(settlement.completion_tokens)
-        self._child(self.tokens, model, "cached", *account).inc(int(record.get("cached_tokens", 0)))
-        self._child(self.tokens, model, "reasoning", *account).inc(int(record.get("reasoning_tokens", 0)))
-        self._child(self.credits, model, *account).inc(outcome.charged_micros / MICROS_PER_CREDIT)
+        tokens = (
+            ("prompt", settlement.prompt_tokens),
+            ("completion", settlement.completion_tokens),
+            ("cached", int(record.get("cached_tokens", 0))),
+            ("reasoning", int(record.get("reasoning_tokens", 0))),
+        )
+        # Every series exists from the first request on (a rate of 0, not a missing series); adding 0 changes
+        # nothing, and under workers each add is a write to a shared file.
+        for kind, count in tokens:
+            child = self._child(self.tokens, model, kind, *account)
+            if count:
+                child.inc(count)
+        credits = self._child(self.credits, model, *account)
+        if outcome.charged_micros:
+            credits.inc(outcome.charged_micros / MICROS_PER_CREDIT)
 
     def observe_upstream(self, model: str, seconds: float) -> None:
         self._child(self.upstream_seconds, model).observe(seconds)
@@ -137,8 +147,8 @@ class Metrics:
             self.clamped.labels(model, kind).inc()
 
     def observe_drift(self, model: str, *, prompt: int, completion: int) -> None:
-        self.token_drift.labels(model, "prompt").observe(prompt)
-        self.token_drift.labels(model, "completion").observe(completion)
+        self._child(self.token_drift, model, "prompt").observe(prompt)
+        self._child(self.token_drift, model, "completion").observe(completion)
 
     async def handle_scrape(self, request: web.Request) -> web.Response:
         """GET /metrics: this app's registry (or every worker's values) in Prometheus' text format."""
