@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -272,3 +273,13 @@ def controlled_redis(tmp_path: Path) -> Iterator[ControlledRedis]:
     if server.server.process is not None:
         server.thaw()  # a frozen server cannot take SIGTERM's shutdown
     server.stop()
+
+
+@pytest.fixture
+def local_zone_tokyo(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The process's local time zone is UTC+9 for the test."""
+    monkeypatch.setenv("TZ", "Asia/Tokyo")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()

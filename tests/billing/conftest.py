@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
 from redis.asyncio import Redis
 
 from gateway.admin.accounts import AccountStore, parse_api_key
 from gateway.billing import Ledger, Retention, Settlement
+from gateway.billing.spool import Spool
 from tests.conftest import FakeClock
 
 RETENTION = Retention(request_log_maxlen=1000, request_log_retention_ms=0, hour_ttl_s=86400, settled_ids_ms=3_600_000)
@@ -33,3 +38,12 @@ def settlement(account_id: str, request_id: str, cost: int, **fields: object) ->
         completion_tokens=5,
         **fields,  # type: ignore[arg-type]
     )
+
+
+@pytest.fixture
+def spool(tmp_path: Path) -> Iterator[Spool]:
+    """An open spool in the test's directory; closed at the end."""
+    opened = Spool(tmp_path)
+    opened.open()
+    yield opened
+    opened.close()

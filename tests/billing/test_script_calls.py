@@ -3,8 +3,7 @@ it, the number checks made before any call, the hold record's parsing, and UTC d
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 
@@ -124,16 +123,6 @@ def test_the_hold_record_round_trips_with_colons_in_the_model() -> None:
     assert hold.encode() == f"500:{NOW_MS}:key_abc:ft:gpt-4o:org::x1"
     assert Hold.parse(hold.encode()) == hold
     assert Hold.parse("7:8:key_1:") == Hold(7, 8, "key_1", "")
-
-
-@pytest.fixture
-def local_zone_tokyo(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """The process's local time zone is UTC+9 for the test."""
-    monkeypatch.setenv("TZ", "Asia/Tokyo")
-    time.tzset()
-    yield
-    monkeypatch.undo()
-    time.tzset()
 
 
 @pytest.mark.usefixtures("local_zone_tokyo")

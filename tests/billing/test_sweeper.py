@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
-from pathlib import Path
 
-import pytest
 from redis.asyncio import Redis
 
 from gateway.billing import keyspace
@@ -15,14 +12,6 @@ from gateway.billing.spool import Spool
 from gateway.billing.sweeper import Sweeper
 from tests.billing.conftest import funded_ledger, settlement
 from tests.conftest import FakeClock
-
-
-@pytest.fixture
-def spool(tmp_path: Path) -> Iterator[Spool]:
-    opened = Spool(tmp_path)
-    opened.open()
-    yield opened
-    opened.close()
 
 
 async def test_expired_holds_are_released_as_abandoned_and_live_ones_kept(redis_client: Redis, spool: Spool) -> None:

@@ -4,9 +4,7 @@ counts as one error with no tokens; every account is swept in batches; one pass 
 from __future__ import annotations
 
 import types
-from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 from redis import exceptions as redis_errors
@@ -20,14 +18,6 @@ from gateway.billing.spool import Spool
 from gateway.billing.sweeper import Sweeper
 from tests.billing.conftest import RETENTION, funded_ledger
 from tests.conftest import FakeClock
-
-
-@pytest.fixture
-def spool(tmp_path: Path) -> Iterator[Spool]:
-    opened = Spool(tmp_path)
-    opened.open()
-    yield opened
-    opened.close()
 
 
 def _clock(ledger: Ledger) -> FakeClock:

@@ -3,8 +3,6 @@ buckets, ranges given by one end only, and the 400 messages a tenant reads."""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
@@ -17,16 +15,6 @@ NOW = datetime(2026, 9, 21, 13, 0, tzinfo=UTC)
 
 def _range(query: dict[str, str], granularity: Granularity = Granularity.DAY, *, exact: bool = False):  # type: ignore[no-untyped-def]
     return parse_range(query, NOW, granularity, max_days=400, max_hours=744, exact=exact)
-
-
-@pytest.fixture
-def local_zone_tokyo(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """The process's local time zone is UTC+9 for the test."""
-    monkeypatch.setenv("TZ", "Asia/Tokyo")
-    time.tzset()
-    yield
-    monkeypatch.undo()
-    time.tzset()
 
 
 def test_a_date_time_without_an_offset_is_utc() -> None:
