@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import orjson
 from aiohttp import web
 
 from gateway.admin.auth import require_admin
 from gateway.admin.service import AdminService
 from gateway.app_state import ACCOUNTS, LEDGER, SETTINGS
-from gateway.errors import InvalidRequest, json_response
+from gateway.bodies import read_json_object
+from gateway.errors import json_response
 
 
 def _service(request: web.Request) -> AdminService:
@@ -17,19 +17,9 @@ def _service(request: web.Request) -> AdminService:
     return AdminService(request.app[ACCOUNTS], request.app[LEDGER])
 
 
-async def _json_object(request: web.Request) -> dict[str, object]:
-    try:
-        payload = orjson.loads(await request.read())
-    except orjson.JSONDecodeError as exc:
-        raise InvalidRequest("The body must be a valid JSON object.") from exc
-    if not isinstance(payload, dict):
-        raise InvalidRequest("The body must be a JSON object.")
-    return payload
-
-
 async def post_accounts(request: web.Request) -> web.Response:
     service = _service(request)
-    return json_response(await service.create_account(await _json_object(request)), status=201)
+    return json_response(await service.create_account(await read_json_object(request)), status=201)
 
 
 async def get_accounts(request: web.Request) -> web.Response:
@@ -42,7 +32,7 @@ async def get_account(request: web.Request) -> web.Response:
 
 async def post_account_keys(request: web.Request) -> web.Response:
     service = _service(request)
-    view = await service.create_api_key(request.match_info["account_id"], await _json_object(request))
+    view = await service.create_api_key(request.match_info["account_id"], await read_json_object(request))
     return json_response(view, status=201, headers={"Cache-Control": "no-store"})
 
 
@@ -52,7 +42,9 @@ async def get_account_keys(request: web.Request) -> web.Response:
 
 async def post_account_credits(request: web.Request) -> web.Response:
     service = _service(request)
-    return json_response(await service.adjust_credits(request.match_info["account_id"], await _json_object(request)))
+    return json_response(
+        await service.adjust_credits(request.match_info["account_id"], await read_json_object(request))
+    )
 
 
 async def delete_key(request: web.Request) -> web.Response:

@@ -4,16 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from decimal import Decimal, InvalidOperation
 
 from gateway.admin.accounts import Account, AccountStore, ApiKeyRecord
 from gateway.billing import GrantError, Ledger
 from gateway.billing.periods import period_view
-from gateway.billing.pricing import credits_number, credits_to_micros
+from gateway.billing.pricing import credits_number
+from gateway.bodies import parse_credits
 from gateway.errors import InvalidRequest, NotFound
 
 MAX_NAME_LENGTH = 200
-MAX_CREDITS_MICROS = 10**15  # a billion credits: far below where Lua's doubles stop being exact (2**53)
 
 
 class AdminService:
@@ -93,21 +92,6 @@ class AdminService:
 
 def api_key_view(record: ApiKeyRecord) -> dict[str, object]:
     return {"object": "api_key", **record.public()}
-
-
-def parse_credits(value: object, param: str, *, allow_negative: bool) -> int:
-    """A credit amount (number or decimal string, up to 6 decimals) in micro-credits; 400 otherwise."""
-    if isinstance(value, bool) or not isinstance(value, int | float | str):
-        raise InvalidRequest(f"'{param}' must be a number of credits.", param=param)
-    try:
-        micros = credits_to_micros(Decimal(str(value)))
-    except (InvalidOperation, ValueError) as exc:
-        raise InvalidRequest(f"'{param}' must be a number of credits with at most 6 decimals.", param=param) from exc
-    if micros < 0 and not allow_negative:
-        raise InvalidRequest(f"'{param}' must not be negative.", param=param)
-    if abs(micros) > MAX_CREDITS_MICROS:
-        raise InvalidRequest(f"'{param}' is too large.", param=param)
-    return micros
 
 
 def _checked_name(payload: Mapping[str, object]) -> str:

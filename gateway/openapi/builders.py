@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gateway.admin.service import MAX_CREDITS_MICROS
+from gateway.bodies import MAX_CREDITS_MICROS
 
 Schema = dict[str, object]
 

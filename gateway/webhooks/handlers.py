@@ -7,11 +7,11 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 
-import orjson
 from aiohttp import web
 
 from gateway.admin.auth import account_scope
 from gateway.app_state import ACCOUNTS, CLOCK, METRICS, OUTBOX_WAKEUP, REDIS, SETTINGS
+from gateway.bodies import read_json_object
 from gateway.errors import InvalidRequest, json_response
 from gateway.webhooks.delivery import delivery_session
 from gateway.webhooks.outbox import Outbox
@@ -40,19 +40,9 @@ async def _scope(request: web.Request) -> tuple[str, dict[str, str]]:
     return scope.account_id, scope.headers
 
 
-async def _json_object(request: web.Request) -> dict[str, object]:
-    try:
-        payload = orjson.loads(await request.read())
-    except orjson.JSONDecodeError as exc:
-        raise InvalidRequest("The body must be a valid JSON object.") from exc
-    if not isinstance(payload, dict):
-        raise InvalidRequest("The body must be a JSON object.")
-    return payload
-
-
 async def post_webhooks(request: web.Request) -> web.Response:
     account_id, headers = await _scope(request)
-    view = await _service(request).create(account_id, await _json_object(request))
+    view = await _service(request).create(account_id, await read_json_object(request))
     return json_response(view, status=201, headers={**headers, "Cache-Control": "no-store"})
 
 
@@ -68,7 +58,7 @@ async def get_webhook(request: web.Request) -> web.Response:
 
 async def patch_webhook(request: web.Request) -> web.Response:
     account_id, headers = await _scope(request)
-    payload = await _json_object(request)
+    payload = await read_json_object(request)
     return json_response(await _service(request).update(account_id, request.match_info["id"], payload), headers=headers)
 
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
-from decimal import Decimal, InvalidOperation
 
-from gateway.billing.pricing import MICROS_PER_CREDIT, credits_number, credits_to_micros
+from gateway.billing.pricing import credits_number
+from gateway.bodies import parse_credits
 from gateway.errors import InvalidRequest, NotFound
 from gateway.webhooks.outbox import Outbox
 from gateway.webhooks.signing import new_secret
@@ -19,7 +19,6 @@ from gateway.webhooks.store import CREDITS_LOW, EVENT_TYPES, USAGE_THRESHOLD, Su
 from gateway.webhooks.targets import TargetRefused, check_resolved, check_url
 
 DEFAULT_USAGE_PERCENT = 80
-MAX_THRESHOLD_MICROS = 10**15  # as for credit amounts: far below 2^53
 ROTATION_WINDOW_MS = 24 * 3600 * 1000  # the previous secret still signs for a day, so receivers can switch
 SETTING_NAMES = ("usage_threshold_percent", "credits_low_threshold")
 
@@ -195,17 +194,4 @@ def _percent(value: object) -> int:
 
 
 def _credits(value: object) -> int:
-    param = "settings.credits_low_threshold"
-    if isinstance(value, bool) or not isinstance(value, int | float | str):
-        raise InvalidRequest(f"'{param}' must be a number of credits.", param=param)
-    try:
-        micros = credits_to_micros(Decimal(str(value)))
-    except (InvalidOperation, ValueError) as exc:
-        raise InvalidRequest(f"'{param}' must be a number of credits with at most 6 decimals.", param=param) from exc
-    if micros < 0:
-        raise InvalidRequest(f"'{param}' must not be negative.", param=param)
-    if micros > MAX_THRESHOLD_MICROS:
-        raise InvalidRequest(
-            f"'{param}' is too large (at most {MAX_THRESHOLD_MICROS // MICROS_PER_CREDIT}).", param=param
-        )
-    return micros
+    return parse_credits(value, "settings.credits_low_threshold", allow_negative=False)
