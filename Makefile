@@ -12,6 +12,6 @@ mypy:
 test:
 	.venv/bin/python -m pytest
 
-# Mutation testing of the money and counting code (~30 min on 2 cores); writes mutation/REPORT.md. Not in CI.
+# Mutation testing of the money and counting code (~20 min on 2 cores); writes mutation/REPORT.md. Not in CI.
 mutation:
 	.venv/bin/python mutation/run.py
