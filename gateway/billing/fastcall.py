@@ -55,8 +55,7 @@ class _Link:
     def __init__(self, connection: AbstractConnection):
         self.connection = connection
         self.waiting: deque[asyncio.Future[Any]] = deque()
-        self.outgoing: list[bytes] = []
-        self.flush_scheduled = False
+        self.outgoing: list[bytes] = []  # not empty: a write of them is scheduled
         self.reader: asyncio.Task[None] | None = None
 
 
@@ -80,8 +79,7 @@ class SharedConnection:
         reply = loop.create_future()
         link.waiting.append(reply)
         link.outgoing.append(packed)
-        if not link.flush_scheduled:
-            link.flush_scheduled = True
+        if len(link.outgoing) == 1:  # the turn's first: write them all at its end
             loop.call_soon(self._flush, link)
         if link.reader is None:
             link.reader = asyncio.create_task(self._read(link))
@@ -95,7 +93,6 @@ class SharedConnection:
             return self._link
 
     def _flush(self, link: _Link) -> None:
-        link.flush_scheduled = False
         commands, link.outgoing = link.outgoing, []
         writer = link.connection._writer  # redis-py's stream: a sync write, so the turn's commands leave together
         if link is self._link and writer is not None:
