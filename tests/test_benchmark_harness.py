@@ -41,3 +41,20 @@ def test_the_harness_runs_end_to_end_and_writes_its_results(tmp_path: Path) -> N
     assert len(first_byte["gateway_median_ms"]) == 1 and len(first_byte["added_median_ms"]) == 1
     table = (tmp_path / "latest.md").read_text()
     assert "| plain c=1 |" in table and "| stream c=1 |" in table and table in done.stdout
+
+
+@pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed (apt-get install wrk; .ci/run does)")
+@pytest.mark.timeout(120)
+def test_the_soak_runs_end_to_end_and_reads_every_workers_memory(tmp_path: Path) -> None:
+    out = tmp_path / "soak.json"
+    command = [sys.executable, "-m", "benchmarks.soak", "--requests", "20", "--slice-seconds", "1"]
+    command += ["--connections", "2", "--out", str(out)]
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=110)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    results = json.loads(out.read_text())
+    slices = results["slices"]
+    assert len(slices) >= 2 and slices[-1]["requests_so_far"] >= 20 and slices[-1]["errors"] == 0
+    assert all(len(reading["rss_mib"]) == 3 for reading in slices)  # the master and its two workers
+    assert all(mib > 0 for reading in slices for mib in reading["rss_mib"].values())
+    assert set(results["rss_growth_after_warmup_mib"]) == set(slices[-1]["rss_mib"])
