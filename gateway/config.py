@@ -16,15 +16,16 @@ import os
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
-from gateway.billing.pricing import Price, credits_to_micros
+from gateway.billing.pricing import AmountError, Price, credits_to_micros
 
 DEFAULT_CONFIG_PATH = Path("config/gateway.toml")
 ENV_PREFIX = "GATEWAY__"
 REASONING_MODEL_PREFIXES = ("o1", "o3", "o4", "gpt-5")
+# A price per million tokens: a billion credits at most, so a request's cost stays well within exact integers.
+MAX_PRICE_MICROS = 10**15
 
 
 class ConfigError(ValueError):
@@ -298,13 +299,11 @@ def _delays(value: object, where: str) -> tuple[int, ...]:
 
 
 def _price(value: object, where: str) -> int:
-    """Credits per million tokens, up to six decimals, as micro-credits per million tokens."""
-    if isinstance(value, bool) or not isinstance(value, int | float | str):
-        raise ConfigError(f"{where} must be a number")
+    """Credits per million tokens (a number or decimal text, up to six decimals), as micro-credits per million."""
     try:
-        micros = credits_to_micros(Decimal(str(value)))
-    except (InvalidOperation, ValueError) as exc:
-        raise ConfigError(f"{where}: {exc}") from exc
+        micros = credits_to_micros(value, MAX_PRICE_MICROS)
+    except AmountError as exc:
+        raise ConfigError(f"{where} {exc}") from None
     if micros < 0:
         raise ConfigError(f"{where} must not be negative")
     return micros

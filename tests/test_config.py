@@ -77,7 +77,7 @@ def test_environment_overrides_any_value(tmp_path: Path) -> None:
         (BASE + "[limits]\ndefault_max_tokens = -1\n", "limits.default_max_tokens"),
         (BASE + "[timeouts]\nread = 'soon'\n", "timeouts.read"),
         (BASE.replace('upstream = "openai"', 'upstream = "nope"'), "no upstream named 'nope'"),
-        (BASE.replace("2.5", "0.0000001"), "more than 6 decimal places"),
+        (BASE.replace("2.5", "0.0000001"), "must have at most 6 decimals"),
         (BASE.replace("https://api.openai.com/v1/", "ftp://x"), "upstreams.openai.base_url"),
         (BASE.replace("output_credits_per_million = 10", ""), "output_credits_per_million is required"),
         ("this is = not [toml", "invalid TOML"),

@@ -9,8 +9,8 @@ from gateway.admin.accounts import Account, AccountStore, ApiKeyRecord
 from gateway.billing import GrantError, Ledger
 from gateway.billing.periods import period_view
 from gateway.billing.pricing import credits_number
-from gateway.bodies import parse_credits
 from gateway.errors import InvalidRequest, NotFound
+from gateway.numbers import parse_credits
 
 MAX_NAME_LENGTH = 200
 

@@ -11,6 +11,8 @@ used any priced token therefore never costs zero.
 
 from __future__ import annotations
 
+import math
+import re
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -48,14 +50,47 @@ class Price:
         return max(budget // self.output_micros_per_million, 0)
 
 
-def credits_to_micros(amount: Decimal) -> int:
-    """Convert a credit amount with at most six decimals to micro-credits; more precision is an error."""
-    if not amount.is_finite():
-        raise ValueError("amount must be a finite number")
-    micros = amount * MICROS_PER_CREDIT
-    if micros != micros.to_integral_value():
-        raise ValueError("amount has more than 6 decimal places")
-    return int(micros)
+class AmountError(ValueError):
+    """Why a credit amount was refused, as the end of a sentence that names it: "must be ...", "is ..."."""
+
+
+# Credits written as text: an optional "-", ASCII digits, and at most 6 decimals after a ".". Nothing else: no
+# "+", exponent, spaces, "_" separators or other scripts' digits, all of which Python's own number parsers take.
+AMOUNT_PATTERN = r"^-?[0-9]{1,10}(\.[0-9]{1,6})?$"
+_AMOUNT_TEXT = re.compile(AMOUNT_PATTERN, re.ASCII)
+
+
+def credits_to_micros(value: object, limit_micros: int) -> int:
+    """A credit amount (a number, or text in the AMOUNT_TEXT grammar) in micro-credits, at most `limit_micros`
+    either way; AmountError otherwise.
+
+    The magnitude is checked before any conversion whose cost grows with the value: a few bytes of text with a
+    large exponent would otherwise cost seconds of CPU, or a decimal overflow.
+    """
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise AmountError("must be a number of credits")
+    limit_credits = limit_micros // MICROS_PER_CREDIT
+    if isinstance(value, str):
+        if _AMOUNT_TEXT.fullmatch(value) is None:
+            raise AmountError('must be a number of credits: digits, an optional "-" and at most 6 decimals')
+        whole, _, fraction = value.removeprefix("-").partition(".")
+        micros = int(whole) * MICROS_PER_CREDIT + int(fraction.ljust(6, "0"))
+        micros = -micros if value.startswith("-") else micros
+    elif isinstance(value, int):
+        if abs(value) > limit_credits:
+            raise AmountError(f"is beyond the limit of {limit_credits} credits")
+        micros = value * MICROS_PER_CREDIT
+    else:
+        if not math.isfinite(value) or abs(value) > limit_credits + 1:
+            raise AmountError(f"is beyond the limit of {limit_credits} credits")
+        # The float's shortest text ("0.1", "1e-05"): its exponent is bounded, so this is cheap and exact.
+        exact = Decimal(repr(value)).scaleb(6)
+        if exact != exact.to_integral_value():
+            raise AmountError("must have at most 6 decimals")
+        micros = int(exact)
+    if abs(micros) > limit_micros:
+        raise AmountError(f"is beyond the limit of {limit_credits} credits")
+    return micros
 
 
 def format_credits(micros: int) -> str:

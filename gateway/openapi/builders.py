@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from gateway.bodies import MAX_CREDITS_MICROS
+from gateway.billing.pricing import AMOUNT_PATTERN
+from gateway.numbers import MAX_CREDITS_MICROS
 
 Schema = dict[str, object]
 
@@ -68,7 +69,7 @@ KEY_ID: Schema = {"type": "string", "pattern": "^key_[0-9a-f]{16}$"}
 CREDITS_IN: Schema = {
     "anyOf": [
         {"type": "number", "minimum": -MAX_CREDITS_MICROS / 10**6, "maximum": MAX_CREDITS_MICROS / 10**6},
-        {"type": "string", "pattern": r"^-?[0-9]{1,10}(\.[0-9]{1,6})?$"},
+        {"type": "string", "pattern": AMOUNT_PATTERN},
     ]
 }
 MOMENT: Schema = {

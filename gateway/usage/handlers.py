@@ -13,7 +13,8 @@ from aiohttp import web
 
 from gateway.admin.auth import AccountScope, account_scope, require_admin
 from gateway.app_state import ACCOUNTS, CLOCK, REDIS, SETTINGS
-from gateway.errors import InvalidRequest, json_response
+from gateway.errors import json_response
+from gateway.numbers import parse_query_count
 from gateway.usage import views
 from gateway.usage.export import parse_format, stream_export
 from gateway.usage.ranges import Granularity, UsageRange, parse_granularity, parse_range
@@ -91,7 +92,7 @@ async def get_usage_export(request: web.Request) -> web.StreamResponse:
 async def get_admin_usage_summary(request: web.Request) -> web.Response:
     """Totals across accounts, the top accounts and the top models by credits, for the operator."""
     require_admin(request.headers, request.app[SETTINGS].admin_token)
-    limit = _limit(request.query.get("limit"))
+    limit = parse_query_count(request.query.get("limit"), "limit", default=10, maximum=MAX_SUMMARY_LIMIT)
     now = _now(request)
     usage_range = _daily_range(request, now)
     account_ids = await request.app[ACCOUNTS].account_ids()
@@ -100,14 +101,6 @@ async def get_admin_usage_summary(request: web.Request) -> web.Response:
     for account in accounts:
         totals.merge(account.counts)
     return json_response(views.summary_view(usage_range, totals, accounts, models, limit))
-
-
-def _limit(value: str | None) -> int:
-    if value is None or value == "":
-        return 10
-    if not (value.isascii() and value.isdigit() and len(value) <= 4) or not 1 <= int(value) <= MAX_SUMMARY_LIMIT:
-        raise InvalidRequest(f"'limit' must be a whole number from 1 to {MAX_SUMMARY_LIMIT}.", param="limit")
-    return int(value)
 
 
 def add_routes(app: web.Application) -> None:

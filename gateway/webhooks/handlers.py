@@ -12,7 +12,8 @@ from aiohttp import web
 from gateway.admin.auth import account_scope
 from gateway.app_state import ACCOUNTS, CLOCK, METRICS, OUTBOX_WAKEUP, REDIS, SETTINGS
 from gateway.bodies import read_json_object
-from gateway.errors import InvalidRequest, json_response
+from gateway.errors import json_response
+from gateway.numbers import parse_query_count
 from gateway.webhooks.delivery import delivery_session
 from gateway.webhooks.outbox import Outbox
 from gateway.webhooks.sender import Schedule, WebhookSender
@@ -82,7 +83,7 @@ async def post_test(request: web.Request) -> web.Response:
 
 async def get_deliveries(request: web.Request) -> web.Response:
     account_id, headers = await _scope(request)
-    limit = _limit(request.query.get("limit"))
+    limit = parse_query_count(request.query.get("limit"), "limit", default=50, maximum=MAX_LOG_LIMIT)
     log = await _service(request).deliveries(account_id, request.match_info["id"], limit)
     return json_response(log, headers=headers)
 
@@ -93,14 +94,6 @@ async def post_redeliver(request: web.Request) -> web.Response:
     scheduled = await _service(request).redeliver(account_id, match["id"], match["event_id"])
     request.app[OUTBOX_WAKEUP].set()
     return json_response(scheduled, status=202, headers=headers)
-
-
-def _limit(value: str | None) -> int:
-    if value is None or value == "":
-        return 50
-    if not (value.isascii() and value.isdigit() and len(value) <= 4) or not 1 <= int(value) <= MAX_LOG_LIMIT:
-        raise InvalidRequest(f"'limit' must be a whole number from 1 to {MAX_LOG_LIMIT}.", param="limit")
-    return int(value)
 
 
 async def webhooks_ctx(app: web.Application) -> AsyncIterator[None]:

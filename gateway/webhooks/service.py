@@ -11,8 +11,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 
 from gateway.billing.pricing import credits_number
-from gateway.bodies import parse_credits
 from gateway.errors import InvalidRequest, NotFound
+from gateway.numbers import parse_credits, parse_whole_number
 from gateway.webhooks.outbox import Outbox
 from gateway.webhooks.signing import new_secret
 from gateway.webhooks.store import CREDITS_LOW, EVENT_TYPES, USAGE_THRESHOLD, Subscription, WebhookStore
@@ -185,12 +185,7 @@ def _settings(value: object, events: tuple[str, ...], current: Subscription | No
 
 
 def _percent(value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 100:
-        raise InvalidRequest(
-            "'settings.usage_threshold_percent' must be a whole number from 1 to 100.",
-            param="settings.usage_threshold_percent",
-        )
-    return value
+    return parse_whole_number(value, "settings.usage_threshold_percent", minimum=1, maximum=100)
 
 
 def _credits(value: object) -> int:

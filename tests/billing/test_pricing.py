@@ -7,12 +7,13 @@ which shares no code with `Price.cost_micros`.
 from __future__ import annotations
 
 import math
-from decimal import Decimal
 from fractions import Fraction
 
 import pytest
 
-from gateway.billing.pricing import Price, credits_number, credits_to_micros, format_credits
+from gateway.billing.pricing import AmountError, Price, credits_number, credits_to_micros, format_credits
+
+LIMIT = 10**15  # a billion credits, in micro-credits
 
 
 def reference_cost_micros(
@@ -29,8 +30,8 @@ def reference_cost_micros(
 
 def price(input_credits: str, output_credits: str, cached_credits: str | None = None) -> Price:
     """A Price from credits per million tokens as they are written in config."""
-    cached = None if cached_credits is None else credits_to_micros(Decimal(cached_credits))
-    return Price(credits_to_micros(Decimal(input_credits)), credits_to_micros(Decimal(output_credits)), cached)
+    cached = None if cached_credits is None else credits_to_micros(cached_credits, LIMIT)
+    return Price(credits_to_micros(input_credits, LIMIT), credits_to_micros(output_credits, LIMIT), cached)
 
 
 # 2.5 credits per million input tokens is 2.5 micro-credits per token, 0.15 is 0.15: fractions of a micro-credit.
@@ -129,15 +130,18 @@ def test_free_output_is_unbounded() -> None:
     [("1", 1_000_000), ("0.000001", 1), ("999.9085", 999_908_500), ("-2.5", -2_500_000), ("0", 0)],
 )
 def test_credits_to_micros_is_exact(amount: str, micros: int) -> None:
-    assert credits_to_micros(Decimal(amount)) == micros
+    assert credits_to_micros(amount, LIMIT) == micros
+    assert credits_to_micros(float(amount), LIMIT) == micros
 
 
 def test_credits_to_micros_refuses_what_it_cannot_hold_exactly() -> None:
-    with pytest.raises(ValueError, match=r"^amount has more than 6 decimal places$"):
-        credits_to_micros(Decimal("0.0000001"))
-    for text in ("NaN", "Infinity", "-Infinity"):
-        with pytest.raises(ValueError, match=r"^amount must be a finite number$"):
-            credits_to_micros(Decimal(text))
+    with pytest.raises(AmountError, match=r"^must have at most 6 decimals$"):
+        credits_to_micros(0.0000001, LIMIT)
+    with pytest.raises(AmountError, match=r"^must be a number of credits: digits"):
+        credits_to_micros("0.0000001", LIMIT)
+    for value in (float("nan"), float("inf"), float("-inf"), LIMIT, "1000000000.000001"):
+        with pytest.raises(AmountError, match=r"^is beyond the limit of 1000000000 credits$"):
+            credits_to_micros(value, LIMIT)
 
 
 @pytest.mark.parametrize(

@@ -5,9 +5,11 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
 
 from gateway.errors import InvalidRequest
-from gateway.usage.ranges import Granularity, parse_range
+from gateway.usage.ranges import EARLIEST, LATEST, Granularity, parse_moment, parse_range
 
 NOW = datetime(2026, 9, 21, 13, 0, tzinfo=UTC)
 EXTREMES = [
@@ -50,3 +52,16 @@ def test_the_first_accepted_day() -> None:
     assert usage_range.start == datetime(2000, 1, 1, tzinfo=UTC)
     with pytest.raises(InvalidRequest, match="'start' must be between"):
         parse_range({"start": "1999-12-31T23:59:59.999Z"}, NOW, Granularity.DAY, max_days=10_000, max_hours=744)
+
+
+@given(st.text(alphabet="0123456789-+:.TZW tz\u0665\uff15", max_size=40), st.sampled_from(["start", "end"]))
+@example("2026-09-01T00:00:00.1234567890+05:00", "start")
+@example("\uff12\uff10\uff12\uff16-09-01", "end")  # fullwidth digits
+def test_any_text_is_a_range_bound_or_a_400_naming_it(text: str, param: str) -> None:
+    """Whatever a tenant writes: a UTC instant from 2000 to 9000, or a 400 that names the parameter."""
+    try:
+        moment = parse_moment({param: text}, param)
+    except InvalidRequest as refused:
+        assert refused.param == param
+        return
+    assert moment is None or (moment.tzinfo is UTC and EARLIEST <= moment <= LATEST)
