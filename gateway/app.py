@@ -19,6 +19,7 @@ from gateway.insights import handlers as insights_handlers
 from gateway.metrics import Metrics
 from gateway.proxy import handlers as proxy_handlers
 from gateway.proxy.upstream import upstream_ctx
+from gateway.request_ids import stamp_request_id
 from gateway.storage import redis_ctx
 from gateway.tokens import TokenCounter
 from gateway.usage import handlers as usage_handlers
@@ -38,6 +39,7 @@ def create_app(
     app[OUTBOX_WAKEUP] = asyncio.Event()
     app[TOKEN_COUNTER] = token_counter(settings)
     app.on_startup.append(warm_tokenizers)
+    app.on_response_prepare.append(stamp_request_id)
     app.cleanup_ctx.append(redis_ctx)
     app.cleanup_ctx.append(upstream_ctx)
     proxy_handlers.add_routes(app)

@@ -20,7 +20,16 @@ import gateway
 GATEWAY_DIR = Path(gateway.__file__).parent
 
 # Top-level modules, by role. Anything not named here, or in a package below, fails `test_every_module_has_a_place`.
-SHARED = {"__init__", "bodies", "config", "errors", "metrics", "numbers", "redis_server"}  # what every layer may use
+SHARED = {
+    "__init__",
+    "bodies",
+    "config",
+    "errors",
+    "metrics",
+    "numbers",
+    "redis_server",
+    "request_ids",
+}  # what every layer may use
 STATE = {"app_state", "storage"}  # the app's shared resources: for handlers and assembly only
 ASSEMBLY = {
     "app",

@@ -9,7 +9,6 @@ happens for a key that is not one. Error paths may take one more round trip to t
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 
 from aiohttp import web
@@ -33,6 +32,7 @@ from gateway.proxy.exchange import ChatExchange
 from gateway.proxy.metering import CREDITS_USED_HEADER, hold_credits
 from gateway.proxy.preview import price_preview
 from gateway.proxy.priced_fields import priced_model
+from gateway.request_ids import request_id_of
 from gateway.tokens import TokenCounter
 
 # Up to this size a body is read and counted before its key is checked (by the reserve script): counting it
@@ -56,11 +56,9 @@ async def read_body(request: web.Request, settings: Settings) -> bytes:
 
 async def post_chat_completions(request: web.Request) -> web.StreamResponse:
     started = time.monotonic()
-    request_id = f"req_{os.urandom(16).hex()}"  # 128 random bits, as uuid4 has, without its formatting
     try:
-        return await _relay_chat_completion(request, request_id, started)
+        return await _relay_chat_completion(request, request_id_of(request), started)
     except GatewayError as error:
-        error.headers.setdefault("x-request-id", request_id)
         if CREDITS_HEADER in error.headers:  # refused before a hold: nothing was charged
             error.headers.setdefault(CREDITS_USED_HEADER, "0")
         raise
