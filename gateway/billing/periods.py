@@ -18,10 +18,17 @@ def iso_utc(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def period_view(now: datetime) -> dict[str, str]:
-    """`period_start` / `period_end` as the product page shows them (end is the period's last second)."""
+def period_texts(now: datetime) -> tuple[str, str]:
+    """The period of `now` as every API and webhook shows it: its first second and its last (both inclusive,
+    as the product page writes them: "2024-01-01T00:00:00Z" to "2024-01-31T23:59:59Z")."""
     start, end = period_bounds(now)
-    return {"period_start": iso_utc(start), "period_end": iso_utc(end - timedelta(seconds=1))}
+    return iso_utc(start), iso_utc(end - timedelta(seconds=1))
+
+
+def period_view(now: datetime) -> dict[str, str]:
+    """`period_start` / `period_end` of the account and usage APIs."""
+    start, end = period_texts(now)
+    return {"period_start": start, "period_end": end}
 
 
 def period_id(ms: int) -> str:

@@ -17,7 +17,7 @@ from decimal import ROUND_DOWN, Decimal
 
 import orjson
 
-from gateway.billing.periods import iso_utc, period_bounds
+from gateway.billing.periods import iso_utc, period_texts
 from gateway.billing.pricing import credits_number
 from gateway.webhooks.store import CREDITS_EXHAUSTED, CREDITS_LOW, USAGE_THRESHOLD, WEBHOOK_TEST
 
@@ -71,11 +71,11 @@ class Event:
         data: dict[str, object] = {"account_id": self.account_id, "subscription_id": self.subscription_id}
         if self.type == WEBHOOK_TEST:
             return data
-        start, end = period_bounds(created)
+        start, end = period_texts(created)
         used, remaining = int(self.fields["used"]), int(self.fields["remaining"])
         threshold = int(self.fields["threshold"])
         data |= {
-            "period": {"start": iso_utc(start), "end": iso_utc(end)},
+            "period": {"start": start, "end": end},
             "credits_used": credits_number(used),
             "credits_used_micros": used,
             "credits_remaining": credits_number(remaining),

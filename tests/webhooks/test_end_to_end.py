@@ -54,6 +54,11 @@ async def test_traffic_crossing_80_percent_and_the_low_line_sends_each_event_onc
     assert usage["data"]["credits_used_micros"] == 20 * REQUEST_MICROS  # type: ignore[index]
     assert usage["data"]["threshold"] == 80 and usage["data"]["value"] == 82.01  # type: ignore[index]
     assert usage["data"]["account_id"] == account  # type: ignore[index]
+    # One convention for a period's end everywhere: its last second, as the account and usage APIs say it.
+    shown = (await gateway.admin("GET", f"/admin/accounts/{account}"))[1]
+    assert shown["period_end"] == "2026-09-30T23:59:59Z"
+    for event in (low, usage):
+        assert event["data"]["period"] == {"start": shown["period_start"], "end": shown["period_end"]}  # type: ignore[index]
     assert receiver.got[1].headers["webhook-id"] == usage["id"]
 
 
