@@ -119,7 +119,7 @@ async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
         ledger = app[LEDGER] = ledger_for(redis, settings, app[CLOCK])
         app[ACCOUNTS] = AccountStore(redis, clock=app[CLOCK])
         settler = app[SETTLER] = Settler(ledger, spool, observer=app[METRICS])
-        health = app[REDIS_HEALTH] = RedisHealth(redis, ledger, observer=app[METRICS])
+        health = app[REDIS_HEALTH] = RedisHealth(redis, ledger, observer=app[METRICS], on_back=settler.redis_back)
         interval = settings.sweep_interval_seconds
         sweeper = Sweeper(redis, settler, interval_s=interval, grace_ms=interval * 1000)
         tasks = [

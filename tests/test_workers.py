@@ -14,6 +14,8 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Callable
+from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
 
@@ -21,13 +23,16 @@ import aiohttp
 import psutil
 from prometheus_client.parser import text_string_to_metric_families
 
+from gateway.billing.spool import read_entries
 from gateway.redis_server import free_port
+from tests.faults import ControlledRedis
 from tests.processes import GatewayProcesses, gateway_env, wait_ready
 
 ADMIN = "workers-admin"
 CREDITS = 1000
 REQUESTS = 48  # half plain, half streamed
 STREAM_CHUNK_DELAY_MS = 50  # 8 chunks: a stream lasts about 0.4 s
+BACK = "gateway.billing.health: Redis is back"
 
 
 async def _start(processes: GatewayProcesses, http: aiohttp.ClientSession, **env: str) -> tuple[str, int]:
@@ -205,3 +210,86 @@ def test_workers_must_be_a_count(processes: GatewayProcesses) -> None:
     processes.write_config(free_port())
     done = subprocess.run(processes.command("serve", "--workers", "-1"), env=gateway_env(), capture_output=True)
     assert done.returncode == 2 and b"one per core" in done.stderr
+
+
+async def test_every_worker_replays_its_spool_within_a_second_of_its_health_check_seeing_redis(
+    processes: GatewayProcesses, http: aiohttp.ClientSession, controlled_redis: ControlledRedis
+) -> None:
+    """Answers the upstream gave while Redis was away are spooled in both workers; each worker replays its own
+    as soon as its health check sees Redis again (the worker's own log says when), not on the backoff's clock."""
+    mock_port, port = free_port(), free_port()
+    spool_dir = processes.tmp_path / "spool"
+    processes.write_config(mock_port)
+    env = gateway_env(
+        GATEWAY_ADMIN_TOKEN=ADMIN, REDIS_URL=controlled_redis.url, GATEWAY__SERVER__SPOOL_DIR=str(spool_dir)
+    )
+    processes.start(env, "mock-upstream", "--port", str(mock_port), "--tokens", "6", "--latency-ms", "2000")
+    master = processes.start(env, "serve", "--port", str(port), "--workers", "2")
+    base = f"http://127.0.0.1:{port}"
+    await wait_ready(processes, http, f"http://127.0.0.1:{mock_port}/v1/models")
+    await wait_ready(processes, http, f"{base}/readyz")
+    workers = await _two_answering_workers(master.pid, port)
+    account_id, key = await _tenant(http, base)
+
+    async def one_request() -> int:
+        # A connection of its own each: the kernel spreads them over both workers' sockets.
+        async with (
+            aiohttp.ClientSession() as own,
+            own.post(
+                f"{base}/v1/chat/completions",
+                json={"model": "mock-model", "messages": [{"role": "user", "content": "Hello!"}]},
+                headers={"Authorization": f"Bearer {key}"},
+            ) as response,
+        ):
+            await response.read()
+            return response.status
+
+    in_flight = [asyncio.create_task(one_request()) for _ in range(16)]
+    await _until(lambda: all(_established(worker, port) > 0 for worker in workers), "requests on both workers")
+    await _until_held(http, base, account_id, 16)
+    controlled_redis.stop()  # every answer now finds Redis gone: each worker spools its settlements
+    assert await asyncio.gather(*in_flight) == [200] * 16
+    spooled = {path: len(read_entries(path)) for path in spool_dir.glob("*.spool")}
+    assert sorted(count > 0 for count in spooled.values()) == [True, True] and sum(spooled.values()) == 16
+    # Four failed replays in each worker: its loop now rests 4 s before the next try (backoff 0.5, 1, 2, 4 s).
+    paused = "spool replay paused"
+    await _until(lambda: all(len(_logged(processes, w.pid, paused)) >= 4 for w in workers), "backoff at 4 s")
+    controlled_redis.start()
+    await _until(lambda: not any(read_entries(path) for path in spool_dir.glob("*.spool")), "spools drained")
+    await _until(lambda: all(_logged(processes, worker.pid, BACK) for worker in workers), "both saw Redis back")
+    for worker in workers:
+        # A worker may replay before its check runs (it tries when something new is spooled): never after + 1 s.
+        [back] = _logged(processes, worker.pid, BACK)
+        replayed = _logged(processes, worker.pid, "spooled settlements")[-1]
+        assert (replayed - back).total_seconds() <= 1.0, (worker.pid, back, replayed)
+    view = await _admin(http, "GET", f"{base}/admin/accounts/{account_id}")
+    # 16 requests of 9 prompt and 6 completion tokens at the suite's prices: 9 x 1,000.25 + 6 x 2,000.15 =
+    # 21,003.15 micro-credits, 21,004 each once rounded up.
+    assert view["reserved_credits"] == 0 and view["credits_micros"] == CREDITS * 1_000_000 - 16 * 21_004
+
+
+async def _until(condition: Callable[[], bool], what: str, timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"never: {what}"
+        await asyncio.sleep(0.05)
+
+
+async def _until_held(http: aiohttp.ClientSession, base: str, account_id: str, requests: int) -> None:
+    """Until every request holds its credits (reserved before it went upstream)."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        # Each hold is 9 prompt tokens plus the default 4,096 output tokens at the suite's prices: over 8 credits.
+        view = await _admin(http, "GET", f"{base}/admin/accounts/{account_id}")
+        if view["reserved_credits"] > 8 * requests:  # type: ignore[operator]
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("the requests never all held their credits")
+
+
+def _logged(processes: GatewayProcesses, pid: int, text: str) -> list[datetime]:
+    """When the worker `pid` logged lines holding `text`, oldest first."""
+    lines = processes.log.read_text(errors="replace").splitlines()
+    return [
+        datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f") for line in lines if f"[{pid}]" in line and text in line
+    ]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 
 from redis.asyncio import RedisCluster
 
@@ -22,11 +23,18 @@ log = logging.getLogger(__name__)
 
 class RedisHealth:
     def __init__(
-        self, redis: RedisClient, ledger: Ledger, *, observer: SettlementObserver | None = None, interval_s: float = 1.0
+        self,
+        redis: RedisClient,
+        ledger: Ledger,
+        *,
+        observer: SettlementObserver | None = None,
+        on_back: Callable[[], None] | None = None,
+        interval_s: float = 1.0,
     ):
         self.redis = redis
         self.ledger = ledger
         self.observer = observer
+        self.on_back = on_back  # told when Redis answers again after an outage: the spool replays at once
         self.interval_s = interval_s
         self.up = True  # the client pinged Redis before the app started
         self.changed_at = time.monotonic()
@@ -46,6 +54,8 @@ class RedisHealth:
         if up != self.up:
             log.warning("Redis is %s", "back" if up else "unavailable")
             self.up, self.changed_at = up, time.monotonic()
+            if up and self.on_back is not None:
+                self.on_back()
         return up
 
     async def run(self) -> None:

@@ -59,7 +59,9 @@ class Settler:
         self.ledger = ledger
         self.spool = spool
         self.observer = observer
-        self.spooled = asyncio.Event()  # set when something was spooled: the replay loop wakes up
+        # Set when something was spooled or Redis is back (the health check says so): the replay loop wakes up.
+        self.wakeup = asyncio.Event()
+        self._redis_back = False
 
     async def settle(self, settlement: Settlement) -> SettleOutcome | None:
         """Apply the settlement now, or spool it durably and return None."""
@@ -72,14 +74,14 @@ class Settler:
                 "settlement of %s spooled: Redis is unavailable (%s)", settlement.request_id, type(exc).__name__
             )
         await asyncio.to_thread(self.spool.append, SpooledSettlement(settlement, now_ms))
-        self.spooled.set()
+        self.wakeup.set()
         return None
 
     async def defer(self, settlement: Settlement) -> None:
         """Spool a settlement without trying Redis first (it has just failed): applied once it is back."""
         self._redis_error()
         await asyncio.to_thread(self.spool.append, SpooledSettlement(settlement, self.ledger.now_ms()))
-        self.spooled.set()
+        self.wakeup.set()
 
     async def replay(self) -> int:
         """Apply every spooled settlement Redis takes now; returns how many of this process's are left."""
@@ -118,13 +120,20 @@ class Settler:
         if self.observer is not None:
             self.observer.redis_error()
 
+    def redis_back(self) -> None:
+        """The health check sees Redis again: replay now, not when the backoff would have tried next."""
+        self._redis_back = True
+        self.wakeup.set()
+
     async def run(self, *, idle_s: float = 30.0, retry_s: float = 0.5, max_retry_s: float = 5.0) -> None:
-        """Replay until cancelled: soon after something is spooled, with backoff while Redis stays away, and
-        every `idle_s` for orphans."""
+        """Replay until cancelled: soon after something is spooled, at once when Redis is back, with backoff
+        while it stays away, and every `idle_s` for orphans."""
         delay = retry_s
         while True:
-            self.spooled.clear()
+            self.wakeup.clear()
+            if self._redis_back:
+                self._redis_back, delay = False, retry_s
             left = await self.replay()
             wait = delay if left else idle_s
             delay = min(delay * 2, max_retry_s) if left else retry_s
-            await rest_until_set(self.spooled, wait)
+            await rest_until_set(self.wakeup, wait)

@@ -4,7 +4,7 @@ by this process or, after a crash, by the next; the replay loop backs off while 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -14,10 +14,14 @@ from redis.asyncio import Redis
 
 from gateway.billing import Ledger, ReserveStatus, Settlement, SettleOutcome, keyspace
 from gateway.billing import settler as settler_module
+from gateway.billing.health import RedisHealth
 from gateway.billing.settler import Settler, rest_until_set
 from gateway.billing.spool import Spool, read_entries
+from gateway.config import Settings
+from gateway.storage import redis_client
 from tests.billing.conftest import funded_ledger, settlement
 from tests.conftest import FakeClock
+from tests.faults import ControlledRedis
 
 DAY_S = 86_400
 
@@ -166,7 +170,7 @@ async def test_replay_wakes_as_soon_as_something_is_spooled(redis_client: Redis,
     try:
         await asyncio.sleep(0.05)
         assert replays == 1  # resting for 60 s
-        settler.spooled.set()
+        settler.wakeup.set()
         await asyncio.sleep(0.05)
         assert replays == 2
     finally:
@@ -184,7 +188,7 @@ async def test_a_cancel_that_arrives_as_something_is_spooled_stops_the_loop(
     settler = Settler(ledger, spools[0])
     task = asyncio.create_task(settler.run(idle_s=60))
     await asyncio.sleep(0.05)  # resting for 60 s
-    settler.spooled.set()
+    settler.wakeup.set()
     task.cancel()
     done, _ = await asyncio.wait({task}, timeout=2)
     assert done == {task} and task.cancelled()
@@ -203,3 +207,46 @@ async def test_rest_until_set_returns_when_set_or_after_the_timeout_and_passes_a
     resting.cancel()  # in the same turn of the loop as the event
     with pytest.raises(asyncio.CancelledError):
         await resting
+
+
+async def test_the_spool_is_replayed_as_soon_as_the_health_check_sees_redis_back(
+    controlled_redis: ControlledRedis, spools: list[Spool]
+) -> None:
+    """Not when the replay loop's backoff would have tried next: here that is an hour away, so only the health
+    check's word can bring the replay within the test's deadline."""
+    settings = Settings(models={}, upstreams={}, redis_url=controlled_redis.url, redis_timeout=1.0)
+    redis = redis_client(controlled_redis.url, settings)
+    ledger, account_id, sha = await funded_ledger(redis, 1_000)  # type: ignore[arg-type]
+    await ledger.load_scripts()
+    await ledger.reserve(account_id, sha, "r1", hold_micros=500, min_hold_micros=500, ttl_s=60)
+    settler = Settler(ledger, spools[0])
+    health = RedisHealth(redis, ledger, on_back=settler.redis_back)
+    tries: list[int] = []
+    replay = settler.replay
+
+    async def counted() -> int:
+        tries.append(left := await replay())
+        return left
+
+    settler.replay = counted  # type: ignore[method-assign]
+    controlled_redis.stop()
+    assert not await health.check()
+    assert await settler.settle(settlement(account_id, "r1", 300)) is None  # spooled
+    loop = asyncio.create_task(settler.run(retry_s=3600, max_retry_s=3600))
+    try:
+        await _until(lambda: tries == [1])  # the first try found Redis away: an hour's rest
+        controlled_redis.start()
+        assert await health.check()
+        await _until(lambda: not settler.spool.pending)
+        assert tries == [1, 0] and await ledger.balance(account_id) == 700
+    finally:
+        loop.cancel()
+        await asyncio.gather(loop, return_exceptions=True)
+        await redis.aclose()
+
+
+async def _until(condition: Callable[[], bool], timeout_s: float = 30.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "never happened"
+        await asyncio.sleep(0.02)
