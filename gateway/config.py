@@ -39,11 +39,18 @@ class UpstreamConfig:
     name: str
     base_url: str
     api_key: str | None = None
+    # The variable the provider key is read from; set while `api_key` is None means the key is missing.
+    api_key_env: str | None = None
     # "authorization" sends `Authorization: Bearer KEY`; any other name (Azure: "api-key") sends the raw key.
     auth_header: str = "authorization"
     query: Mapping[str, str] = field(default_factory=dict)
     # Ask streams for a usage chunk (stream_options.include_usage); off for upstreams that reject the field.
     stream_usage: bool = True
+
+    @property
+    def key_missing(self) -> bool:
+        """A provider key is expected (`api_key_env` is configured) and its variable is unset or empty."""
+        return self.api_key_env is not None and self.api_key is None
 
 
 @dataclass(frozen=True)
@@ -55,6 +62,10 @@ class ModelConfig:
     upstream_model: str
     price: Price
     max_output_tokens: int | None = None
+    # Optional bounds the provider enforces (OpenAI's context_length_exceeded): a prompt over max_input_tokens,
+    # or a prompt plus the output bound over context_window, is refused before any hold.
+    max_input_tokens: int | None = None
+    context_window: int | None = None
     # The field the gateway sets when it must bound the output: "max_tokens", "max_completion_tokens", or
     # "auto", which picks max_completion_tokens for OpenAI's reasoning models and max_tokens otherwise.
     max_tokens_field: str = "auto"
@@ -66,6 +77,12 @@ class ModelConfig:
     cheaper_alternative: str | None = None
 
     def __post_init__(self) -> None:
+        where = f'models."{self.name}"'
+        if self.context_window is not None:
+            for bound in ("max_input_tokens", "max_output_tokens"):
+                value = getattr(self, bound)
+                if value is not None and value >= self.context_window:
+                    raise ConfigError(f"{where}.{bound} ({value}) must be below context_window ({self.context_window})")
         if self.max_tokens_field == "auto":
             object.__setattr__(self, "max_tokens_field", default_max_tokens_field(self.upstream_model))
 
@@ -378,6 +395,8 @@ UPSTREAM_KEYS: dict[str, tuple[str, Check]] = {
 }
 MODEL_KEYS: dict[str, tuple[str, Check]] = {
     "max_output_tokens": ("max_output_tokens", _positive),
+    "max_input_tokens": ("max_input_tokens", _positive),
+    "context_window": ("context_window", _positive),
     "max_tokens_field": ("max_tokens_field", _max_tokens_field),
     "encoding": ("encoding", _optional_text),
     "allowed_fields": ("allowed_fields", _field_names),
@@ -415,6 +434,7 @@ def _upstream(name: str, table: Mapping[str, object], env: Mapping[str, str]) ->
         name=name,
         base_url=base_url.rstrip("/"),
         api_key=(env.get(key_env) or None) if key_env else None,
+        api_key_env=key_env or None,
         **_present(table, where, UPSTREAM_KEYS),
     )
 
@@ -446,6 +466,20 @@ def _required_price(table: Mapping[str, object], where: str, key: str) -> int:
 
 def _optional_price(table: Mapping[str, object], where: str, key: str) -> int | None:
     return None if table.get(key) is None else _required_price(table, where, key)
+
+
+def missing_provider_keys(settings: Settings) -> list[str]:
+    """One warning per upstream whose provider key variable is unset, naming the models it leaves unusable."""
+    warnings = []
+    for upstream in settings.upstreams.values():
+        if upstream.key_missing:
+            models = sorted(model.name for model in settings.models.values() if model.upstream == upstream.name)
+            if models:
+                warnings.append(
+                    f"upstream {upstream.name!r}: {upstream.api_key_env} is not set, so its models "
+                    f"({', '.join(models)}) answer 502 provider_key_missing until it is"
+                )
+    return warnings
 
 
 def default_max_tokens_field(upstream_model: str) -> str:

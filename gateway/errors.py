@@ -2,6 +2,7 @@
 
     GatewayError                      500 api_error
     ├── InvalidRequest                400 invalid_request_error
+    │   ├── ContextLengthExceeded     400 context_length_exceeded (the model's input or context bound)
     │   └── PayloadTooLarge           413
     ├── AuthError                     401 invalid_api_key
     │   ├── MissingApiKey             401 missing_api_key
@@ -15,6 +16,7 @@
     ├── UnsupportedMediaType          415 unsupported_content_encoding
     ├── UpstreamError                 502 upstream_error
     │   ├── UpstreamAuthFailed        502 upstream_authentication_failed (upstream 401/403: not the tenant's)
+    │   ├── ProviderKeyMissing        502 provider_key_missing (the upstream's key variable is unset)
     │   └── UpstreamTimeout           504 upstream_timeout
     └── ServiceUnavailable            503 service_unavailable, with Retry-After (Redis unreachable)
 
@@ -62,6 +64,10 @@ class InvalidRequest(GatewayError):
     status = 400
     type = "invalid_request_error"
     code = "invalid_request"
+
+
+class ContextLengthExceeded(InvalidRequest):
+    code = "context_length_exceeded"
 
 
 class PayloadTooLarge(InvalidRequest):
@@ -150,6 +156,14 @@ class UpstreamError(GatewayError):
 class UpstreamAuthFailed(UpstreamError):
     code = "upstream_authentication_failed"
     default_message = "The gateway could not authenticate to the upstream. The operator has been told."
+
+
+class ProviderKeyMissing(UpstreamError):
+    code = "provider_key_missing"
+    default_message = (
+        "The gateway has no provider key for this model's upstream, so it cannot forward the request. "
+        "The operator must set it; nothing was charged."
+    )
 
 
 class UpstreamTimeout(UpstreamError):

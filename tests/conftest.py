@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -116,10 +116,19 @@ async def start_upstream(aiohttp_server: Callable[..., Awaitable[TestServer]]) -
     return start
 
 
-def make_settings(redis_url: str, upstreams: dict[str, str], **overrides: object) -> Settings:
-    """Settings with one model per upstream: model "m-NAME" served by upstream NAME as gpt-4o-mini."""
+def make_settings(
+    redis_url: str,
+    upstreams: dict[str, str],
+    *,
+    upstream_fields: Mapping[str, Mapping[str, object]] | None = None,
+    **overrides: object,
+) -> Settings:
+    """Settings with one model per upstream: model "m-NAME" served by upstream NAME as gpt-4o-mini.
+    `upstream_fields` sets UpstreamConfig fields per upstream name."""
+    fields = upstream_fields or {}
     upstream_configs = {
-        name: UpstreamConfig(name=name, base_url=url, api_key=f"provider-key-{name}") for name, url in upstreams.items()
+        name: UpstreamConfig(name=name, base_url=url, **{"api_key": f"provider-key-{name}", **fields.get(name, {})})  # type: ignore[arg-type]
+        for name, url in upstreams.items()
     }
     models = {
         f"m-{name}": ModelConfig(name=f"m-{name}", upstream=name, upstream_model="gpt-4o-mini", price=TEST_PRICE)

@@ -9,6 +9,7 @@ happens for a key that is not one. Error paths may take one more round trip to t
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 
 from aiohttp import web
@@ -22,6 +23,7 @@ from gateway.errors import (
     GatewayError,
     ModelNotFound,
     PayloadTooLarge,
+    ProviderKeyMissing,
     RequestTimeout,
     UnsupportedMediaType,
     json_response,
@@ -29,7 +31,7 @@ from gateway.errors import (
 from gateway.insights.fingerprints import Fingerprint, take_fingerprint
 from gateway.proxy.chat_request import ChatRequest, parse_chat_request
 from gateway.proxy.exchange import ChatExchange
-from gateway.proxy.metering import CREDITS_USED_HEADER, hold_credits
+from gateway.proxy.metering import CREDITS_USED_HEADER, check_context, hold_credits
 from gateway.proxy.preview import price_preview
 from gateway.proxy.priced_fields import priced_model
 from gateway.request_ids import request_id_of
@@ -38,6 +40,8 @@ from gateway.tokens import TokenCounter
 # Up to this size a body is read and counted before its key is checked (by the reserve script): counting it
 # takes a few milliseconds at worst. Beyond it, the key is checked first and counting runs on a thread.
 INLINE_COUNT_BYTES = 16 * 1024
+
+log = logging.getLogger(__name__)
 
 
 async def read_body(request: web.Request, settings: Settings) -> bytes:
@@ -74,6 +78,7 @@ async def _relay_chat_completion(request: web.Request, request_id: str, started:
             tenant = await authenticate(app[ACCOUNTS], api_key)
         chat, model, size = await _checked_request(request, api_key, tenant)
         prompt_tokens, fingerprint = await _measure(app[TOKEN_COUNTER], chat, size)
+        await _check_forwardable(request, api_key, tenant, chat, model, prompt_tokens)
         reservation = await hold_credits(
             app[LEDGER],
             app[SETTLER],
@@ -108,6 +113,33 @@ async def _checked_request(
     return chat, model, len(raw)
 
 
+async def _check_forwardable(
+    request: web.Request,
+    api_key: ParsedApiKey,
+    tenant: Tenant | None,
+    chat: ChatRequest,
+    model: ModelConfig,
+    prompt_tokens: int,
+) -> None:
+    """Refuse before any hold what the upstream would: a prompt past the model's context (400), or an upstream
+    whose provider key is missing (502). The key is checked first, so a bad key always gets 401."""
+    try:
+        check_context(chat, model, prompt_tokens)
+        upstream = request.app[SETTINGS].upstreams[model.upstream]
+        if upstream.key_missing:
+            log.error(
+                "model %s: upstream %r has no provider key (%s is not set)",
+                model.name,
+                upstream.name,
+                upstream.api_key_env,
+            )
+            raise ProviderKeyMissing()
+    except GatewayError as error:
+        tenant = tenant or await authenticate(request.app[ACCOUNTS], api_key)
+        error.headers.update(credits_header(tenant.balance_micros))
+        raise
+
+
 async def _count_prompt_tokens(counter: TokenCounter, chat: ChatRequest, size: int) -> int:
     """Small prompts are counted inline; large ones on a thread, so other requests are not held up
     (tiktoken releases the GIL while it encodes)."""
@@ -135,6 +167,11 @@ async def post_count_tokens(request: web.Request) -> web.Response:
     tenant = await authenticate(request.app[ACCOUNTS], api_key)  # first: this path is not the hot one
     chat, model, size = await _checked_request(request, api_key, tenant)
     prompt_tokens = await _count_prompt_tokens(request.app[TOKEN_COUNTER], chat, size)
+    try:
+        check_context(chat, model, prompt_tokens)
+    except GatewayError as error:
+        error.headers.update(credits_header(tenant.balance_micros))
+        raise
     preview = price_preview(chat, model, request.app[SETTINGS], prompt_tokens)
     return json_response(preview, headers=credits_header(tenant.balance_micros))
 

@@ -14,7 +14,7 @@ from gateway.billing.pricing import format_credits
 from gateway.billing.scripts import MAX_SAFE_INTEGER
 from gateway.billing.settler import REDIS_UNAVAILABLE, Settler
 from gateway.config import ModelConfig, Settings
-from gateway.errors import AuthError, GatewayError, InsufficientCredits, ServiceUnavailable
+from gateway.errors import AuthError, ContextLengthExceeded, GatewayError, InsufficientCredits, ServiceUnavailable
 from gateway.proxy.chat_request import ChatRequest
 
 log = logging.getLogger(__name__)
@@ -83,7 +83,7 @@ async def hold_credits(
     marks `request_hash` (the fingerprint), so the usage insights see a repeat as a retry.
     """
     price = model.price
-    per_choice = output_bound(chat, model, settings)
+    per_choice = output_bound(chat, model, settings, prompt_tokens)
     # With the client's bound the hold is all or nothing; without, one token per choice is the least it takes.
     minimum = price.cost_micros(prompt_tokens, (per_choice if chat.max_tokens is not None else 1) * chat.n)
     hold = price.cost_micros(prompt_tokens, per_choice * chat.n)
@@ -134,12 +134,43 @@ async def hold_credits(
     )
 
 
-def output_bound(chat: ChatRequest, model: ModelConfig, settings: Settings) -> int:
+def output_bound(chat: ChatRequest, model: ModelConfig, settings: Settings, prompt_tokens: int) -> int:
     """Completion tokens per choice the gateway holds for: the client's max_tokens, else the model's cap, else
-    the gateway's default (which it then forwards, so the upstream cannot produce more)."""
+    the gateway's default (which it then forwards, so the upstream cannot produce more), never past what the
+    model's context window leaves after the prompt. `check_context` has refused what cannot fit at all."""
     if chat.max_tokens is not None:
         return chat.max_tokens
-    return model.max_output_tokens or settings.default_max_tokens
+    bound = model.max_output_tokens or settings.default_max_tokens
+    if model.context_window is not None:
+        bound = min(bound, model.context_window - prompt_tokens)
+    return bound
+
+
+def check_context(chat: ChatRequest, model: ModelConfig, prompt_tokens: int) -> None:
+    """400 context_length_exceeded, as OpenAI words it, when the prompt passes the model's `max_input_tokens`, or
+    the prompt and the client's max_tokens (else one output token) pass its `context_window`."""
+    if model.max_input_tokens is not None and prompt_tokens > model.max_input_tokens:
+        raise ContextLengthExceeded(
+            f"This model's maximum input length is {model.max_input_tokens} tokens. However, your messages "
+            f"resulted in {prompt_tokens} tokens. Please reduce the length of the messages.",
+            param="messages",
+        )
+    window = model.context_window
+    if window is None:
+        return
+    if prompt_tokens >= window:
+        raise ContextLengthExceeded(
+            f"This model's maximum context length is {window} tokens. However, your messages resulted in "
+            f"{prompt_tokens} tokens. Please reduce the length of the messages.",
+            param="messages",
+        )
+    if chat.max_tokens is not None and prompt_tokens + chat.max_tokens > window:
+        raise ContextLengthExceeded(
+            f"This model's maximum context length is {window} tokens. However, you requested "
+            f"{prompt_tokens + chat.max_tokens} tokens ({prompt_tokens} in the messages, {chat.max_tokens} in the "
+            "completion). Please reduce the length of the messages or completion.",
+            param="messages",
+        )
 
 
 def charged_headers(charged: Charged) -> dict[str, str]:

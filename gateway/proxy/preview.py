@@ -14,7 +14,7 @@ def price_preview(chat: ChatRequest, model: ModelConfig, settings: Settings, pro
     """`min_credits` is the prompt alone; `max_credits` the prompt and every choice's output bound: exactly what
     the gateway would hold (unless the balance is short and no max_tokens was given: then it holds less and
     forwards a smaller bound)."""
-    max_completion_tokens = output_bound(chat, model, settings) * chat.n
+    max_completion_tokens = output_bound(chat, model, settings, prompt_tokens) * chat.n
     # Costs beyond 2^53 micro-credits no balance can pay; capped as the hold is, so the figures stay exact.
     least = min(model.price.cost_micros(prompt_tokens, 0), MAX_SAFE_INTEGER)
     most = min(model.price.cost_micros(prompt_tokens, max_completion_tokens), MAX_SAFE_INTEGER)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import logging
 import re
 from collections.abc import AsyncIterator
 
@@ -11,8 +12,10 @@ import orjson
 from aiohttp import web
 
 from gateway.app_state import SETTINGS, UPSTREAM_SESSION
-from gateway.config import UpstreamConfig
+from gateway.config import UpstreamConfig, missing_provider_keys
 from gateway.errors import UpstreamError, UpstreamTimeout
+
+log = logging.getLogger(__name__)
 
 USER_AGENT = "llm-metering-gateway/0.1"
 # Upstream headers passed on to the client; the rest (the provider account's rate limits, cookies, hop-by-hop)
@@ -28,8 +31,11 @@ LARGE_BODY_BYTES = 1 << 20
 
 
 async def upstream_ctx(app: web.Application) -> AsyncIterator[None]:
-    """Open the pooled upstream session for the app's lifetime."""
+    """Open the pooled upstream session for the app's lifetime; warn about upstreams without their provider key
+    (their models answer 502 provider_key_missing), so the operator hears of it at start-up, not from a tenant."""
     settings = app[SETTINGS]
+    for warning in missing_provider_keys(settings):
+        log.warning("%s", warning)
     timeout = aiohttp.ClientTimeout(
         total=settings.total_timeout, sock_connect=settings.connect_timeout, sock_read=settings.read_timeout
     )
