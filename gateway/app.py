@@ -35,7 +35,9 @@ def create_app(
     redact_malformed_request_logs()
     app[SETTINGS] = settings
     app[CLOCK] = clock
-    app[METRICS] = Metrics(per_account=settings.metrics_per_account, multiprocess_dir=metrics_dir)
+    app[METRICS] = Metrics(
+        per_account=settings.metrics_per_account, multiprocess_dir=metrics_dir, models=list(settings.models)
+    )
     app[OUTBOX_WAKEUP] = asyncio.Event()
     app[TOKEN_COUNTER] = token_counter(settings)
     app.on_startup.append(warm_tokenizers)

@@ -5,6 +5,10 @@ configured model name, a status an HTTP status; never an API key, and an account
 turns `[metrics] per_account` on. Requests, tokens and credits are counted from settlements as they are
 applied (`settled`, the settler's observer), so they agree with what the usage API reports.
 
+Counters whose labels come from a fixed vocabulary (refusal statuses, webhook outcomes, and per configured
+model the token kinds, credits and clamps) exist at 0 from start-up, so `rate()` and `increase()` see the
+first event and an alert has its series before anything happened.
+
 Under `gateway serve --workers N` (N > 1) each worker's values live in files of a directory the master made
 (prometheus-client's multiprocess mode, chosen when it is imported with PROMETHEUS_MULTIPROC_DIR set), and a
 scrape of any worker sums every worker's files, the dead ones' counters included.
@@ -12,6 +16,7 @@ scrape of any worker sums every worker's files, the dead ones' counters included
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TypeVar
 
@@ -30,12 +35,20 @@ UPSTREAM_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 60, 120, 300, f
 OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, float("inf"))
 M = TypeVar("M", Counter, Histogram)
 ABANDONED_STATUS = "0"  # what the sweeper records for a request whose gateway died
+# What the chat path answers before a hold: a bad body or field (400), key (401), too few credits (402), an
+# unknown model (404), a stalled (408), too large (413) or compressed (415) body, Redis unreachable (503).
+REFUSAL_STATUSES = ("400", "401", "402", "404", "408", "413", "415", "503")
+WEBHOOK_OUTCOMES = ("delivered", "failed", "failed_for_good", "skipped")
+TOKEN_KINDS = ("prompt", "completion", "cached", "reasoning")
+CLAMPED_KINDS = ("prompt", "completion")
 
 
 class Metrics:
     """The gateway's collectors. One per app, so tests and several apps in a process never share counts."""
 
-    def __init__(self, *, per_account: bool = False, multiprocess_dir: Path | None = None) -> None:
+    def __init__(
+        self, *, per_account: bool = False, multiprocess_dir: Path | None = None, models: Iterable[str] = ()
+    ) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self._children: dict[tuple[object, ...], Counter | Histogram] = {}
         # What /metrics reads: this registry, or with workers every worker's files in `multiprocess_dir`.
@@ -98,6 +111,22 @@ class Metrics:
             buckets=DRIFT_BUCKETS,
             registry=self.registry,
         )
+        self._start_at_zero(models)
+
+    def _start_at_zero(self, models: Iterable[str]) -> None:
+        """Create every series of a fixed vocabulary at 0. Under workers each child writes its 0 to the
+        worker's file, which the scrape sums like any other value."""
+        for status in REFUSAL_STATUSES:
+            self._child(self.refused, status)
+        for outcome in WEBHOOK_OUTCOMES:
+            self._child(self.webhook_deliveries, outcome)
+        for model in models:
+            for kind in CLAMPED_KINDS:
+                self._child(self.clamped, model, kind)
+            if not self.per_account:  # the account is not a known vocabulary: those series come with traffic
+                for kind in TOKEN_KINDS:
+                    self._child(self.tokens, model, kind)
+                self._child(self.credits, model)
 
     def _counter(self, name: str, documentation: str, labels: list[str]) -> Counter:
         return Counter(name, documentation, labels, registry=self.registry)
@@ -111,15 +140,16 @@ class Metrics:
         model = settlement.model
         account = (settlement.account_id,) if self.per_account else ()
         self._child(self.requests, model, "abandoned" if status == ABANDONED_STATUS else status, *account).inc()
-        tokens = (
-            ("prompt", settlement.prompt_tokens),
-            ("completion", settlement.completion_tokens),
-            ("cached", int(record.get("cached_tokens", 0))),
-            ("reasoning", int(record.get("reasoning_tokens", 0))),
+        counts = (
+            settlement.prompt_tokens,
+            settlement.completion_tokens,
+            int(record.get("cached_tokens", 0)),
+            int(record.get("reasoning_tokens", 0)),
         )
-        # Every series exists from the first request on (a rate of 0, not a missing series); adding 0 changes
-        # nothing, and under workers each add is a write to a shared file.
-        for kind, count in tokens:
+        # A model not configured at start-up (a spooled settlement replayed after a config change) or an
+        # account's series exists from its first request on, every kind at once; adding 0 would change nothing
+        # but, under workers, costs a write to a shared file.
+        for kind, count in zip(TOKEN_KINDS, counts, strict=True):
             child = self._child(self.tokens, model, kind, *account)
             if count:
                 child.inc(count)
@@ -144,7 +174,7 @@ class Metrics:
 
     def observe_clamped(self, model: str, kinds: tuple[str, ...]) -> None:
         for kind in kinds:
-            self.clamped.labels(model, kind).inc()
+            self._child(self.clamped, model, kind).inc()
 
     def observe_drift(self, model: str, *, prompt: int, completion: int) -> None:
         self._child(self.token_drift, model, "prompt").observe(prompt)

@@ -15,6 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from gateway.app_state import LEDGER, REDIS_HEALTH
 from tests.conftest import Gateway, StartGateway, user_message
 from tests.faults import ControlledRedis
+from tests.prometheus import REFUSAL_STATUSES, WEBHOOK_OUTCOMES, expected_at_zero, fixed_vocabulary_at_zero
 from tests.usage.traffic import get_json, scheduled_traffic
 
 GRAFANA = Path(__file__).resolve().parent.parent / "config" / "grafana-dashboard.json"
@@ -73,8 +74,24 @@ async def test_refusals_are_counted_apart_by_status(start_gateway: StartGateway)
     await gateway.chat(key, {"model": "m-main", "messages": user_message()})  # 1 micro-credit pays for nothing
     await gateway.chat(key, {"model": "no-such-model", "messages": user_message()})
     refused = (await _samples(gateway))["gateway_requests_refused_total"]
-    assert {labels["status"]: value for labels, value in refused} == {"401": 1.0, "402": 1.0, "404": 1.0}
+    assert {labels["status"]: value for labels, value in refused} == dict.fromkeys(REFUSAL_STATUSES, 0.0) | {
+        "401": 1.0,
+        "402": 1.0,
+        "404": 1.0,
+    }
     assert not (await _samples(gateway))["gateway_requests_total"]  # nothing was settled
+
+
+async def test_fixed_vocabulary_series_exist_at_zero_from_start_up(start_gateway: StartGateway) -> None:
+    gateway = await start_gateway(main={}, other={})
+    text = await (await gateway.client.get("/metrics")).text()
+    assert fixed_vocabulary_at_zero(text) == expected_at_zero(["m-main", "m-other"])
+    assert "gateway_requests_total{" not in text  # an open vocabulary (any status recorded): it comes with traffic
+    # Per account, tokens and credits wait for an account's first request; the rest is there.
+    per_account = await start_gateway({"metrics_per_account": True})
+    found = fixed_vocabulary_at_zero(await (await per_account.client.get("/metrics")).text())
+    expected = expected_at_zero(["m-main"]) | {"gateway_tokens_total": set(), "gateway_credits_charged_total": set()}
+    assert found == expected
 
 
 async def test_redis_errors_and_script_reloads(start_gateway: StartGateway, controlled_redis: ControlledRedis) -> None:
@@ -139,8 +156,8 @@ async def test_webhook_deliveries_are_counted_by_outcome(start_gateway: StartGat
     await gateway.client.post(f"/v1/webhooks/{created['id']}/test", headers=auth)
     for _ in range(100):
         samples = await _samples(gateway)
-        if samples.get("gateway_webhook_deliveries_total"):
+        if _sum(samples["gateway_webhook_deliveries_total"]):
             break
         await asyncio.sleep(0.05)
-    [(labels, value)] = samples["gateway_webhook_deliveries_total"]
-    assert labels == {"outcome": "failed"} and value == 1  # nobody listens on port 9: retried later
+    outcomes = {labels["outcome"]: value for labels, value in samples["gateway_webhook_deliveries_total"]}
+    assert outcomes == dict.fromkeys(WEBHOOK_OUTCOMES, 0.0) | {"failed": 1.0}  # nobody listens on port 9: retried

@@ -1,9 +1,10 @@
 """`gateway serve --workers 2`: one port served by two worker processes under a master.
 
 Both workers take connections; traffic through them is billed exactly; /metrics, whichever worker answers,
-sums both workers' counters (a killed worker's too); the master starts the embedded Redis once, replaces a
-worker that dies, refuses a port already in use, and on SIGTERM stops everything: streams in flight finish
-and are settled, nothing is left held, running, listening or on disk.
+shows the fixed-vocabulary series at 0 from start-up and sums both workers' counters (a killed worker's too);
+the master starts the embedded Redis once, replaces a worker that dies, refuses a port already in use, and on
+SIGTERM stops everything: streams in flight finish and are settled, nothing is left held, running, listening
+or on disk.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from gateway.billing.spool import read_entries
 from gateway.redis_server import free_port
 from tests.faults import ControlledRedis
 from tests.processes import GatewayProcesses, gateway_env, wait_ready
+from tests.prometheus import expected_at_zero, fixed_vocabulary_at_zero
 
 ADMIN = "workers-admin"
 CREDITS = 1000
@@ -153,7 +155,16 @@ async def test_two_workers_share_the_port_bill_exactly_and_stop_cleanly(
     assert len(redis_servers) == 1 and redis_servers[0].ppid() == master_pid  # started once, by the master
     metrics_dir = Path(workers[0].environ()["PROMETHEUS_MULTIPROC_DIR"])
     assert all(any("uvloop" in m.path for m in w.memory_maps()) for w in workers)  # the configured event loop
+    # Before any event, every fixed-vocabulary series is there at 0, whichever worker answers the scrape.
+    for _ in range(4):
+        async with http.get(f"{base}/metrics", headers={"Connection": "close"}) as response:
+            assert fixed_vocabulary_at_zero(await response.text()) == expected_at_zero(["mock-model"])
     account_id, key = await _tenant(http, base)
+    refusals = [
+        await http.post(f"{base}/v1/chat/completions", json={}, headers={"Connection": "close"}) for _ in range(6)
+    ]
+    assert [response.status for response in refusals] == [401] * 6
+    assert [await _samples(http, base, "gateway_requests_refused_total") for _ in range(4)] == [6] * 4
 
     connector = aiohttp.TCPConnector(limit=16)  # 16 keep-alive connections, spread over both workers' sockets
     async with aiohttp.ClientSession(connector=connector) as clients:

@@ -1,10 +1,11 @@
-"""/admin/* handlers, authenticated by the admin bearer token."""
+"""/admin/* handlers, authenticated by the admin bearer token, and `GET /v1/account`, where an API key reads its
+own account (the admin token any account, with `?account=ID`) in the same shape."""
 
 from __future__ import annotations
 
 from aiohttp import web
 
-from gateway.admin.auth import require_admin
+from gateway.admin.auth import account_scope, require_admin
 from gateway.admin.service import AdminService
 from gateway.app_state import ACCOUNTS, LEDGER, SETTINGS
 from gateway.bodies import read_json_object
@@ -28,6 +29,14 @@ async def get_accounts(request: web.Request) -> web.Response:
 
 async def get_account(request: web.Request) -> web.Response:
     return json_response(await _service(request).show_account(request.match_info["account_id"]))
+
+
+async def get_own_account(request: web.Request) -> web.Response:
+    """GET /v1/account: the account the key belongs to (its name, for one), as `GET /admin/accounts/{id}` shows it."""
+    accounts, settings = request.app[ACCOUNTS], request.app[SETTINGS]
+    scope = await account_scope(accounts, request.headers, request.query, settings.admin_token)
+    view = await AdminService(accounts, request.app[LEDGER]).show_account(scope.account_id)
+    return json_response(view, headers=scope.headers)
 
 
 async def post_account_keys(request: web.Request) -> web.Response:
@@ -59,3 +68,4 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/admin/accounts/{account_id}/keys", get_account_keys)
     app.router.add_post("/admin/accounts/{account_id}/credits", post_account_credits)
     app.router.add_delete("/admin/keys/{key_id}", delete_key)
+    app.router.add_get("/v1/account", get_own_account)

@@ -255,6 +255,14 @@ def operations() -> list[Operation]:
             [START, END, GRANULARITY, ACCOUNT],
             fails=READ_ERRORS,
         ),
+        op(
+            "GET /v1/account",
+            "The key's own account: its id, name, credits and billing period (the admin token: `account=ID`)",
+            both,
+            ref("Account"),
+            [ACCOUNT],
+            fails=READ_ERRORS,
+        ),
         op("GET /v1/usage/models", "Usage per model", both, ref("ModelUsageList"), ranged, fails=READ_ERRORS),
         op("GET /v1/usage/keys", "Usage per API key", both, ref("KeyUsageList"), ranged, fails=READ_ERRORS),
         op(

@@ -1,5 +1,8 @@
 """Request records streamed to the client as they are read: CSV, a JSON array, or NDJSON.
 
+A CSV text cell that a spreadsheet would run as a formula gets a leading `'` (OWASP's CSV injection advice);
+numbers stay bare and the JSON formats carry every value as recorded.
+
 Records are read from the account's request log with XRANGE, a page at a time, and each page is written
 before the next is read, so memory stays flat however many records the range holds (aiohttp's `write`
 waits while the client is slow). Record ids are settlement times in ms, so a time range is an id range.
@@ -43,6 +46,8 @@ COLUMNS = (
 )
 # A row as exported, in COLUMNS order.
 Row = tuple[str, str, str, str, int, int, int, str, int, int, int]
+# Excel and LibreOffice read a cell starting with one of these as a formula (or DDE call).
+FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
 
 
 class ProjectedRecord(NamedTuple):
@@ -129,7 +134,7 @@ def encode_page(fmt: ExportFormat, page: list[str], *, first: bool) -> bytes:
     """One page of records in `fmt`; JSON array elements after the first page start with a comma."""
     rows = page_rows(page)
     if fmt is ExportFormat.CSV:
-        return encode_csv(rows)
+        return encode_csv(map(spreadsheet_row, rows))
     # One growing buffer: each record's bytes are freed as soon as they are copied in (orjson over-allocates
     # its output, so holding a page's worth of separate records would cost several times the page).
     separator = b"\n" if fmt is ExportFormat.NDJSON else b","
@@ -141,6 +146,17 @@ def encode_page(fmt: ExportFormat, page: list[str], *, first: bool) -> bytes:
         if fmt is ExportFormat.NDJSON:
             buffer += separator
     return bytes(buffer)
+
+
+def spreadsheet_safe(text: str) -> str:
+    """`text` as a spreadsheet shows it and never runs it: "=1+1" becomes "'=1+1"."""
+    return "'" + text if text.startswith(FORMULA_TRIGGERS) else text
+
+
+def spreadsheet_row(row: Row) -> Row:
+    """The row with its free-text cells (request id, key id, model) made safe; `time` and numbers as they are."""
+    time_, request_id, key_id, model, *_ = row
+    return (time_, spreadsheet_safe(request_id), spreadsheet_safe(key_id), spreadsheet_safe(model), *row[4:])
 
 
 def encode_csv(rows: Iterable[Sequence[str | int]]) -> bytes:

@@ -6,7 +6,7 @@ import pytest
 
 from gateway.app_state import REDIS
 from gateway.billing import keyspace
-from tests.conftest import StartGateway, user_message
+from tests.conftest import ADMIN_TOKEN, StartGateway, user_message
 
 
 async def test_account_key_and_credit_lifecycle(start_gateway: StartGateway) -> None:
@@ -78,3 +78,33 @@ async def test_admin_is_disabled_without_a_token(start_gateway: StartGateway) ->
     gateway = await start_gateway(settings_overrides={"admin_token": None})
     response = await gateway.client.get("/admin/accounts", headers={"Authorization": "Bearer "})
     assert response.status == 401 and "disabled" in (await response.json())["error"]["message"]
+
+
+async def test_a_key_reads_its_own_account_by_name(start_gateway: StartGateway) -> None:
+    gateway = await start_gateway()
+    status, account = await gateway.admin("POST", "/admin/accounts", {"name": "Acme Rockets", "credits": 12.5})
+    assert status == 201
+    status, created = await gateway.admin("POST", f"/admin/accounts/{account['id']}/keys", {"name": "web"})
+    assert status == 201
+    _, other_key = await gateway.new_account(name="Other")
+    auth = {"Authorization": f"Bearer {created['key']}"}
+
+    response = await gateway.client.get("/v1/account", headers=auth)
+    assert response.status == 200 and response.headers["x-credits-remaining"] == "12.5"
+    own = await response.json()
+    assert own["id"] == account["id"] and own["name"] == "Acme Rockets" and own["object"] == "account"
+    assert own["credits"] == 12.5 and own["credits_micros"] == 12_500_000 and own["reserved_credits"] == 0
+    assert own["period_start"] == "2026-09-01T00:00:00Z" and own == account  # the admin API's view, the same
+    admin = await gateway.client.get(
+        "/v1/account", params={"account": account["id"]}, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    )
+    assert admin.status == 200 and await admin.json() == own
+
+    foreign = await gateway.client.get(
+        "/v1/account", params={"account": account["id"]}, headers={"Authorization": f"Bearer {other_key}"}
+    )
+    assert foreign.status == 403 and (await foreign.json())["error"]["code"] == "permission_denied"
+    for headers in ({}, {"Authorization": f"Bearer {created['key'][:-4]}nope"}):
+        assert (await gateway.client.get("/v1/account", headers=headers)).status == 401
+    unnamed = await gateway.client.get("/v1/account", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
+    assert unnamed.status == 400  # the admin token names the account

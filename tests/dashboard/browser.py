@@ -64,10 +64,21 @@ class Dashboard:
 
     @classmethod
     async def open(
-        cls, browser: Browser, origin: str, viewport: dict[str, int] = DESKTOP, *, clock: bool = False
+        cls,
+        browser: Browser,
+        origin: str,
+        viewport: dict[str, int] = DESKTOP,
+        *,
+        clock: bool = False,
+        timezone_id: str | None = None,
     ) -> Dashboard:
-        """A new tab on /dashboard; `clock` installs Playwright's clock, so tests move the page's timers."""
-        context = await browser.new_context(viewport=viewport, accept_downloads=True)  # type: ignore[arg-type]
+        """A new tab on /dashboard; `clock` installs Playwright's clock, so tests move the page's timers;
+        `timezone_id` is the browser's local time zone (default: the machine's)."""
+        context = await browser.new_context(
+            viewport=viewport,  # type: ignore[arg-type]
+            accept_downloads=True,
+            timezone_id=timezone_id,
+        )
         context.set_default_timeout(10_000)  # a page that never gets there fails well within the test's timeout
         dashboard = cls(await context.new_page(), origin)
         if clock:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
 
@@ -96,6 +97,29 @@ async def test_signed_in_page_shows_what_the_usage_api_says(
 
     shot = await dashboard.screenshot(tmp_path, "dashboard.png")
     assert shot.stat().st_size > 10_000
+    dashboard.check_hygiene(tenant.key(0))
+
+
+async def test_a_key_sign_in_names_the_account_and_the_update_time_is_utc(
+    start_gateway: StartGateway, browser: Browser
+) -> None:
+    gateway = await start_gateway()
+    tenant = await new_tenant(gateway, keys=("web",), name="Rocket Science Ltd")
+    dashboard = await Dashboard.open(browser, origin(gateway), timezone_id="Asia/Tokyo")
+    assert await dashboard.page.evaluate("new Date().getTimezoneOffset()") == -9 * 60  # the browser is 9 h ahead
+    await dashboard.sign_in(tenant.key(0))
+    assert await dashboard.page.inner_text("#who") == f"Rocket Science Ltd ({tenant.account_id})"
+
+    # "Updated" is the browser's time of the last refresh, in UTC and saying so (the test's clock and the
+    # browser's are the machine's).
+    shown = await dashboard.page.inner_text("#updated")
+    now = datetime.now(UTC)
+    assert shown.endswith(" UTC"), shown
+    hours, minutes, seconds = (int(part) for part in shown.removesuffix(" UTC").split(":"))
+    behind = (now.hour * 3600 + now.minute * 60 + now.second - (hours * 3600 + minutes * 60 + seconds)) % 86_400
+    assert behind < 60, (shown, now)
+    stamp = await dashboard.page.get_attribute("#updated", "datetime")
+    assert stamp is not None and shown == f"{datetime.fromisoformat(stamp):%H:%M:%S} UTC"
     dashboard.check_hygiene(tenant.key(0))
 
 

@@ -22,10 +22,21 @@ from redis.asyncio import Redis
 
 from gateway.app import create_app
 from gateway.billing import keyspace
+from gateway.config import ModelConfig
 from gateway.redis_server import free_port
 from gateway.usage import export
 from gateway.usage.export import COLUMNS
-from tests.conftest import ADMIN_TOKEN, REFERENCE, FakeClock, Gateway, StartGateway, StartUpstream, make_settings
+from tests.conftest import (
+    ADMIN_TOKEN,
+    REFERENCE,
+    TEST_PRICE,
+    FakeClock,
+    Gateway,
+    StartGateway,
+    StartUpstream,
+    make_settings,
+    user_message,
+)
 from tests.usage.traffic import NOW, get_json, new_tenant, scheduled_traffic, send, utc
 
 MB = 1024 * 1024
@@ -83,6 +94,55 @@ async def test_an_empty_range_exports_no_rows(start_gateway: StartGateway) -> No
     for fmt, body in expected.items():
         response = await gateway.client.get("/v1/usage/export", params=params | {"format": fmt}, headers=tenant.auth())
         assert response.status == 200 and await response.text() == body
+
+
+# Cells Excel or LibreOffice would run: a DDE call, a function, and arithmetic behind a tab and a carriage return.
+DDE_MODEL = "=cmd|' /C calc'!A0"
+FORMULA_KEY_ID = "@SUM(1+1)*cmd|' /C calc'!A0"
+
+
+async def test_csv_cells_a_spreadsheet_would_run_are_neutralised_and_json_stays_raw(
+    start_gateway: StartGateway, redis_client: Redis
+) -> None:
+    model = ModelConfig(name=DDE_MODEL, upstream="main", upstream_model="gpt-4o-mini", price=TEST_PRICE)
+    gateway = await start_gateway({"models": {DDE_MODEL: model}})
+    account_id, key = await gateway.new_account()
+    response = await gateway.chat(key, {"model": DDE_MODEL, "messages": user_message(), "max_tokens": 5})
+    assert response.status == 200
+    served_id = response.headers["x-request-id"]
+    # Records no client can make (key ids and request ids are the gateway's), written as settle.lua writes them.
+    now_ms = int(gateway.clock.now * 1000)
+    planted = [
+        (FORMULA_KEY_ID, "\t=1+2", "+1+1", "-5"),
+        ("-2+3", '\r=HYPERLINK("http://x")', "m-main", "7"),
+    ]
+    for offset, (key_id, request_id, record_model, latency) in enumerate(planted, start=1):
+        await redis_client.execute_command(
+            *("XADD", keyspace.request_log(account_id), f"{now_ms + offset}-0", "request_id", request_id),
+            *("key_id", key_id, "model", record_model, "prompt_tokens", 3, "completion_tokens", 4),
+            *("credits_micros", 11, "status", 200, "latency_ms", latency),
+        )
+    auth = {"Authorization": f"Bearer {key}"}
+    text = await (await gateway.client.get("/v1/usage/export", headers=auth)).text()
+    rows = [dict(zip(COLUMNS, row, strict=True)) for row in list(csv.reader(io.StringIO(text, newline="")))[1:]]
+    assert [(row["request_id"], row["key_id"], row["model"]) for row in rows] == [
+        (served_id, rows[0]["key_id"], "'" + DDE_MODEL),
+        ("'\t=1+2", "'" + FORMULA_KEY_ID, "'+1+1"),
+        ('\'\r=HYPERLINK("http://x")', "'-2+3", "m-main"),
+    ]
+    assert rows[0]["key_id"].startswith("key_")
+    # Numbers stay numbers, a negative one included.
+    assert [row["latency_ms"] for row in rows[1:]] == ["-5", "7"]
+    assert [(row["credits"], row["credits_micros"]) for row in rows[1:]] == [("0.000011", "11")] * 2
+    assert 'Z,"\'\r=HYPERLINK(""http://x"")",' in text  # a cell with a CR in it is quoted
+    raw = [(served_id, rows[0]["key_id"], DDE_MODEL, rows[0]["latency_ms"])] + [
+        (request_id, key_id, record_model, latency) for key_id, request_id, record_model, latency in planted
+    ]
+    json_records = await (await gateway.client.get("/v1/usage/export", params={"format": "json"}, headers=auth)).json()
+    ndjson = await (await gateway.client.get("/v1/usage/export", params={"format": "ndjson"}, headers=auth)).text()
+    for records in (json_records, [json.loads(line) for line in ndjson.splitlines()]):
+        assert [(r["request_id"], r["key_id"], r["model"], str(r["latency_ms"])) for r in records] == raw
+        assert records[1]["latency_ms"] == -5
 
 
 async def _fill_request_log(redis: Redis, account_id: str, key_id: str, count: int, first_ms: int) -> int:

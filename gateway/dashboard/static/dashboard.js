@@ -67,11 +67,18 @@ async function signIn(secret, account) {
   const generation = ++state.generation;
   document.body.dataset.state = "loading";
   try {
-    if (state.admin) await chooseAccount(account);
-    else state.account = `acct_${secret.slice(KEY_PREFIX.length, KEY_PREFIX.length + 16)}`;
+    let who = "Admin";
+    if (state.admin) {
+      await chooseAccount(account);
+    } else {
+      // The key's own account, by its name (the id beside it, as the admin's picker shows accounts).
+      const own = await json("/v1/account");
+      state.account = own.id;
+      who = `${own.name} (${own.id})`;
+    }
     if (generation !== state.generation) return;
     sessionStorage.setItem(SECRET, secret);
-    $("who").textContent = state.admin ? "Admin" : `Account ${state.account}`;
+    $("who").textContent = who;
     $("sign-in").hidden = true;
     $("board").hidden = $("session").hidden = false;
     await refresh();
@@ -195,7 +202,10 @@ function render({ period, today, chosen, models, keys, insights }) {
   }
   $("period").textContent = `${period.period_start.slice(0, 10)} to ${period.period_end.slice(0, 10)}`;
   $("range-label").textContent = `${chosen.period_start.slice(0, 10)} to ${chosen.period_end.slice(0, 10)}`;
-  $("updated").textContent = new Date().toLocaleTimeString();
+  // In UTC, as every other time on the page.
+  const updated = new Date().toISOString();
+  $("updated").dateTime = updated;
+  $("updated").textContent = `${updated.slice(11, 19)} UTC`;
 
   const empty = period.total_requests === 0 && chosen.total_requests === 0;
   $("empty").hidden = !empty;
