@@ -35,9 +35,10 @@ UPSTREAM_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 60, 120, 300, f
 OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, float("inf"))
 M = TypeVar("M", Counter, Histogram)
 ABANDONED_STATUS = "0"  # what the sweeper records for a request whose gateway died
-# What the chat path answers before a hold: a bad body or field (400), key (401), too few credits (402), an
-# unknown model (404), a stalled (408), too large (413) or compressed (415) body, Redis unreachable (503).
-REFUSAL_STATUSES = ("400", "401", "402", "404", "408", "413", "415", "503")
+# What the chat path answers before a hold: a bad body or field, or a prompt past the model's context (400), key
+# (401), too few credits (402), an unknown model (404), a stalled (408), too large (413) or compressed (415)
+# body, an upstream without its provider key (502), Redis unreachable (503).
+REFUSAL_STATUSES = ("400", "401", "402", "404", "408", "413", "415", "502", "503")
 WEBHOOK_OUTCOMES = ("delivered", "failed", "failed_for_good", "skipped")
 TOKEN_KINDS = ("prompt", "completion", "cached", "reasoning")
 CLAMPED_KINDS = ("prompt", "completion")

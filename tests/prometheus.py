@@ -5,7 +5,7 @@ from __future__ import annotations
 from prometheus_client.parser import text_string_to_metric_families
 
 # The fixed vocabularies, written out here: a refusal before a hold, a webhook attempt's outcome.
-REFUSAL_STATUSES = ("400", "401", "402", "404", "408", "413", "415", "503")
+REFUSAL_STATUSES = ("400", "401", "402", "404", "408", "413", "415", "502", "503")
 WEBHOOK_OUTCOMES = ("delivered", "failed", "failed_for_good", "skipped")
 
 

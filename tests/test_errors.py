@@ -129,6 +129,8 @@ async def test_oversized_body_gets_413(start_gateway: StartGateway) -> None:
     )
     await _error(response, 413, "request_too_large")
     await _ledger_is_whole(gateway, account, 1000 * 10**6)
+    metrics = await (await gateway.client.get("/metrics")).text()
+    assert 'gateway_requests_refused_total{status="413"} 2.0' in metrics  # the chunked one counted too
 
 
 async def test_unreachable_upstream_gets_502_and_costs_nothing(start_gateway: StartGateway) -> None:
@@ -192,4 +194,13 @@ async def test_redis_going_away_gives_a_clean_503(
     error = await _error(response, 503, "service_unavailable")
     assert response.headers["Retry-After"].isdigit()
     assert "redis" not in error["message"].lower() and "connection" not in error["message"].lower()
+    # A body over 16 KiB has its key checked before it is read: that check finds Redis away too.
+    large = await client.post(
+        "/v1/chat/completions",
+        json={"model": "m-main", "messages": user_message("x" * 20_000)},
+        headers={"Authorization": f"Bearer {key}"},
+    )
+    await _error(large, 503, "service_unavailable")
     assert upstream.state.requests == []
+    metrics = await (await client.get("/metrics")).text()
+    assert 'gateway_requests_refused_total{status="503"} 2.0' in metrics  # both refusals counted

@@ -18,6 +18,7 @@ from gateway.admin.accounts import ParsedApiKey, Tenant
 from gateway.admin.auth import CREDITS_HEADER, authenticate, bearer_api_key, credits_header
 from gateway.app_state import ACCOUNTS, CLOCK, LEDGER, METRICS, OUTBOX_WAKEUP, SETTINGS, SETTLER, TOKEN_COUNTER
 from gateway.billing.pricing import credits_number
+from gateway.billing.settler import REDIS_UNAVAILABLE
 from gateway.config import ModelConfig, Settings
 from gateway.errors import (
     GatewayError,
@@ -25,6 +26,7 @@ from gateway.errors import (
     PayloadTooLarge,
     ProviderKeyMissing,
     RequestTimeout,
+    ServiceUnavailable,
     UnsupportedMediaType,
     json_response,
 )
@@ -56,6 +58,8 @@ async def read_body(request: web.Request, settings: Settings) -> bytes:
             return await request.read()  # the app's client_max_size enforces the limit on chunked bodies
     except TimeoutError:
         raise RequestTimeout() from None
+    except web.HTTPRequestEntityTooLarge:  # a chunked body past the limit: counted as a refusal like any other
+        raise PayloadTooLarge(f"Request body is over the limit of {limit} bytes.") from None
 
 
 async def post_chat_completions(request: web.Request) -> web.StreamResponse:
@@ -91,6 +95,10 @@ async def _relay_chat_completion(request: web.Request, request_id: str, started:
             app[OUTBOX_WAKEUP],
             request_hash=fingerprint.request_hash,
         )
+    except REDIS_UNAVAILABLE as exc:  # the key check of a large body: Redis is away
+        app[METRICS].redis_error()
+        app[METRICS].refused.labels("503").inc()
+        raise ServiceUnavailable() from exc
     except GatewayError as error:
         app[METRICS].refused.labels(str(error.status)).inc()  # refused before a hold: nothing to settle
         raise

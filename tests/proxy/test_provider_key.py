@@ -34,6 +34,8 @@ async def test_a_model_without_its_provider_key_gets_502_saying_so(
     assert await gateway.balance_micros(account_id) == 10_000_000
     assert await gateway.redis.xlen(keyspace.request_log(account_id)) == 0
     assert (await gateway.chat("sk-gw-acct_0000000000000000-nope", HELLO)).status == 401  # the key first
+    metrics = await (await gateway.client.get("/metrics")).text()
+    assert 'gateway_requests_refused_total{status="502"} 1.0' in metrics
 
 
 def test_the_shipped_config_names_what_a_missing_openai_key_leaves_unusable() -> None:
