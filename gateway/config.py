@@ -13,6 +13,7 @@ Environment overrides, applied on top of the TOML document before it is validate
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -199,10 +200,9 @@ def apply_env_overrides(document: dict[str, object], env: Mapping[str, str]) -> 
 def _set_path(document: dict[str, object], segments: list[str], value: object) -> None:
     node = document
     for position, segment in enumerate(segments):
-        existing = {key.lower(): key for key in node}
         last = position == len(segments) - 1
         # Sections and setting names are lower case; table names in between (models, upstreams) keep theirs.
-        key = existing.get(segment.lower(), segment.lower() if position == 0 or last else segment)
+        key = _existing_key(node, segment, segments) or (segment.lower() if position == 0 or last else segment)
         if last:
             node[key] = value
             return
@@ -210,6 +210,26 @@ def _set_path(document: dict[str, object], segments: list[str], value: object) -
         if not isinstance(child, dict):
             raise ConfigError(f"cannot override {'.'.join(segments)}: {key} is not a table")
         node = child
+
+
+def _existing_key(node: Mapping[str, object], segment: str, segments: list[str]) -> str | None:
+    """The key of `node` a variable's segment names: the same letters in any case, else the same once every
+    character a shell variable cannot hold is written `_` (`GPT_4O` names `gpt-4o`, `CLAUDE_3_5` `claude-3.5`)."""
+    wanted = segment.lower()
+    for key in node:
+        if key.lower() == wanted:
+            return key
+    spelled = [key for key in node if _shell_spelling(key) == wanted]
+    if len(spelled) > 1:
+        raise ConfigError(
+            f"GATEWAY__{'__'.join(segments)} could name any of {', '.join(sorted(spelled))}: "
+            "set it with `env` and the exact name instead"
+        )
+    return spelled[0] if spelled else None
+
+
+def _shell_spelling(name: str) -> str:
+    return re.sub(r"[^a-z0-9_]", "_", name.lower())
 
 
 def _parse_scalar(text: str) -> object:

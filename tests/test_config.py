@@ -113,3 +113,28 @@ def test_usage_settings_default_and_override(tmp_path: Path) -> None:
     settings = _load(tmp_path, text, {"GATEWAY__USAGE__MAX_RANGE_DAYS": "62"})
     assert settings.request_log_retention_days == 90 and settings.usage_max_range_days == 62
     assert settings.usage_max_hour_range_hours == 48
+
+
+def test_a_model_name_a_shell_cannot_export_is_spelled_with_underscores(tmp_path: Path) -> None:
+    text = BASE + '[models."claude-3.5:beta"]\nupstream = "openai"\ninput_credits_per_million = 1\n'
+    text += "output_credits_per_million = 1\n"
+    env = {
+        "GATEWAY__MODELS__GPT_4O__INPUT_CREDITS_PER_MILLION": "3",
+        "GATEWAY__MODELS__claude_3_5_BETA__OUTPUT_CREDITS_PER_MILLION": "7",
+    }
+    settings = _load(tmp_path, text, env)
+    assert settings.models["gpt-4o"].price.input_micros_per_million == 3_000_000
+    assert settings.models["claude-3.5:beta"].price.output_micros_per_million == 7_000_000
+    assert set(settings.models) == {"gpt-4o", "claude-3.5:beta"}  # no new table "GPT_4O"
+
+
+def test_an_exact_name_wins_and_two_names_spelled_alike_are_refused(tmp_path: Path) -> None:
+    twin = BASE + '[models."gpt_4o"]\nupstream = "openai"\ninput_credits_per_million = 1\n'
+    twin += "output_credits_per_million = 1\n"
+    exact = _load(tmp_path, twin, {"GATEWAY__MODELS__gpt_4o__INPUT_CREDITS_PER_MILLION": "9"})
+    assert exact.models["gpt_4o"].price.input_micros_per_million == 9_000_000
+    assert exact.models["gpt-4o"].price.input_micros_per_million == 2_500_000
+    alike = BASE + '[models."gpt.4o"]\nupstream = "openai"\ninput_credits_per_million = 1\n'
+    alike += "output_credits_per_million = 1\n"
+    with pytest.raises(ConfigError, match=r"GATEWAY__MODELS__GPT_4O__X could name any of gpt-4o, gpt\.4o"):
+        _load(tmp_path, alike, {"GATEWAY__MODELS__GPT_4O__X": "1"})
