@@ -245,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     assert settings is not None
     if args.command == "serve":
-        from gateway.serving import serve  # imported here: loading tokenizers is not needed by admin verbs
+        from gateway.serving import ListenError, serve  # imported here: admin verbs need no tokenizers
 
         overrides = {"host": args.host, "port": args.port, "workers": args.workers}
         settings = _replace(settings, {k: v for k, v in overrides.items() if v is not None})
@@ -254,6 +254,9 @@ def main(argv: list[str] | None = None) -> int:
         except ConfigError as exc:
             print(f"gateway: {exc}", file=sys.stderr)
             return 2
+        except ListenError as exc:
+            print(f"gateway: {exc}", file=sys.stderr)
+            return 1
     try:
         if args.command == "tokens":
             result = count_tokens_offline(settings, args.file)
