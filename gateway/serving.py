@@ -1,6 +1,7 @@
 """`gateway serve`: the gateway in this process, or a master and N worker processes on one port.
 
-With one worker the gateway runs in this process, as it always has. With more, this process is the master:
+Either way the port is bound first, here, and each process serves the app with gateway/http_server.py. With
+one worker the gateway runs in this process. With more, this process is the master:
 
 - it binds the port once per worker, every socket with SO_REUSEPORT, so the kernel spreads new connections
   over the workers; the master keeps the sockets, so a replaced worker takes over its predecessor's queue;
@@ -39,9 +40,9 @@ from types import FrameType
 from aiohttp import web
 from prometheus_client import multiprocess
 
-from gateway.access_log import access_log_options
 from gateway.app import create_app
 from gateway.config import ConfigError, Settings
+from gateway.http_server import BACKLOG, serve_app
 from gateway.redis_server import EmbeddedRedis
 
 log = logging.getLogger(__name__)
@@ -49,7 +50,6 @@ log = logging.getLogger(__name__)
 WORKER_COMMAND = "from gateway.serving import run_worker; run_worker()"
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 WORKER_LOG_FORMAT = "%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s"
-BACKLOG = 128  # per worker socket, as aiohttp's own sites
 # aiohttp gives requests in flight 60 s at shutdown, then the webhook sender drains; after this, SIGKILL.
 STOP_TIMEOUT_S = 90.0
 QUICK_EXIT_S = 10.0  # a worker that dies sooner than this after its start failed to start
@@ -106,14 +106,11 @@ def serve(settings: Settings) -> int:
 
 def run_app(settings: Settings, sockets: list[socket.socket], spec: WorkerSpec | None = None) -> None:
     """The gateway's event loop in this process, on listening `sockets` (a worker's: as its `spec` says)."""
-    # The access log (off unless configured) never writes headers, so keys never reach the log. Bodies are never
-    # inflated: a compressed one is refused with 415 before it is read, so a gzip bomb costs nothing. Header
-    # lines keep aiohttp's 8190-byte limit (longer: 400, logged without their bytes).
-    options = {"auto_decompress": False, "loop": event_loop(settings), **access_log_options(settings.access_log)}
     app = create_app(settings, metrics_dir=None if spec is None else spec.metrics_dir)
     if spec is not None:
         app.cleanup_ctx.append(stop_with_master(spec.master_pid))
-    web.run_app(app, sock=sockets, print=None, **options)  # type: ignore[arg-type]
+    with asyncio.Runner(loop_factory=lambda: event_loop(settings)) as runner:
+        runner.run(serve_app(app, sockets, access_log=settings.access_log))
 
 
 def event_loop(settings: Settings) -> asyncio.AbstractEventLoop:
