@@ -32,7 +32,7 @@ from gateway.proxy.preview import price_preview
 from gateway.proxy.priced_fields import priced_model
 from gateway.storage import ledger_for, open_redis
 from gateway.webhooks.outbox import Outbox
-from gateway.webhooks.service import Limits, WebhookService
+from gateway.webhooks.service import DEFAULT_USAGE_PERCENT, Limits, WebhookService
 from gateway.webhooks.store import WebhookStore
 
 
@@ -52,20 +52,26 @@ AdminAction = Callable[[Services, argparse.Namespace], Awaitable[dict[str, objec
 def build_parser() -> argparse.ArgumentParser:
     # --config is accepted before or after the command (`gateway serve --config x.toml`).
     config = argparse.ArgumentParser(add_help=False)
-    config.add_argument("--config", type=Path, default=argparse.SUPPRESS, help="TOML config file")
+    config.add_argument(
+        "--config",
+        type=Path,
+        default=argparse.SUPPRESS,
+        metavar="PATH",
+        help="TOML config file (default: config/gateway.toml)",
+    )
     parser = argparse.ArgumentParser(prog="gateway", description="LLM metering gateway", parents=[config])
-    commands = _Commands(parser.add_subparsers(dest="command", required=True), config)
+    commands = _Commands(parser.add_subparsers(dest="command", required=True, metavar="COMMAND"), config)
 
     serve = commands.add_parser("serve", help="run the gateway")
-    serve.add_argument("--host", default=None)
-    serve.add_argument("--port", type=int, default=None)
+    serve.add_argument("--host", default=None, help="address to listen on (default: server.host)")
+    serve.add_argument("--port", type=int, default=None, help="port to listen on (default: server.port)")
     serve.add_argument(
         "--workers", type=_worker_count, default=None, help="processes serving the port (0: one per core)"
     )
 
     mock = commands.add_parser("mock-upstream", help="run a fake OpenAI-compatible upstream")
-    mock.add_argument("--host", default="127.0.0.1")
-    mock.add_argument("--port", type=int, default=8090)
+    mock.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
+    mock.add_argument("--port", type=int, default=8090, help="port to listen on (default: %(default)s)")
     mock.add_argument("--tokens", type=int, default=MockOptions.completion_tokens, help="reply length in tokens")
     mock.add_argument("--latency-ms", type=int, default=MockOptions.latency_ms, help="delay before answering")
     mock.add_argument(
@@ -74,63 +80,60 @@ def build_parser() -> argparse.ArgumentParser:
     mock.add_argument("--no-usage", action="store_true", help="never report usage")
     mock.add_argument("--fail-status", type=int, default=None, help="answer every request with this error")
 
-    accounts = _Commands(
-        commands.add_parser("accounts", help="manage accounts").add_subparsers(dest="verb", required=True), config
-    )
-    create = accounts.add_parser("create")
-    create.add_argument("--name", required=True)
-    create.add_argument("--credits", default="0")
-    accounts.add_parser("list")
-    show = accounts.add_parser("show")
-    show.add_argument("account_id")
+    accounts = commands.add_group("accounts", "manage accounts")
+    create = accounts.add_parser("create", help="create an account")
+    create.add_argument("--name", required=True, help="the account's display name")
+    create.add_argument("--credits", default="0", help="its starting balance in credits (default: 0)")
+    accounts.add_parser("list", help="list every account")
+    show = accounts.add_parser("show", help="one account and its balance")
+    show.add_argument("account_id", metavar="ACCOUNT_ID", help="the account's id (acct_...)")
 
-    keys = _Commands(
-        commands.add_parser("keys", help="manage API keys").add_subparsers(dest="verb", required=True), config
-    )
-    key_create = keys.add_parser("create")
-    key_create.add_argument("--account", required=True)
-    key_create.add_argument("--name", required=True)
-    key_list = keys.add_parser("list")
-    key_list.add_argument("--account", required=True)
-    revoke = keys.add_parser("revoke")
-    revoke.add_argument("key_id")
+    keys = commands.add_group("keys", "manage API keys")
+    key_create = keys.add_parser("create", help="create an API key (printed this once)")
+    key_create.add_argument("--account", required=True, metavar="ID", help="the account the key spends from")
+    key_create.add_argument("--name", required=True, help="the key's display name")
+    key_list = keys.add_parser("list", help="an account's keys (never the keys themselves)")
+    key_list.add_argument("--account", required=True, metavar="ID", help="the account's id")
+    revoke = keys.add_parser("revoke", help="revoke an API key at once")
+    revoke.add_argument("key_id", metavar="KEY_ID", help="the key's id (key_...)")
 
-    credits = _Commands(
-        commands.add_parser("credits", help="manage credits").add_subparsers(dest="verb", required=True), config
-    )
-    grant = credits.add_parser("grant")
-    grant.add_argument("--account", required=True)
+    credits = commands.add_group("credits", "manage credits")
+    grant = credits.add_parser("grant", help="add credits to an account, or take them back")
+    grant.add_argument("--account", required=True, metavar="ID", help="the account's id")
     grant.add_argument("--amount", required=True, help="credits to add (negative to take back)")
-    grant.add_argument("--note", default="")
+    grant.add_argument("--note", default="", help="a note kept with the grant")
 
-    webhooks = _Commands(
-        commands.add_parser("webhooks", help="manage usage-alert webhooks").add_subparsers(dest="verb", required=True),
-        config,
-    )
-    hook = webhooks.add_parser("create")
-    hook.add_argument("--account", required=True)
-    hook.add_argument("--url", required=True)
+    webhooks = commands.add_group("webhooks", "manage usage-alert webhooks")
+    hook = webhooks.add_parser("create", help="subscribe a URL to an account's alerts")
+    hook.add_argument("--account", required=True, metavar="ID", help="the account to watch")
+    hook.add_argument("--url", required=True, help="where the events are POSTed")
     hook.add_argument("--events", required=True, help="comma-separated: usage.threshold,credits.low,credits.exhausted")
-    hook.add_argument("--usage-threshold-percent", type=int, default=None)
-    hook.add_argument("--credits-low-threshold", default=None, help="credits")
-    hook_list = webhooks.add_parser("list")
-    hook_list.add_argument("--account", required=True)
-    hook_delete = webhooks.add_parser("delete")
-    hook_delete.add_argument("--account", required=True)
-    hook_delete.add_argument("webhook_id")
-    usage = _Commands(
-        commands.add_parser("usage", help="read an account's usage").add_subparsers(dest="verb", required=True), config
+    hook.add_argument(
+        "--usage-threshold-percent",
+        type=int,
+        default=None,
+        metavar="PERCENT",
+        help=f"usage.threshold fires at this %% of the period's budget (default: {DEFAULT_USAGE_PERCENT})",
     )
+    hook.add_argument(
+        "--credits-low-threshold", default=None, metavar="CREDITS", help="credits.low fires below this balance"
+    )
+    hook_list = webhooks.add_parser("list", help="an account's webhooks")
+    hook_list.add_argument("--account", required=True, metavar="ID", help="the account's id")
+    hook_delete = webhooks.add_parser("delete", help="unsubscribe a webhook")
+    hook_delete.add_argument("--account", required=True, metavar="ID", help="the account it belongs to")
+    hook_delete.add_argument("webhook_id", metavar="WEBHOOK_ID", help="the webhook's id (wh_...)")
+
+    usage = commands.add_group("usage", "read an account's usage")
     insights = usage.add_parser("insights", help="the waste found in a range, as GET /v1/usage/insights")
-    insights.add_argument("--account", required=True)
+    insights.add_argument("--account", required=True, metavar="ID", help="the account's id")
     insights.add_argument("--start", default=None, help="first UTC day (YYYY-MM-DD); default: the billing period")
     insights.add_argument("--end", default=None, help="last UTC day (inclusive)")
     insights.add_argument("--key", default=None, help="one API key's insights (its id, key_...)")
-    tokens = _Commands(
-        commands.add_parser("tokens", help="count tokens offline").add_subparsers(dest="verb", required=True), config
-    )
+
+    tokens = commands.add_group("tokens", "count tokens offline")
     count = tokens.add_parser("count", help="a chat-completions body's tokens and price range, as count_tokens")
-    count.add_argument("file", type=Path, help="the JSON body ('-' for standard input)")
+    count.add_argument("file", type=Path, metavar="FILE", help="the JSON body ('-' for standard input)")
     return parser
 
 
@@ -151,8 +154,13 @@ class _Commands:
         self.group = group
         self.shared = shared
 
-    def add_parser(self, name: str, help: str | None = None) -> argparse.ArgumentParser:
-        return self.group.add_parser(name, parents=[self.shared], help=help)
+    def add_parser(self, name: str, help: str) -> argparse.ArgumentParser:
+        return self.group.add_parser(name, parents=[self.shared], help=help, description=help)
+
+    def add_group(self, name: str, help: str) -> _Commands:
+        """A command whose verbs are subcommands of their own (`gateway accounts create`)."""
+        verbs = self.add_parser(name, help).add_subparsers(dest="verb", required=True, metavar="VERB")
+        return _Commands(verbs, self.shared)
 
 
 async def _create_webhook(services: Services, args: argparse.Namespace) -> dict[str, object]:
@@ -237,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     assert settings is not None
     if args.command == "serve":
-        from gateway.serving import serve  # imported here: loading tokenizers is not needed by admin verbs
+        from gateway.serving import ListenError, serve  # imported here: admin verbs need no tokenizers
 
         overrides = {"host": args.host, "port": args.port, "workers": args.workers}
         settings = _replace(settings, {k: v for k, v in overrides.items() if v is not None})
@@ -246,6 +254,9 @@ def main(argv: list[str] | None = None) -> int:
         except ConfigError as exc:
             print(f"gateway: {exc}", file=sys.stderr)
             return 2
+        except ListenError as exc:
+            print(f"gateway: {exc}", file=sys.stderr)
+            return 1
     try:
         if args.command == "tokens":
             result = count_tokens_offline(settings, args.file)

@@ -3,7 +3,9 @@
     GatewayError                      500 api_error
     ├── InvalidRequest                400 invalid_request_error
     │   ├── ContextLengthExceeded     400 context_length_exceeded (the model's input or context bound)
-    │   └── PayloadTooLarge           413
+    │   ├── MalformedRequest          400 malformed_request (not HTTP/1.1 aiohttp's parser can read)
+    │   ├── PayloadTooLarge           413
+    │   └── HeadersTooLarge           431 request_header_fields_too_large
     ├── AuthError                     401 invalid_api_key
     │   ├── MissingApiKey             401 missing_api_key
     │   └── AdminAuthError            401 invalid_admin_token (admin endpoints)
@@ -22,7 +24,8 @@
 
 Each class sets its status, type and code; a class with one fixed message sets `default_message`, so an error
 is made complete and never edited afterwards. `error_middleware` renders these; anything else is logged with
-its traceback and becomes a generic 500, so no Python or Redis text ever reaches a client.
+its traceback and becomes a generic 500, so no Python or Redis text ever reaches a client. A request aiohttp's
+HTTP parser refuses never reaches the middleware: gateway/http_server.py answers it with these classes.
 """
 
 from __future__ import annotations
@@ -70,9 +73,19 @@ class ContextLengthExceeded(InvalidRequest):
     code = "context_length_exceeded"
 
 
+class MalformedRequest(InvalidRequest):
+    code = "malformed_request"
+    default_message = "The request is not valid HTTP/1.1: check its request line, its headers and its body's framing."
+
+
 class PayloadTooLarge(InvalidRequest):
     status = 413
     code = "request_too_large"
+
+
+class HeadersTooLarge(InvalidRequest):
+    status = 431
+    code = "request_header_fields_too_large"
 
 
 class AuthError(GatewayError):
@@ -200,19 +213,43 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         if http_error.status == 413:
             return error_response(PayloadTooLarge("Request body is too large"))
         raise
-    except Exception:
+    except Exception as exc:
+        refused = _refused_body(request, exc)
+        if refused is not None:
+            return refused
         log.exception("unhandled error on %s %s", request.method, request.path)
         return error_response(GatewayError())
 
 
+def _refused_body(request: web.Request, exc: Exception) -> web.Response | None:
+    """A 400 when `exc` is aiohttp's parser refusing this request's own body (chunked garbage after the head);
+    None for anything else, an upstream's garbage included. Its text quotes the bytes: only its kind is logged."""
+    failed = request.content.exception()  # as aiohttp's parsers set it: the error, or one caused by it
+    if not isinstance(exc, HttpProcessingError | web.RequestPayloadError) or failed is None:
+        return None
+    if exc is not failed and exc is not failed.__cause__:
+        return None
+    log.info("refused a request body that is not valid HTTP on %s %s (%s)", request.method, request.path, _kind(exc))
+    response = error_response(MalformedRequest())
+    response.force_close()  # the rest of the connection cannot be framed
+    return response
+
+
+def _kind(error: HttpProcessingError | web.RequestPayloadError) -> str:
+    """What the parser refused, without its text (which quotes the request's bytes)."""
+    underlying = error.__cause__ if isinstance(error, web.RequestPayloadError) else error
+    return type(underlying or error).__name__
+
+
 class _MalformedRequestRedaction(logging.Filter):
     """aiohttp logs a request it cannot parse with the offending bytes, an over-long Authorization header
-    among them: keep the fact, drop the bytes."""
+    among them (and, once a refused body has been answered, that body's error as it drains the connection):
+    keep the fact, drop the bytes."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         error = record.exc_info[1] if record.exc_info else None
-        if isinstance(error, HttpProcessingError):
-            record.msg, record.args = "refused a malformed request (HTTP %s %s)", (error.code, type(error).__name__)
+        if isinstance(error, HttpProcessingError | web.RequestPayloadError):
+            record.msg, record.args = "refused a malformed request (%s)", (_kind(error),)
             record.exc_info = record.exc_text = None
         return True
 

@@ -1,6 +1,7 @@
 """`gateway serve`: the gateway in this process, or a master and N worker processes on one port.
 
-With one worker the gateway runs in this process, as it always has. With more, this process is the master:
+Either way the port is bound first, here, and each process serves the app with gateway/http_server.py. With
+one worker the gateway runs in this process. With more, this process is the master:
 
 - it binds the port once per worker, every socket with SO_REUSEPORT, so the kernel spreads new connections
   over the workers; the master keeps the sockets, so a replaced worker takes over its predecessor's queue;
@@ -39,9 +40,9 @@ from types import FrameType
 from aiohttp import web
 from prometheus_client import multiprocess
 
-from gateway.access_log import access_log_options
 from gateway.app import create_app
 from gateway.config import ConfigError, Settings
+from gateway.http_server import BACKLOG, serve_app
 from gateway.redis_server import EmbeddedRedis
 
 log = logging.getLogger(__name__)
@@ -49,7 +50,6 @@ log = logging.getLogger(__name__)
 WORKER_COMMAND = "from gateway.serving import run_worker; run_worker()"
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 WORKER_LOG_FORMAT = "%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s"
-BACKLOG = 128  # per worker socket, as aiohttp's own sites
 # aiohttp gives requests in flight 60 s at shutdown, then the webhook sender drains; after this, SIGKILL.
 STOP_TIMEOUT_S = 90.0
 QUICK_EXIT_S = 10.0  # a worker that dies sooner than this after its start failed to start
@@ -77,31 +77,40 @@ def worker_count(settings: Settings) -> int:
     return os.cpu_count() or 1
 
 
+class ListenError(Exception):
+    """The port cannot be listened on (in use, an unknown host, no permission): the gateway does not start."""
+
+
 def serve(settings: Settings) -> int:
-    """Run the gateway until SIGTERM or SIGINT; the exit status."""
+    """Run the gateway until SIGTERM or SIGINT; the exit status.
+
+    The port is bound here, before anything starts, with one worker or many: so a port in use stops both alike
+    (`ListenError`), before the embedded Redis or a worker is started.
+    """
     count = worker_count(settings)
-    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT if count == 1 else WORKER_LOG_FORMAT)
-    if count == 1:
-        run_app(settings)
-        return 0
-    if settings.redis_url is None and settings.redis_cluster:
+    if count > 1 and settings.redis_url is None and settings.redis_cluster:
         raise ConfigError("redis.cluster needs redis.url (REDIS_URL): the embedded Redis is a single server")
-    return Master(settings, count).run()
+    try:
+        listeners = open_listeners(settings.host, settings.port, count)
+    except OSError as exc:
+        raise ListenError(f"cannot listen on {settings.host} port {settings.port}: {exc.strerror or exc}") from None
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT if count == 1 else WORKER_LOG_FORMAT)
+    address = listeners[0][0].getsockname()
+    if count == 1:
+        log.info("serving on %s port %d", address[0], address[1])
+        run_app(settings, listeners[0])
+        return 0
+    log.info("serving on %s port %d with %d workers", address[0], address[1], count)
+    return Master(settings, listeners).run()
 
 
-def run_app(settings: Settings, spec: WorkerSpec | None = None) -> None:
-    """The gateway's event loop in this process: on `settings`' host and port, or on a worker's sockets."""
-    # The access log (off unless configured) never writes headers, so keys never reach the log. Bodies are never
-    # inflated: a compressed one is refused with 415 before it is read, so a gzip bomb costs nothing. Header
-    # lines keep aiohttp's 8190-byte limit (longer: 400, logged without their bytes).
-    options = {"auto_decompress": False, "loop": event_loop(settings), **access_log_options(settings.access_log)}
-    if spec is None:
-        web.run_app(create_app(settings), host=settings.host, port=settings.port, **options)  # type: ignore[arg-type]
-        return
-    app = create_app(settings, metrics_dir=spec.metrics_dir)
-    app.cleanup_ctx.append(stop_with_master(spec.master_pid))
-    sockets = [socket.socket(fileno=fd) for fd in spec.fds]
-    web.run_app(app, sock=sockets, print=None, **options)  # type: ignore[arg-type]
+def run_app(settings: Settings, sockets: list[socket.socket], spec: WorkerSpec | None = None) -> None:
+    """The gateway's event loop in this process, on listening `sockets` (a worker's: as its `spec` says)."""
+    app = create_app(settings, metrics_dir=None if spec is None else spec.metrics_dir)
+    if spec is not None:
+        app.cleanup_ctx.append(stop_with_master(spec.master_pid))
+    with asyncio.Runner(loop_factory=lambda: event_loop(settings)) as runner:
+        runner.run(serve_app(app, sockets, access_log=settings.access_log))
 
 
 def event_loop(settings: Settings) -> asyncio.AbstractEventLoop:
@@ -121,7 +130,7 @@ def run_worker() -> None:
     spec = pickle.load(sys.stdin.buffer)
     assert isinstance(spec, WorkerSpec)
     logging.basicConfig(level=logging.INFO, format=WORKER_LOG_FORMAT)
-    run_app(spec.settings, spec)
+    run_app(spec.settings, [socket.socket(fileno=fd) for fd in spec.fds], spec)
 
 
 def stop_with_master(master_pid: int) -> Callable[[web.Application], AsyncIterator[None]]:
@@ -147,12 +156,12 @@ def stop_with_master(master_pid: int) -> Callable[[web.Application], AsyncIterat
 def open_listeners(host: str, port: int, count: int) -> list[list[socket.socket]]:
     """For each of `count` workers, listening sockets on every address `host` resolves to, all on one port.
 
-    With SO_REUSEPORT (Linux, the BSDs) each worker has sockets of its own and the kernel balances between
-    them; without it the workers share one set, and whichever is idle accepts.
+    With SO_REUSEPORT (Linux, the BSDs) and more than one worker, each worker has sockets of its own and the
+    kernel balances between them; otherwise the workers share one set, and whichever is idle accepts.
     """
-    reuse_port = hasattr(socket, "SO_REUSEPORT")
+    reuse_port = count > 1 and hasattr(socket, "SO_REUSEPORT")
     addresses = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-    if port:  # a port in use, even by another gateway's SO_REUSEPORT sockets, must fail here, as with one worker
+    if port and reuse_port:  # a port in use, even by another gateway's SO_REUSEPORT sockets, must fail here
         for family, _, _, _, address in addresses:
             _listen(family, address, reuse_port=False).close()
     sets: list[list[socket.socket]] = []
@@ -199,9 +208,10 @@ class Worker:
 class Master:
     """Starts, watches, replaces and stops the workers (see the module docstring)."""
 
-    def __init__(self, settings: Settings, count: int):
+    def __init__(self, settings: Settings, listeners: list[list[socket.socket]]):
         self.settings = settings
-        self.count = count
+        self.listeners = listeners  # one set of listening sockets per worker (open_listeners)
+        self.count = len(listeners)
         self.stop_signal: int | None = None
         self.workers: list[Worker] = []
         self.metrics_dir = Path()
@@ -210,12 +220,7 @@ class Master:
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
         with ExitStack() as stack:
-            try:
-                listeners = open_listeners(self.settings.host, self.settings.port, self.count)
-            except OSError as exc:
-                log.error("cannot listen on %s port %d: %s", self.settings.host, self.settings.port, exc)
-                return 1
-            for sock in {sock for group in listeners for sock in group}:
+            for sock in {sock for group in self.listeners for sock in group}:
                 stack.callback(sock.close)
             if self.settings.redis_url is None:
                 embedded = EmbeddedRedis(self.settings.redis_data_dir)
@@ -223,10 +228,8 @@ class Master:
                 stack.callback(embedded.stop)
             self.metrics_dir = Path(tempfile.mkdtemp(prefix="gateway-metrics-"))
             stack.callback(shutil.rmtree, self.metrics_dir, ignore_errors=True)
-            self.workers = [Worker(sockets) for sockets in listeners]
+            self.workers = [Worker(sockets) for sockets in self.listeners]
             stack.callback(self._stop_workers)
-            address = listeners[0][0].getsockname()
-            log.info("serving on %s port %d with %d workers", address[0], address[1], self.count)
             return self._supervise()
         return 1  # not reached: ExitStack does not swallow exceptions; mypy cannot tell
 

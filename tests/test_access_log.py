@@ -22,7 +22,7 @@ async def test_one_line_per_request_without_headers(redis_url: str, caplog: pyte
     caplog.set_level(logging.INFO, logger=log.name)
     app = create_app(make_settings(redis_url, {"main": "http://127.0.0.1:9/v1"}))
     server = TestServer(app)
-    await server.start_server(**access_log_options(True))  # as `gateway serve` passes them to web.run_app
+    await server.start_server(**access_log_options(True))  # as gateway/http_server.py gives them to each connection
     async with TestClient(server) as client:
         secret = "sk-gw-0123456789abcdef-notakey"
         body = {"model": "m-main", "messages": user_message()}

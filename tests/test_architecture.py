@@ -37,6 +37,7 @@ ASSEMBLY = {
     "__main__",
     "ops",
     "serving",
+    "http_server",
     "access_log",
 }  # wires everything together, or describes it; may import anything
 PACKAGES = {"billing", "tokens", "admin", "proxy", "usage", "mock", "webhooks", "dashboard", "insights", "openapi"}

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from gateway.cli import main
+from gateway.cli import build_parser, main
 from tests.conftest import StartGateway
 from tests.insights.waste import DAY, scripted
 from tests.usage.traffic import get_json
@@ -108,3 +110,49 @@ async def test_cli_usage_insights_is_the_report_the_api_gives(
     assert await asyncio.to_thread(main, unknown) == 1 and "No account" in capsys.readouterr().err
     bad = ["--config", str(config), *args, "--key", "nope"]
     assert await asyncio.to_thread(main, bad) == 1 and "'key' must be" in capsys.readouterr().err
+
+
+def _commands(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()) -> Iterator[tuple[str, ...]]:
+    """Every command path of the parser: (), ("serve",), ("accounts",), ("accounts", "create"), ..."""
+    yield path
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, subparser in action.choices.items():
+                yield from _commands(subparser, (*path, name))
+
+
+def _parser_of(path: tuple[str, ...]) -> argparse.ArgumentParser:
+    parser = build_parser()
+    for name in path:
+        [subparsers] = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        parser = subparsers.choices[name]
+    return parser
+
+
+COMMANDS = list(_commands(build_parser()))
+
+
+def test_every_command_is_walked() -> None:
+    # Eight commands, twelve verbs under six of them: the tests below see them all.
+    assert len([p for p in COMMANDS if len(p) == 1]) == 8 and len([p for p in COMMANDS if len(p) == 2]) == 12
+
+
+@pytest.mark.parametrize("path", COMMANDS, ids=lambda path: " ".join(path) or "gateway")
+def test_every_argument_and_subcommand_has_a_one_line_description(path: tuple[str, ...]) -> None:
+    for action in _parser_of(path)._actions:
+        described = action._choices_actions if isinstance(action, argparse._SubParsersAction) else [action]
+        for item in described:
+            assert item.help and item.help != argparse.SUPPRESS, f"{' '.join(path)}: {item.dest} has no help"
+            assert "\n" not in item.help
+
+
+@pytest.mark.parametrize("path", COMMANDS, ids=lambda path: " ".join(path) or "gateway")
+def test_every_command_prints_its_help(path: tuple[str, ...], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main([*path, "--help"])
+    assert exited.value.code == 0
+    shown = capsys.readouterr().out
+    assert shown.startswith(f"usage: {' '.join(('gateway', *path))} ")
+    for action in _parser_of(path)._actions:
+        if action.option_strings:
+            assert action.option_strings[-1] in shown
