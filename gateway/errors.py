@@ -213,6 +213,14 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         if http_error.status == 413:
             return error_response(PayloadTooLarge("Request body is too large"))
         raise
+    except ConnectionResetError:
+        if request.transport is not None and not request.transport.is_closing():
+            log.exception("unhandled error on %s %s", request.method, request.path)  # a reset from elsewhere
+            return error_response(GatewayError())
+        # The client hung up with its body still arriving: nothing is wrong and no one is there to answer. aiohttp
+        # drops this answer quietly when it finds the connection gone.
+        log.info("the client went away during %s %s", request.method, request.path)
+        return error_response(InvalidRequest("The client closed the connection before its request was complete."))
     except Exception as exc:
         refused = _refused_body(request, exc)
         if refused is not None:

@@ -13,6 +13,7 @@ import asyncio
 import logging
 import signal
 import socket
+from collections.abc import Callable
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError, LineTooLong
@@ -70,6 +71,17 @@ class GatewayProtocol(web.RequestHandler):
         return MalformedRequest()
 
 
+def protocol_factory(server: web.Server, **options: object) -> Callable[[], GatewayProtocol]:
+    """Connections of `server` (an AppRunner's) for `loop.create_server`, with web.run_app's keep-alive."""
+    loop = asyncio.get_running_loop()
+    settings = {"keepalive_timeout": KEEPALIVE_TIMEOUT_S, "auto_decompress": False, **options}
+
+    def connection() -> GatewayProtocol:
+        return GatewayProtocol(server, loop=loop, **settings)  # type: ignore[arg-type]
+
+    return connection
+
+
 async def serve_app(app: web.Application, sockets: list[socket.socket], *, access_log: bool) -> None:
     """Serve `app` on the listening `sockets` until SIGTERM or SIGINT, then stop as `web.run_app` does:
     stop accepting, let requests in flight finish (60 s at most), run the app's shutdown and cleanup."""
@@ -83,11 +95,7 @@ async def serve_app(app: web.Application, sockets: list[socket.socket], *, acces
     assert server is not None  # set by setup()
     # The access log (off unless configured) never writes headers, so keys never reach the log. Bodies are never
     # inflated: a compressed one is refused with 415 before it is read, so a gzip bomb costs nothing.
-    options = {"keepalive_timeout": KEEPALIVE_TIMEOUT_S, "auto_decompress": False, **access_log_options(access_log)}
-
-    def connection() -> GatewayProtocol:
-        return GatewayProtocol(server, loop=loop, **options)  # type: ignore[arg-type]
-
+    connection = protocol_factory(server, **access_log_options(access_log))
     listening: list[asyncio.AbstractServer] = []
     try:
         for sock in sockets:

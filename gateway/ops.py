@@ -10,6 +10,7 @@ Both probes read state a background ping keeps, so they answer at once even whil
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 from aiohttp import web
@@ -17,6 +18,7 @@ from aiohttp import web
 from gateway.admin.auth import bearer_token, token_matches
 from gateway.app_state import METRICS, REDIS_HEALTH, SETTINGS, SETTLER
 from gateway.errors import AdminAuthError, NotFound, json_response
+from gateway.http_server import BACKLOG, protocol_factory
 
 
 async def get_healthz(request: web.Request) -> web.Response:
@@ -57,11 +59,20 @@ async def metrics_port_ctx(app: web.Application) -> AsyncIterator[None]:
     metrics_app.router.add_get("/metrics", app[METRICS].handle_scrape)
     runner = web.AppRunner(metrics_app, access_log=None)
     await runner.setup()
-    # Workers share the port as they share the API's: whichever answers a scrape sums every worker's values.
-    await web.TCPSite(runner, settings.host, settings.metrics_port, reuse_port=app[METRICS].multiprocess).start()
+    assert runner.server is not None  # set by setup()
+    # Workers share the port as they share the API's: whichever answers a scrape sums every worker's values. The
+    # gateway's own protocol: a request its parser refuses is answered in OpenAI's shape, never echoed.
+    listener = await asyncio.get_running_loop().create_server(
+        protocol_factory(runner.server, access_log=None),
+        settings.host,
+        settings.metrics_port,
+        reuse_port=app[METRICS].multiprocess,
+        backlog=BACKLOG,
+    )
     try:
         yield
     finally:
+        listener.close()
         await runner.cleanup()
 
 

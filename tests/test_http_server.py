@@ -155,3 +155,33 @@ def test_a_chunked_body_refused_after_its_head_gets_400(processes: GatewayProces
     assert "refused a request body that is not valid HTTP on POST /admin/accounts" in processes.log.read_text()
     log = processes.log.read_bytes()
     assert not any(marker in log for marker in MARKERS) and b"Traceback" not in log
+
+
+def test_the_metrics_port_answers_what_the_parser_refuses_the_same_way(
+    processes: GatewayProcesses, redis_url: str
+) -> None:
+    port, metrics_port = free_port(), free_port()
+    processes.write_config(free_port(), f'[server]\nadmin_token = "{ADMIN}"\n[metrics]\nport = {metrics_port}\n')
+    processes.start(gateway_env(REDIS_URL=redis_url), "serve", "--port", str(port), "--workers", "1")
+    wait_http(f"http://127.0.0.1:{metrics_port}/metrics")
+    for name in ("header line too long", "bad method"):
+        request, status, code = REFUSED[name]
+        _assert_openai_error(_exchange(metrics_port, request.encode("latin-1")), status, code)
+    assert not any(marker in processes.log.read_bytes() for marker in MARKERS)
+
+
+def test_a_client_that_hangs_up_mid_body_is_no_error(processes: GatewayProcesses, redis_url: str) -> None:
+    port = _start(processes, redis_url, "C parser, uvloop, one process")
+    head = (
+        f"POST /admin/accounts HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer {ADMIN}\r\n"
+        "Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n"
+    )
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(head.encode() + b'{"name": "x"')
+    deadline = time.monotonic() + 30
+    while "the client went away during POST /admin/accounts" not in processes.log.read_text(errors="replace"):
+        assert time.monotonic() < deadline, processes.tail()
+        time.sleep(0.05)
+    wait_http(f"http://127.0.0.1:{port}/healthz")  # a request after it: anything the hang-up logs is logged by now
+    log = processes.log.read_text(errors="replace")
+    assert "Traceback" not in log and " ERROR " not in log, log

@@ -20,7 +20,7 @@ def _service(request: web.Request) -> AdminService:
 
 async def post_accounts(request: web.Request) -> web.Response:
     service = _service(request)
-    return json_response(await service.create_account(await read_json_object(request)), status=201)
+    return json_response(await service.create_account(await _payload(request)), status=201)
 
 
 async def get_accounts(request: web.Request) -> web.Response:
@@ -41,7 +41,7 @@ async def get_own_account(request: web.Request) -> web.Response:
 
 async def post_account_keys(request: web.Request) -> web.Response:
     service = _service(request)
-    view = await service.create_api_key(request.match_info["account_id"], await read_json_object(request))
+    view = await service.create_api_key(request.match_info["account_id"], await _payload(request))
     return json_response(view, status=201, headers={"Cache-Control": "no-store"})
 
 
@@ -51,9 +51,7 @@ async def get_account_keys(request: web.Request) -> web.Response:
 
 async def post_account_credits(request: web.Request) -> web.Response:
     service = _service(request)
-    return json_response(
-        await service.adjust_credits(request.match_info["account_id"], await read_json_object(request))
-    )
+    return json_response(await service.adjust_credits(request.match_info["account_id"], await _payload(request)))
 
 
 async def delete_key(request: web.Request) -> web.Response:
@@ -69,3 +67,8 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/admin/accounts/{account_id}/credits", post_account_credits)
     app.router.add_delete("/admin/keys/{key_id}", delete_key)
     app.router.add_get("/v1/account", get_own_account)
+
+
+async def _payload(request: web.Request) -> dict[str, object]:
+    """The JSON object the request carries, within the body timeout."""
+    return await read_json_object(request, request.app[SETTINGS].body_timeout)

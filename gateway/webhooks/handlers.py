@@ -43,7 +43,7 @@ async def _scope(request: web.Request) -> tuple[str, dict[str, str]]:
 
 async def post_webhooks(request: web.Request) -> web.Response:
     account_id, headers = await _scope(request)
-    view = await _service(request).create(account_id, await read_json_object(request))
+    view = await _service(request).create(account_id, await _payload(request))
     return json_response(view, status=201, headers={**headers, "Cache-Control": "no-store"})
 
 
@@ -59,7 +59,7 @@ async def get_webhook(request: web.Request) -> web.Response:
 
 async def patch_webhook(request: web.Request) -> web.Response:
     account_id, headers = await _scope(request)
-    payload = await read_json_object(request)
+    payload = await _payload(request)
     return json_response(await _service(request).update(account_id, request.match_info["id"], payload), headers=headers)
 
 
@@ -132,3 +132,8 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/v1/webhooks/{id}/deliveries", get_deliveries)
     app.router.add_post("/v1/webhooks/{id}/deliveries/{event_id}/retry", post_redeliver)
     app.cleanup_ctx.append(webhooks_ctx)
+
+
+async def _payload(request: web.Request) -> dict[str, object]:
+    """The JSON object the request carries, within the body timeout."""
+    return await read_json_object(request, request.app[SETTINGS].body_timeout)

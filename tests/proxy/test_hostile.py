@@ -17,7 +17,7 @@ import pytest
 
 from gateway.billing import keyspace
 from gateway.mock.server import MOCK_OPTIONS
-from tests.conftest import Gateway, StartGateway, user_message
+from tests.conftest import ADMIN_TOKEN, Gateway, StartGateway, user_message
 
 INITIAL_MICROS = 1000 * 10**6
 
@@ -113,6 +113,29 @@ async def test_a_stalled_body_gets_408(start_gateway: StartGateway) -> None:
     answer = await asyncio.to_thread(stall)
     assert answer.startswith(b"HTTP/1.1 408") and b"request_timeout" in answer
     await _ledger_untouched(gateway, account)
+
+
+@pytest.mark.parametrize("path", ["/admin/accounts", "/v1/webhooks"])
+async def test_a_stalled_admin_or_webhook_body_gets_408_too(start_gateway: StartGateway, path: str) -> None:
+    gateway = await start_gateway({"body_timeout": 0.5})
+    account, key = await gateway.new_account()
+    token = ADMIN_TOKEN if path.startswith("/admin") else key
+    server = gateway.client.server
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n"
+        "Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n"
+    )
+
+    def stall() -> bytes:
+        with socket.create_connection((server.host, server.port)) as sock:
+            sock.sendall(head.encode() + b'{"name": "x"')
+            sock.settimeout(10)  # the gateway answers after its 0.5 s; without a body timeout it waited for ever
+            return sock.recv(65536)
+
+    answer = await asyncio.to_thread(stall)
+    assert answer.startswith(b"HTTP/1.1 408") and b"request_timeout" in answer
+    status, accounts = await gateway.admin("GET", "/admin/accounts")
+    assert [a["id"] for a in accounts["data"]] == [account]  # type: ignore[index]
 
 
 async def test_an_upstream_redirect_is_a_502_and_never_followed(start_gateway: StartGateway) -> None:
