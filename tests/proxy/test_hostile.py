@@ -98,19 +98,7 @@ async def test_a_compressed_body_is_refused_not_inflated(start_gateway: StartGat
 async def test_a_stalled_body_gets_408(start_gateway: StartGateway) -> None:
     gateway = await start_gateway({"body_timeout": 0.5})
     account, key = await gateway.new_account()
-    server = gateway.client.server
-    head = (
-        f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\n"
-        "Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n"
-    )
-
-    def stall() -> bytes:
-        with socket.create_connection((server.host, server.port)) as sock:
-            sock.sendall(head.encode() + b'{"model": "m-main"')
-            sock.settimeout(5)
-            return sock.recv(65536)
-
-    answer = await asyncio.to_thread(stall)
+    answer = await _stalled(gateway, "/v1/chat/completions", key, b'{"model": "m-main"')
     assert answer.startswith(b"HTTP/1.1 408") and b"request_timeout" in answer
     await _ledger_untouched(gateway, account)
 
@@ -119,7 +107,14 @@ async def test_a_stalled_body_gets_408(start_gateway: StartGateway) -> None:
 async def test_a_stalled_admin_or_webhook_body_gets_408_too(start_gateway: StartGateway, path: str) -> None:
     gateway = await start_gateway({"body_timeout": 0.5})
     account, key = await gateway.new_account()
-    token = ADMIN_TOKEN if path.startswith("/admin") else key
+    answer = await _stalled(gateway, path, ADMIN_TOKEN if path.startswith("/admin") else key, b'{"name": "x"')
+    assert answer.startswith(b"HTTP/1.1 408") and b"request_timeout" in answer
+    status, accounts = await gateway.admin("GET", "/admin/accounts")
+    assert [a["id"] for a in accounts["data"]] == [account]  # type: ignore[index]
+
+
+async def _stalled(gateway: Gateway, path: str, token: str, partial_body: bytes) -> bytes:
+    """The answer to a POST whose body stops after `partial_body` of the 1,000 bytes it announced."""
     server = gateway.client.server
     head = (
         f"POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n"
@@ -128,14 +123,11 @@ async def test_a_stalled_admin_or_webhook_body_gets_408_too(start_gateway: Start
 
     def stall() -> bytes:
         with socket.create_connection((server.host, server.port)) as sock:
-            sock.sendall(head.encode() + b'{"name": "x"')
-            sock.settimeout(10)  # the gateway answers after its 0.5 s; without a body timeout it waited for ever
+            sock.sendall(head.encode() + partial_body)
+            sock.settimeout(10)  # the gateway answers after its 0.5 s body timeout
             return sock.recv(65536)
 
-    answer = await asyncio.to_thread(stall)
-    assert answer.startswith(b"HTTP/1.1 408") and b"request_timeout" in answer
-    status, accounts = await gateway.admin("GET", "/admin/accounts")
-    assert [a["id"] for a in accounts["data"]] == [account]  # type: ignore[index]
+    return await asyncio.to_thread(stall)
 
 
 async def test_an_upstream_redirect_is_a_502_and_never_followed(start_gateway: StartGateway) -> None:
