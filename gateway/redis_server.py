@@ -15,6 +15,7 @@ import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import redis
@@ -83,10 +84,13 @@ class EmbeddedRedis:
         ...
     """
 
-    def __init__(self, data_dir: Path, *, port: int | None = None, persistent: bool = True):
+    def __init__(
+        self, data_dir: Path, *, port: int | None = None, persistent: bool = True, extra_args: Sequence[str] = ()
+    ):
         self.data_dir = data_dir.resolve()
         self.port = port
         self.persistent = persistent
+        self.extra_args = tuple(extra_args)  # more redis-server arguments, appended last
         self.process: subprocess.Popen[bytes] | None = None
         self.url = ""
 
@@ -112,6 +116,7 @@ class EmbeddedRedis:
             port = self.port or free_port()
             args += ["--port", str(port)]
             url = f"redis://127.0.0.1:{port}"
+        args += self.extra_args
         self.process = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
         self._wait_ready(url)
         self.url = url

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 import random
+import signal
 import socket
 import subprocess
 import time
@@ -22,6 +24,7 @@ from pathlib import Path
 import redis
 
 from gateway.redis_server import find_redis_server
+from tests.servers import server_args, wait_stopped
 
 MASTERS = 3
 BUS_OFFSET = 10_000  # Redis 6.2 always puts the cluster bus on port + 10000
@@ -100,7 +103,7 @@ class RedisClusterNodes:
         args = [self.server, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(node_dir)]
         args += ["--daemonize", "no", "--logfile", str(node_dir / "redis.log"), "--save", "", "--appendonly", "no"]
         args += ["--cluster-enabled", "yes", "--cluster-config-file", str(node_dir / "nodes.conf")]
-        args += ["--cluster-node-timeout", "5000"]
+        args += ["--cluster-node-timeout", "5000", *server_args(self.server)]
         return subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
 
     def _client(self, port: int) -> redis.Redis:
@@ -144,8 +147,30 @@ class RedisClusterNodes:
                     return int(primary[1])
         raise AssertionError(f"no master serves slot {slot}")
 
+    def freeze(self, port: int) -> None:
+        """SIGSTOP the node on `port`: its connections stay open, commands wait unanswered. Returns once it is
+        stopped; a stop shorter than the node timeout (5 s) marks no node as failing."""
+        process = self.processes[self.ports.index(port)]
+        os.kill(process.pid, signal.SIGSTOP)
+        wait_stopped(process.pid)
+
+    def thaw(self, port: int) -> None:
+        """SIGCONT: the node runs every command that waited, in order."""
+        os.kill(self.processes[self.ports.index(port)].pid, signal.SIGCONT)
+
+    def calls(self, port: int, command: str) -> int:
+        """How many times the node on `port` ran `command` since it started or since `reset_stats`."""
+        with contextlib.closing(self._client(port)) as client:
+            stats: dict[str, dict[str, int]] = client.info("commandstats")
+            return stats.get(f"cmdstat_{command.lower()}", {}).get("calls", 0)
+
+    def reset_stats(self, port: int) -> None:
+        with contextlib.closing(self._client(port)) as client:
+            client.config_resetstat()
+
     def stop(self) -> None:
         for process in self.processes:
+            process.send_signal(signal.SIGCONT)  # a frozen node cannot take SIGTERM's shutdown
             process.terminate()
         for process in self.processes:
             try:

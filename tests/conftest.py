@@ -26,11 +26,12 @@ from gateway.billing.settler import REDIS_UNAVAILABLE
 from gateway.config import ModelConfig, Settings, UpstreamConfig
 from gateway.mock.options import MockOptions
 from gateway.mock.server import MOCK_STATE, MockState, create_mock_app
-from gateway.redis_server import EmbeddedRedis, free_port
+from gateway.redis_server import EmbeddedRedis, find_redis_server, free_port
 from tests.cluster import RedisClusterNodes
 from tests.faults import ControlledRedis
 from tests.oracle import ReferencePrice
 from tests.processes import GatewayProcesses
+from tests.servers import server_args, server_version
 
 TEST_DB = 9
 ADMIN_TOKEN = "test-admin-token"
@@ -41,6 +42,13 @@ REFERENCE = ReferencePrice.of("1000.25", "2000.15")
 # One user message "Hello!" (user_message()'s default) on gpt-4o-mini, by the cookbook's rule: 3 per message +
 # "user" (1) + "Hello" "!" (2) + 3 priming the reply.
 HELLO_PROMPT_TOKENS = 9
+
+
+def pytest_report_header() -> str:
+    """Which redis-server the suite starts: it differs by machine (the cluster's and faults' servers use it even
+    with GATEWAY_TEST_REDIS_URL)."""
+    binary = find_redis_server()
+    return f"redis-server: {binary} (v{'.'.join(map(str, server_version(binary)))})"
 
 
 @pytest.fixture(autouse=True)
@@ -56,7 +64,8 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if external:
         yield external.rstrip("/")
         return
-    server = EmbeddedRedis(tmp_path_factory.mktemp("redis"), port=free_port(), persistent=False)
+    data_dir = tmp_path_factory.mktemp("redis")
+    server = EmbeddedRedis(data_dir, port=free_port(), persistent=False, extra_args=server_args())
     yield server.start()
     server.stop()
 

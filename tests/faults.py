@@ -7,13 +7,14 @@ import signal
 from pathlib import Path
 
 from gateway.redis_server import EmbeddedRedis, free_port
+from tests.servers import server_args, wait_stopped
 
 
 class ControlledRedis:
     """A real redis-server on a fixed port with AOF on, so its data survives a stop and start."""
 
     def __init__(self, data_dir: Path):
-        self.server = EmbeddedRedis(data_dir, port=free_port(), persistent=True)
+        self.server = EmbeddedRedis(data_dir, port=free_port(), persistent=True, extra_args=server_args())
         self.url = ""
 
     def start(self) -> str:
@@ -25,8 +26,10 @@ class ControlledRedis:
         self.server.stop()
 
     def freeze(self) -> None:
-        """SIGSTOP: connections stay open, commands wait unanswered (a hung or paused Redis)."""
+        """SIGSTOP: connections stay open, commands wait unanswered (a hung or paused Redis). Returns once the
+        process is stopped, so nothing sent after it is answered before `thaw`."""
         os.kill(self._pid(), signal.SIGSTOP)
+        wait_stopped(self._pid())
 
     def thaw(self) -> None:
         """SIGCONT: Redis runs every command that waited, in order."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
@@ -12,6 +13,15 @@ from aiohttp.test_utils import TestClient, TestServer
 from gateway.access_log import AccessLogger, access_log_options, log
 from gateway.app import create_app
 from tests.conftest import make_settings, user_message
+
+
+async def _access_lines(caplog: pytest.LogCaptureFixture, timeout: float = 10.0) -> list[str]:
+    """The access log's lines, once there is one."""
+    deadline = time.monotonic() + timeout
+    while not (lines := [record.getMessage() for record in caplog.records if record.name == log.name]):
+        assert time.monotonic() < deadline, f"no access log line after {timeout} s"
+        await asyncio.sleep(0.01)
+    return lines
 
 
 async def test_off_by_default_means_no_logger_at_all() -> None:
@@ -30,8 +40,8 @@ async def test_one_line_per_request_without_headers(redis_url: str, caplog: pyte
             "/v1/chat/completions?x=1", json=body, headers={"Authorization": f"Bearer {secret}"}
         )
         assert response.status == 401
-        await asyncio.sleep(0.05)  # the line is written once the answer is out
-    [line] = [record.getMessage() for record in caplog.records if record.name == log.name]
+        await _access_lines(caplog)  # the line is written once the answer is out
+    [line] = await _access_lines(caplog)  # ...and only one: the server is closed now
     method, path, status, took, request_id = line.split(" ")
     assert (method, path, status) == ("POST", "/v1/chat/completions", "401")
     assert took.endswith("ms") and request_id == response.headers["x-request-id"]

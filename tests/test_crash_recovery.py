@@ -82,6 +82,18 @@ class Deployment:
         raise AssertionError(f"still reserved after {within_s} s: {self.processes.tail()}")
 
 
+async def _until_held(redis_url: str, account_id: str, count: int, timeout: float = 10.0) -> None:
+    """Until the account has `count` holds in Redis: that many requests reserved and are in flight."""
+    client = Redis.from_url(redis_url)
+    try:
+        deadline = time.monotonic() + timeout
+        while await client.hlen(keyspace.holds(account_id)) < count:
+            assert time.monotonic() < deadline, f"fewer than {count} holds after {timeout} s"
+            await asyncio.sleep(0.02)
+    finally:
+        await client.aclose()
+
+
 async def _records(redis_url: str, account_id: str) -> list[dict[str, str]]:
     client = Redis.from_url(redis_url, decode_responses=True)
     try:
@@ -137,7 +149,7 @@ async def test_what_a_killed_gateway_spooled_is_charged_once_by_the_next(
             return usage
 
     requests = [asyncio.ensure_future(chat(index)) for index in range(10)]
-    await asyncio.sleep(0.7)  # every hold is taken; the upstream takes 1.5 s to answer
+    await _until_held(controlled_redis.url, account_id, 10)  # the upstream takes 1.5 s to answer
     controlled_redis.stop()  # ...so every settlement finds Redis gone and goes to the spool
     usages = await asyncio.gather(*requests)  # the answers are delivered all the same
     deployment.kill()

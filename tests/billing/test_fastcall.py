@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 from redis.asyncio import Redis
@@ -15,6 +16,36 @@ from gateway.billing.fastcall import ScriptCall, encode, pack_command, shared_co
 from tests.faults import ControlledRedis
 
 ECHO = "return {KEYS[1], ARGV[1], ARGV[2], #ARGV}"
+
+
+async def written(redis: Redis, count: int, timeout: float = 10.0) -> None:
+    """Until `count` calls wait on the shared connection and nothing is left to write: their commands are in
+    the socket, at Redis even while it is frozen."""
+    shared = shared_connection(redis.connection_pool)
+    deadline = time.monotonic() + timeout
+    while (link := shared._link) is None or len(link.waiting) != count or link.outgoing:
+        assert time.monotonic() < deadline, f"{count} calls were never written"
+        await asyncio.sleep(0.001)
+
+
+async def until_run(url: str, calls: int, timeout: float = 10.0) -> None:
+    """Until Redis has run EVALSHA `calls` times since its stats were reset (with a client of its own)."""
+    observer = Redis.from_url(url)
+    try:
+        deadline = time.monotonic() + timeout
+        while (await observer.info("commandstats")).get("cmdstat_evalsha", {}).get("calls", 0) < calls:
+            assert time.monotonic() < deadline, f"Redis never ran {calls} script calls"
+            await asyncio.sleep(0.01)
+    finally:
+        await observer.aclose()
+
+
+async def reset_stats(url: str) -> None:
+    observer = Redis.from_url(url)
+    try:
+        await observer.config_resetstat()
+    finally:
+        await observer.aclose()
 
 
 @pytest.mark.parametrize(
@@ -57,13 +88,14 @@ async def test_a_late_reply_is_never_read_as_the_next_calls(controlled_redis: Co
     redis = Redis.from_url(controlled_redis.url, socket_timeout=0.3, max_connections=1)
     call = ScriptCall(redis, redis.register_script(ECHO))
     await call(["k"], ["warm", 0])  # loaded, one connection in the pool
+    await reset_stats(controlled_redis.url)
     controlled_redis.freeze()
     try:
         with pytest.raises(RedisTimeoutError):
             await call(["k"], ["first", 1])
     finally:
         controlled_redis.thaw()  # the first call runs now, and its reply goes out on the dropped connection
-    await asyncio.sleep(0.1)
+    await until_run(controlled_redis.url, 1)
     assert await call(["k"], ["second", 2]) == [b"k", b"second", b"2", 2]
     assert await call(["k"], ["third", 3]) == [b"k", b"third", b"3", 2]
     await redis.aclose()
@@ -76,7 +108,7 @@ async def test_a_cancelled_call_leaves_no_reply_behind(controlled_redis: Control
     controlled_redis.freeze()
     try:
         pending = asyncio.ensure_future(call(["k"], ["cancelled", 1]))
-        await asyncio.sleep(0.2)
+        await written(redis, 1)
         pending.cancel()
         with pytest.raises(asyncio.CancelledError):
             await pending
@@ -118,7 +150,7 @@ async def test_a_cancelled_caller_among_many_takes_no_others_reply(controlled_re
     controlled_redis.freeze()
     try:
         calls = [asyncio.ensure_future(call([], [f"call {i}"])) for i in range(10)]
-        await asyncio.sleep(0.2)
+        await written(redis, 10)
         calls[3].cancel()
     finally:
         controlled_redis.thaw()
@@ -183,11 +215,12 @@ async def test_calls_cut_short_by_a_stopping_reader_go_through_redis_py(controll
     controlled_redis.freeze()
     try:
         pending = asyncio.ensure_future(call([], ["waiting"]))
-        await asyncio.sleep(0.1)
+        await written(redis, 1)
         reader = shared_connection(redis.connection_pool)._link.reader  # type: ignore[union-attr]
         assert reader is not None
         reader.cancel()
-        await asyncio.sleep(0.1)
+        with pytest.raises(asyncio.CancelledError):
+            await reader  # the call now waits on redis-py's path, for the thaw
     finally:
         controlled_redis.thaw()
     assert await pending == "waiting"

@@ -37,7 +37,7 @@ class Receiver:
     def url(self) -> str:
         return str(self.server.make_url("/hook"))
 
-    async def wait_for(self, count: int, timeout: float = 15.0) -> list[Delivery]:
+    async def wait_for(self, count: int, timeout: float = 30.0) -> list[Delivery]:
         deadline = asyncio.get_running_loop().time() + timeout
         while len(self.got) < count:
             assert asyncio.get_running_loop().time() < deadline, f"got {len(self.got)} of {count} deliveries"
