@@ -61,14 +61,15 @@ from benchmarks.run import machine, revision, wait_for_quiet
 from benchmarks.stack import CREDITS, REPO
 from gateway.admin.accounts import AccountStore, ParsedApiKey, parse_api_key
 from gateway.app import token_counter
-from gateway.billing import Ledger
+from gateway.billing import Ledger, SettleOutcome
+from gateway.billing.record import Usage
 from gateway.billing.settler import Settler
 from gateway.billing.spool import Spool
 from gateway.config import Settings, load_settings
 from gateway.insights.fingerprints import take_fingerprint
-from gateway.insights.signals import Billed, resent_tokens, settlement_fields
-from gateway.proxy.chat_request import parse_chat_request
-from gateway.proxy.metering import Charged, Usage, bill, bounded_usage, hold_credits
+from gateway.insights.signals import settlement_fields
+from gateway.proxy.apis.chat import CHAT, parse_chat_request
+from gateway.proxy.metering import bill, bounded_usage, hold_credits
 from gateway.redis_server import EmbeddedRedis, free_port
 from gateway.serving import event_loop
 from gateway.storage import ledger_for, open_redis
@@ -213,7 +214,6 @@ class Driver:
             parsed = parse_api_key(account.api_key)
             assert parsed is not None and parsed.account_id == account.account_id
             self.keys[account.account_id] = parsed
-        self.alerts = asyncio.Event()  # hold_credits sets it when a refusal fires a webhook; nobody sends here
         self.result = DriverResult()
 
     def warm(self) -> None:
@@ -234,7 +234,7 @@ class Driver:
                 continue
             self._settled(chat.account.account_id, charged, started if measured else None)
 
-    async def request(self, chat: Conversation) -> Charged:
+    async def request(self, chat: Conversation) -> SettleOutcome:
         """One request as the proxy meters it: parse, count, fingerprint, hold; the upstream answers; bill."""
         body = parse_chat_request(chat.next_body())
         model = self.settings.models[body.model]
@@ -251,14 +251,12 @@ class Driver:
             request_id,
             body,
             prompt_tokens,
-            self.alerts,
             request_hash=fingerprint.request_hash,
         )
         reported = chat.upstream_usage(prompt_tokens, reservation.completion_limit)
         usage = bounded_usage(reported, prompt_tokens, reservation.completion_limit, self.settings)
-        billed = Billed(usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens, OK)
-        history = partial(resent_tokens, self.counter, body.model, body.body, prompt_tokens)
-        insight = settlement_fields(fingerprint, billed, model, self.settings, history=history)
+        history = partial(CHAT.history_tokens, self.counter, body, prompt_tokens)
+        insight = settlement_fields(fingerprint, usage, OK, model, self.settings, history=history)
         estimate = Usage(prompt_tokens, usage.completion_tokens)
         return await bill(
             self.settler,
@@ -272,9 +270,9 @@ class Driver:
             insight=insight,
         )
 
-    def _settled(self, account_id: str, charged: Charged, started: float | None) -> None:
+    def _settled(self, account_id: str, charged: SettleOutcome, started: float | None) -> None:
         result = self.result
-        result.charged[account_id] += charged.micros  # a spooled one's projection: replayed before the books
+        result.charged[account_id] += charged.charged_micros  # a spooled one's projection: replayed before the books
         result.settled += 1
         self.shared.counts[2 * self.plan.index] += 1
         if charged.spooled:

@@ -27,7 +27,7 @@ from gateway.errors import GatewayError, InvalidRequest
 from gateway.insights.report import insights_report
 from gateway.mock.options import MockOptions
 from gateway.mock.server import run_mock_upstream
-from gateway.proxy.chat_request import parse_chat_request
+from gateway.proxy.apis.chat import parse_chat_request
 from gateway.proxy.preview import price_preview
 from gateway.proxy.priced_fields import priced_model
 from gateway.storage import ledger_for, open_redis

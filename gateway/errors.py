@@ -110,6 +110,10 @@ class InsufficientCredits(GatewayError):
     type = "insufficient_quota"
     code = "insufficient_quota"
 
+    def __init__(self, message: str | None = None, *, balance_micros: int, param: str | None = None):
+        super().__init__(message, param=param)
+        self.balance_micros = balance_micros  # the balance that could not pay, for the answer's headers
+
 
 class PermissionDenied(GatewayError):
     status = 403

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -14,7 +14,7 @@ from redis.backoff import ExponentialBackoff
 from redis.exceptions import ClusterDownError, ConnectionError, RedisClusterException, SlotNotCoveredError
 
 from gateway.admin.accounts import AccountStore
-from gateway.app_state import ACCOUNTS, CLOCK, LEDGER, METRICS, REDIS, REDIS_HEALTH, SETTINGS, SETTLER
+from gateway.app_state import ACCOUNTS, CLOCK, LEDGER, METRICS, OUTBOX_WAKEUP, REDIS, REDIS_HEALTH, SETTINGS, SETTLER
 from gateway.billing import Clock, InsightRules, Ledger, Retention
 from gateway.billing.client import RedisClient
 from gateway.billing.health import RedisHealth
@@ -92,8 +92,11 @@ def redis_client(url: str, settings: Settings) -> RedisClient:
     return Redis.from_pool(pool)  # the client owns the pool: closing it closes the connections
 
 
-def ledger_for(redis: RedisClient, settings: Settings, clock: Clock) -> Ledger:
-    """The ledger with the configured retention of what settlement writes, and the usage insights' rules."""
+def ledger_for(
+    redis: RedisClient, settings: Settings, clock: Clock, *, on_alerts: Callable[[], None] | None = None
+) -> Ledger:
+    """The ledger with the configured retention of what settlement writes, and the usage insights' rules;
+    `on_alerts` is told when a step appended webhook events."""
     retention = Retention(
         request_log_maxlen=settings.request_log_maxlen,
         request_log_retention_ms=settings.request_log_retention_days * 86_400_000,
@@ -105,7 +108,7 @@ def ledger_for(redis: RedisClient, settings: Settings, clock: Clock) -> Ledger:
         retry_window_ms=settings.insights_retry_loop_window_seconds * 1000,
         retry_min=settings.insights_retry_loop_min,
     )
-    return Ledger(redis, clock=clock, retention=retention, insights=insights)
+    return Ledger(redis, clock=clock, retention=retention, insights=insights, on_alerts=on_alerts)
 
 
 async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -116,7 +119,7 @@ async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
     await asyncio.to_thread(spool.open)
     async with open_redis(settings) as redis:
         app[REDIS] = redis
-        ledger = app[LEDGER] = ledger_for(redis, settings, app[CLOCK])
+        ledger = app[LEDGER] = ledger_for(redis, settings, app[CLOCK], on_alerts=app[OUTBOX_WAKEUP].set)
         app[ACCOUNTS] = AccountStore(redis, clock=app[CLOCK])
         settler = app[SETTLER] = Settler(ledger, spool, observer=app[METRICS])
         health = app[REDIS_HEALTH] = RedisHealth(redis, ledger, observer=app[METRICS], on_back=settler.redis_back)

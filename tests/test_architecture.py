@@ -22,6 +22,7 @@ GATEWAY_DIR = Path(gateway.__file__).parent
 # Top-level modules, by role. Anything not named here, or in a package below, fails `test_every_module_has_a_place`.
 SHARED = {
     "__init__",
+    "bill_headers",
     "bodies",
     "config",
     "errors",

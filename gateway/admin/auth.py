@@ -11,15 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from gateway.admin.accounts import AccountStore, ParsedApiKey, Tenant, parse_api_key
-from gateway.billing.pricing import format_credits
+from gateway.bill_headers import balance_headers
 from gateway.errors import AdminAuthError, AuthError, InvalidRequest, MissingApiKey, NotFound, PermissionDenied
-
-CREDITS_HEADER = "x-credits-remaining"
-
-
-def credits_header(balance_micros: int) -> dict[str, str]:
-    """`x-credits-remaining`, on every answer to a known key."""
-    return {CREDITS_HEADER: format_credits(balance_micros)}
 
 
 def bearer_token(headers: Mapping[str, str]) -> str | None:
@@ -96,4 +89,4 @@ async def account_scope(
     tenant = await authenticate(accounts, bearer_api_key(headers))
     if requested is not None and requested != tenant.account_id:
         raise PermissionDenied("An API key can act only on its own account.", param="account")
-    return AccountScope(tenant.account_id, tenant.balance_micros, credits_header(tenant.balance_micros))
+    return AccountScope(tenant.account_id, tenant.balance_micros, balance_headers(tenant.balance_micros))

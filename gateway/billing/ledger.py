@@ -40,11 +40,22 @@ class GrantError(Exception):
 class Ledger:
     """Credit balances in Redis. Every method that moves money is a single script call (one round trip)."""
 
-    def __init__(self, redis: RedisClient, *, clock: Clock, retention: Retention, insights: InsightRules | None = None):
+    def __init__(
+        self,
+        redis: RedisClient,
+        *,
+        clock: Clock,
+        retention: Retention,
+        insights: InsightRules | None = None,
+        on_alerts: Callable[[], None] | None = None,
+    ):
         self.redis = redis
         self.clock = clock
         self.retention = retention
         self.insights = insights  # None: fingerprinted settlements count no insights
+        # Told whenever a step appended webhook events to the outbox (a reserve, a settlement, a replayed one, a
+        # grant): the webhook sender delivers them now rather than at its next round.
+        self.on_alerts = on_alerts
         # redis-py re-sends the script body when the server answers NOSCRIPT (after a restart or SCRIPT FLUSH).
         self._reserve = ScriptCall(redis, redis.register_script(money_script("reserve.lua")))
         self._settle = ScriptCall(redis, redis.register_script(money_script("settle.lua", "insights.lua")))
@@ -94,7 +105,9 @@ class Ledger:
             request_hash if rules is not None else "",
             rules.request_state_ms if rules is not None else 0,
         )
-        return ReserveOutcome.from_reply(await self._reserve(call.keys(), call.argv()))
+        outcome = ReserveOutcome.from_reply(await self._reserve(call.keys(), call.argv()))
+        self._appended(outcome.alerts)
+        return outcome
 
     async def settle(self, settlement: Settlement, *, now_ms: int | None = None) -> SettleOutcome:
         """Charge the real cost (never more than hold + balance), release the rest, record the usage.
@@ -103,7 +116,9 @@ class Ledger:
         kept by a settlement replayed from the spool so that it counts on the day it happened.
         """
         call = SettleCall(settlement, self.now_ms() if now_ms is None else now_ms, self.retention, self.insights)
-        return SettleOutcome.from_reply(await self._settle(call.keys(), call.argv()))
+        outcome = SettleOutcome.from_reply(await self._settle(call.keys(), call.argv()))
+        self._appended(outcome.alerts)
+        return outcome
 
     async def grant(self, account_id: str, amount_micros: int, note: str = "", *, grant_id: str | None = None) -> int:
         """Add credits (negative: take back, never below zero). Returns the balance after.
@@ -119,6 +134,7 @@ class Ledger:
             self.retention.settled_ids_ms,
         )
         outcome = GrantOutcome.from_reply(await self._grant(call.keys(), call.argv()))
+        self._appended(outcome.alerts)
         if outcome.status is GrantStatus.NO_ACCOUNT:
             raise GrantError("account not found")
         if outcome.status is GrantStatus.BELOW_ZERO:
@@ -126,6 +142,10 @@ class Ledger:
         if outcome.status is GrantStatus.TOO_LARGE:
             raise GrantError("the balance would be too large")
         return outcome.balance_micros
+
+    def _appended(self, alerts: int) -> None:
+        if alerts and self.on_alerts is not None:
+            self.on_alerts()
 
     async def balance(self, account_id: str) -> int | None:
         value = await self.redis.hget(keyspace.account(account_id), "balance")

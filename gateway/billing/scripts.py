@@ -21,23 +21,10 @@ from importlib import resources
 from gateway.billing import keyspace
 from gateway.billing.keyspace import as_text
 from gateway.billing.periods import period_id
+from gateway.billing.record import CONVERSATION_HASH, PREVIOUS_CONVERSATION_HASH, REQUEST_HASH
 
 Argv = list[str | int]
 MAX_SAFE_INTEGER = 2**53 - 1  # Lua numbers are doubles: integers are exact up to here
-
-# Request-record fields settle.lua reads for the usage insights (gateway/insights writes them): hashes and
-# counts only, never text. A settlement carrying REQUEST_HASH is "fingerprinted".
-REQUEST_HASH = "req_hash"  # the normalised request
-CONVERSATION_HASH = "conv_hash"  # the messages but the last ("" for one message)
-MESSAGES = "messages"  # how many
-# Only on a request of a long conversation: the conversation hash its previous turn had, the prompt tokens it
-# resent (every message but the last) and what they cost at the model's input price.
-PREVIOUS_CONVERSATION_HASH = "conv_prev"
-HISTORY_TOKENS = "history_tokens"
-HISTORY_MICROS = "history_micros"
-# Only on a small request to a model with a cheaper alternative: that model, and the request's cost there.
-ALTERNATIVE_MODEL = "alt_model"
-ALTERNATIVE_MICROS = "alt_micros"
 
 
 def whole(value: int, name: str) -> int:
@@ -285,10 +272,14 @@ class SettleCall:
 
 @dataclass(frozen=True)
 class SettleOutcome:
+    """What a settlement charged and the balance after it. A `spooled` one waits for Redis: its figures are
+    projected from the hold, what settle.lua will charge unless the balance moves meanwhile."""
+
     settled: bool  # False: there was no hold left to settle (already settled); nothing changed
     balance_micros: int
     charged_micros: int
     alerts: int = 0  # webhook events the settlement appended (thresholds it crossed)
+    spooled: bool = False
 
     @classmethod
     def from_reply(cls, reply: Sequence[object]) -> SettleOutcome:

@@ -20,7 +20,7 @@ from hashlib import blake2b
 
 import orjson
 
-from gateway.billing.scripts import CONVERSATION_HASH, MESSAGES, REQUEST_HASH
+from gateway.billing.record import CONVERSATION_HASH, MESSAGES, REQUEST_HASH
 
 # Fields that change how an answer is delivered or attributed, not what it is.
 IGNORED_FIELDS = frozenset({"messages", "stream", "stream_options", "user"})

@@ -5,41 +5,37 @@ Worked out once, when the request is billed, into request-record fields (hashes 
 counts them in the day's insights. Duplicates, retry loops and abandoned answers need no fields of their own:
 settle.lua finds them from the fingerprint and the status.
 
-    fields = settlement_fields(fingerprint, billed, model, settings, history=lambda: resent_tokens(...))
+    fields = settlement_fields(fingerprint, usage, status, model, settings, history=lambda: api.history_tokens(...))
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable
 
-from gateway.billing.scripts import (
+from gateway.billing.record import (
     ALTERNATIVE_MICROS,
     ALTERNATIVE_MODEL,
     HISTORY_MICROS,
     HISTORY_TOKENS,
     PREVIOUS_CONVERSATION_HASH,
+    Usage,
 )
 from gateway.config import ModelConfig, Settings
 from gateway.insights.fingerprints import Fingerprint
-from gateway.tokens import TokenCounter
-
-
-@dataclass(frozen=True)
-class Billed:
-    """What a request was billed for, and how it ended."""
-
-    prompt_tokens: int
-    completion_tokens: int
-    cached_tokens: int
-    status: int
 
 
 def settlement_fields(
-    fingerprint: Fingerprint, billed: Billed, model: ModelConfig, settings: Settings, *, history: Callable[[], int]
+    fingerprint: Fingerprint,
+    billed: Usage,
+    status: int,
+    model: ModelConfig,
+    settings: Settings,
+    *,
+    history: Callable[[], int],
 ) -> dict[str, str | int]:
-    """The fingerprint's record fields, and those of the signals the request shows. `history` counts the prompt
-    tokens of every message but the last; it is called only for a request of a long conversation."""
+    """The fingerprint's record fields, and those of the signals the request shows, billed `billed` and ended
+    with `status`. `history` counts the prompt tokens of every message but the last; it is called only for a
+    request of a long conversation."""
     fields = fingerprint.record_fields()
     if is_long_conversation(fingerprint, billed, settings):
         resent = max(min(history(), billed.prompt_tokens), 0)
@@ -47,7 +43,7 @@ def settlement_fields(
         fields[HISTORY_TOKENS] = resent
         # Summarised at that point, the history would not be resent: its cost at the input price is the saving.
         fields[HISTORY_MICROS] = model.price.cost_micros(resent, 0)
-    alternative = cheaper_alternative(model, billed, settings)
+    alternative = cheaper_alternative(model, billed, status, settings)
     if alternative is not None:
         fields[ALTERNATIVE_MODEL] = alternative.name
         fields[ALTERNATIVE_MICROS] = alternative.price.cost_micros(
@@ -56,7 +52,7 @@ def settlement_fields(
     return fields
 
 
-def is_long_conversation(fingerprint: Fingerprint, billed: Billed, settings: Settings) -> bool:
+def is_long_conversation(fingerprint: Fingerprint, billed: Usage, settings: Settings) -> bool:
     """A request resending a history (it has more than one message) past the turns or the prompt size allowed."""
     return (
         fingerprint.messages > 1
@@ -68,20 +64,12 @@ def is_long_conversation(fingerprint: Fingerprint, billed: Billed, settings: Set
     )
 
 
-def cheaper_alternative(model: ModelConfig, billed: Billed, settings: Settings) -> ModelConfig | None:
+def cheaper_alternative(model: ModelConfig, billed: Usage, status: int, settings: Settings) -> ModelConfig | None:
     """The configured cheaper model, for an answered request whose prompt and output were both small."""
-    if model.cheaper_alternative is None or billed.status != 200:
+    if model.cheaper_alternative is None or status != 200:
         return None
     if billed.prompt_tokens > settings.insights_small_prompt_tokens:
         return None
     if billed.completion_tokens > settings.insights_small_completion_tokens:
         return None
     return settings.models.get(model.cheaper_alternative)
-
-
-def resent_tokens(counter: TokenCounter, model: str, body: Mapping[str, object], prompt_tokens: int) -> int:
-    """Prompt tokens of every message but the last: the whole prompt's count less the count of the same body
-    with the last message alone (tools and the reply's priming are in both)."""
-    messages = body["messages"]
-    assert isinstance(messages, list)
-    return prompt_tokens - counter.count_prompt_tokens(model, {**body, "messages": messages[-1:]})

@@ -41,7 +41,7 @@ from gateway.openapi.builders import (
     ref,
 )
 from gateway.openapi.webhooks import WEBHOOK_SCHEMAS, webhook_operations
-from gateway.proxy.chat_request import MAX_DEPTH, MAX_N, ROLES
+from gateway.proxy.apis.chat import MAX_DEPTH, MAX_N, ROLES
 from gateway.usage.export import COLUMNS, ExportFormat
 from gateway.usage.handlers import MAX_SUMMARY_LIMIT
 from gateway.usage.ranges import Granularity

@@ -1,6 +1,7 @@
-"""/v1 handlers: authenticate -> hold credits -> forward -> relay and count -> bill.
+"""/v1 handlers: one metered path for every API (authenticate -> hold credits -> forward -> relay and count ->
+bill), its price beforehand (`count_tokens`), and /v1/models with prices.
 
-Every chat request takes two Redis round trips on its happy path: the reserve script (which also
+Every metered request takes two Redis round trips on its happy path: the reserve script (which also
 authenticates the API key) and the settle script. A body larger than INLINE_COUNT_BYTES (or of unknown size)
 is only read once its key has been checked, one round trip more, and is counted on a thread: nothing heavy
 happens for a key that is not one. Error paths may take one more round trip to tell 401 from 400/404.
@@ -11,17 +12,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
 
 from gateway.admin.accounts import ParsedApiKey, Tenant
-from gateway.admin.auth import CREDITS_HEADER, authenticate, bearer_api_key, credits_header
-from gateway.app_state import ACCOUNTS, CLOCK, LEDGER, METRICS, OUTBOX_WAKEUP, SETTINGS, SETTLER, TOKEN_COUNTER
+from gateway.admin.auth import authenticate, bearer_api_key
+from gateway.app_state import ACCOUNTS, CLOCK, LEDGER, METRICS, SETTINGS, SETTLER, TOKEN_COUNTER
+from gateway.bill_headers import CREDITS_REMAINING, CREDITS_USED, balance_headers, charge_headers
 from gateway.billing.pricing import credits_number
 from gateway.billing.settler import REDIS_UNAVAILABLE
 from gateway.config import ModelConfig, Settings
 from gateway.errors import (
     GatewayError,
+    InsufficientCredits,
     ModelNotFound,
     PayloadTooLarge,
     ProviderKeyMissing,
@@ -30,10 +34,12 @@ from gateway.errors import (
     UnsupportedMediaType,
     json_response,
 )
-from gateway.insights.fingerprints import Fingerprint, take_fingerprint
-from gateway.proxy.chat_request import ChatRequest, parse_chat_request
-from gateway.proxy.exchange import ChatExchange
-from gateway.proxy.metering import CREDITS_USED_HEADER, check_context, hold_credits
+from gateway.insights.fingerprints import Fingerprint
+from gateway.proxy.apis import Api, ApiRequest
+from gateway.proxy.apis.chat import CHAT
+from gateway.proxy.exchange import Exchange
+from gateway.proxy.meter import Meter
+from gateway.proxy.metering import Biller, Ticket, check_context, hold_credits
 from gateway.proxy.preview import price_preview
 from gateway.proxy.priced_fields import priced_model
 from gateway.request_ids import request_id_of
@@ -42,8 +48,11 @@ from gateway.tokens import TokenCounter
 # Up to this size a body is read and counted before its key is checked (by the reserve script): counting it
 # takes a few milliseconds at worst. Beyond it, the key is checked first and counting runs on a thread.
 INLINE_COUNT_BYTES = 16 * 1024
+BILLER = web.AppKey("biller", Biller)  # set by biller_ctx, once the settler exists
 
 log = logging.getLogger(__name__)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 async def read_body(request: web.Request, settings: Settings) -> bytes:
@@ -62,17 +71,24 @@ async def read_body(request: web.Request, settings: Settings) -> bytes:
         raise PayloadTooLarge(f"Request body is over the limit of {limit} bytes.") from None
 
 
-async def post_chat_completions(request: web.Request) -> web.StreamResponse:
-    started = time.monotonic()
-    try:
-        return await _relay_chat_completion(request, request_id_of(request), started)
-    except GatewayError as error:
-        if CREDITS_HEADER in error.headers:  # refused before a hold: nothing was charged
-            error.headers.setdefault(CREDITS_USED_HEADER, "0")
-        raise
+def metered(api: Api) -> Handler:
+    """The handler of one API's metered route; its errors in the API's own shape."""
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        started = time.monotonic()
+        try:
+            return await _metered_request(request, api, started)
+        except GatewayError as error:
+            if isinstance(error, InsufficientCredits):
+                error.headers.update(charge_headers(0, error.balance_micros))
+            elif CREDITS_REMAINING in error.headers:  # refused before a hold: nothing was charged
+                error.headers.setdefault(CREDITS_USED, "0")
+            return json_response(api.error_body(error), status=error.status, headers=error.headers)
+
+    return handle
 
 
-async def _relay_chat_completion(request: web.Request, request_id: str, started: float) -> web.StreamResponse:
+async def _metered_request(request: web.Request, api: Api, started: float) -> web.StreamResponse:
     app = request.app
     settings = app[SETTINGS]
     try:
@@ -80,19 +96,18 @@ async def _relay_chat_completion(request: web.Request, request_id: str, started:
         tenant = None
         if request.content_length is None or request.content_length > INLINE_COUNT_BYTES:
             tenant = await authenticate(app[ACCOUNTS], api_key)
-        chat, model, size = await _checked_request(request, api_key, tenant)
-        prompt_tokens, fingerprint = await _measure(app[TOKEN_COUNTER], chat, size)
-        await _check_forwardable(request, api_key, tenant, chat, model, prompt_tokens)
+        parsed, model, size = await _checked_request(request, api, api_key, tenant)
+        prompt_tokens, fingerprint = await _measure(app[TOKEN_COUNTER], api, parsed, size)
+        await _check_forwardable(request, api_key, tenant, parsed, model, prompt_tokens)
         reservation = await hold_credits(
             app[LEDGER],
             app[SETTLER],
             settings,
             model,
             api_key,
-            request_id,
-            chat,
+            request_id_of(request),
+            parsed,
             prompt_tokens,
-            app[OUTBOX_WAKEUP],
             request_hash=fingerprint.request_hash,
         )
     except REDIS_UNAVAILABLE as exc:  # the key check of a large body: Redis is away
@@ -102,37 +117,39 @@ async def _relay_chat_completion(request: web.Request, request_id: str, started:
     except GatewayError as error:
         app[METRICS].refused.labels(str(error.status)).inc()  # refused before a hold: nothing to settle
         raise
-    return await ChatExchange(request, chat, model, reservation, prompt_tokens, started, fingerprint).run()
+    ticket = Ticket(api, parsed, model, reservation, prompt_tokens, fingerprint, started)
+    counter = app[TOKEN_COUNTER].completion_counter(parsed.model)
+    return await Exchange(request, Meter(ticket, counter, app[BILLER], settings)).run()
 
 
 async def _checked_request(
-    request: web.Request, api_key: ParsedApiKey, tenant: Tenant | None
-) -> tuple[ChatRequest, ModelConfig, int]:
+    request: web.Request, api: Api, api_key: ParsedApiKey, tenant: Tenant | None
+) -> tuple[ApiRequest, ModelConfig, int]:
     """The parsed body, its model and its size. On 4xx the key is checked first, so a bad key always gets 401."""
     settings = request.app[SETTINGS]
     try:
         raw = await read_body(request, settings)
-        chat = parse_chat_request(raw)
-        model = priced_model(chat, settings)
+        parsed = api.parse(raw)
+        model = priced_model(parsed, settings)
     except GatewayError as error:
         tenant = tenant or await authenticate(request.app[ACCOUNTS], api_key)
-        error.headers.update(credits_header(tenant.balance_micros))
+        error.headers.update(balance_headers(tenant.balance_micros))
         raise
-    return chat, model, len(raw)
+    return parsed, model, len(raw)
 
 
 async def _check_forwardable(
     request: web.Request,
     api_key: ParsedApiKey,
     tenant: Tenant | None,
-    chat: ChatRequest,
+    parsed: ApiRequest,
     model: ModelConfig,
     prompt_tokens: int,
 ) -> None:
     """Refuse before any hold what the upstream would: a prompt past the model's context (400), or an upstream
     whose provider key is missing (502). The key is checked first, so a bad key always gets 401."""
     try:
-        check_context(chat, model, prompt_tokens)
+        check_context(parsed, model, prompt_tokens)
         upstream = request.app[SETTINGS].upstreams[model.upstream]
         if upstream.key_missing:
             log.error(
@@ -144,44 +161,48 @@ async def _check_forwardable(
             raise ProviderKeyMissing()
     except GatewayError as error:
         tenant = tenant or await authenticate(request.app[ACCOUNTS], api_key)
-        error.headers.update(credits_header(tenant.balance_micros))
+        error.headers.update(balance_headers(tenant.balance_micros))
         raise
 
 
-async def _count_prompt_tokens(counter: TokenCounter, chat: ChatRequest, size: int) -> int:
+async def _count_prompt_tokens(counter: TokenCounter, api: Api, parsed: ApiRequest, size: int) -> int:
     """Small prompts are counted inline; large ones on a thread, so other requests are not held up
     (tiktoken releases the GIL while it encodes)."""
     if size <= INLINE_COUNT_BYTES:
-        return counter.count_prompt_tokens(chat.model, chat.body)
-    return await asyncio.to_thread(counter.count_prompt_tokens, chat.model, chat.body)
+        return api.count_prompt(counter, parsed)
+    return await asyncio.to_thread(api.count_prompt, counter, parsed)
 
 
-async def _measure(counter: TokenCounter, chat: ChatRequest, size: int) -> tuple[int, Fingerprint]:
+async def _measure(counter: TokenCounter, api: Api, parsed: ApiRequest, size: int) -> tuple[int, Fingerprint]:
     """Prompt tokens and the request's fingerprint (usage insights): inline for a small body, else both on one
     thread, as counting alone would be."""
     if size <= INLINE_COUNT_BYTES:
-        return counter.count_prompt_tokens(chat.model, chat.body), take_fingerprint(chat.body)
+        return api.count_prompt(counter, parsed), api.fingerprint(parsed)
 
     def measure() -> tuple[int, Fingerprint]:
-        return counter.count_prompt_tokens(chat.model, chat.body), take_fingerprint(chat.body)
+        return api.count_prompt(counter, parsed), api.fingerprint(parsed)
 
     return await asyncio.to_thread(measure)
 
 
-async def post_count_tokens(request: web.Request) -> web.Response:
-    """POST /v1/chat/completions/count_tokens: what the same body would be counted and held, never forwarded
+def counted(api: Api) -> Handler:
+    """The handler of an API's `count_tokens` route: what the same body would be counted and held, never forwarded
     or charged. Refused exactly as the proxy would refuse it (401, 400, 404, 413, 415)."""
-    api_key = bearer_api_key(request.headers)
-    tenant = await authenticate(request.app[ACCOUNTS], api_key)  # first: this path is not the hot one
-    chat, model, size = await _checked_request(request, api_key, tenant)
-    prompt_tokens = await _count_prompt_tokens(request.app[TOKEN_COUNTER], chat, size)
-    try:
-        check_context(chat, model, prompt_tokens)
-    except GatewayError as error:
-        error.headers.update(credits_header(tenant.balance_micros))
-        raise
-    preview = price_preview(chat, model, request.app[SETTINGS], prompt_tokens)
-    return json_response(preview, headers=credits_header(tenant.balance_micros))
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        api_key = bearer_api_key(request.headers)
+        tenant = await authenticate(request.app[ACCOUNTS], api_key)  # first: this path is not the hot one
+        parsed, model, size = await _checked_request(request, api, api_key, tenant)
+        prompt_tokens = await _count_prompt_tokens(request.app[TOKEN_COUNTER], api, parsed, size)
+        try:
+            check_context(parsed, model, prompt_tokens)
+        except GatewayError as error:
+            error.headers.update(balance_headers(tenant.balance_micros))
+            raise
+        preview = price_preview(parsed, model, request.app[SETTINGS], prompt_tokens)
+        return json_response(preview, headers=balance_headers(tenant.balance_micros))
+
+    return handle
 
 
 async def get_models(request: web.Request) -> web.Response:
@@ -189,7 +210,7 @@ async def get_models(request: web.Request) -> web.Response:
     created = int(request.app[CLOCK]())
     models = request.app[SETTINGS].models
     data = [_model_object(model, created) for model in models.values()]
-    return json_response({"object": "list", "data": data}, headers=credits_header(tenant.balance_micros))
+    return json_response({"object": "list", "data": data}, headers=balance_headers(tenant.balance_micros))
 
 
 async def get_model(request: web.Request) -> web.Response:
@@ -199,7 +220,7 @@ async def get_model(request: web.Request) -> web.Response:
     if model is None:
         raise ModelNotFound(f"The model '{name}' does not exist or is not served here.", param="model")
     created = int(request.app[CLOCK]())
-    return json_response(_model_object(model, created), headers=credits_header(tenant.balance_micros))
+    return json_response(_model_object(model, created), headers=balance_headers(tenant.balance_micros))
 
 
 def _model_object(model: ModelConfig, created: int) -> dict[str, object]:
@@ -222,8 +243,20 @@ def _model_object(model: ModelConfig, created: int) -> dict[str, object]:
     }
 
 
+async def biller_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Build the biller once, after the settler (storage.redis_ctx) exists."""
+    app[BILLER] = Biller(app[SETTLER], app[METRICS], app[TOKEN_COUNTER], app[SETTINGS], time.monotonic)
+    yield
+
+
+def add_api_route(app: web.Application, path: str, api: Api) -> None:
+    """A metered route for `api` at `path`, and its price beforehand at `path/count_tokens`."""
+    app.router.add_post(path, metered(api))
+    app.router.add_post(f"{path}/count_tokens", counted(api))
+
+
 def add_routes(app: web.Application) -> None:
-    app.router.add_post("/v1/chat/completions", post_chat_completions)
-    app.router.add_post("/v1/chat/completions/count_tokens", post_count_tokens)
+    app.cleanup_ctx.append(biller_ctx)
+    add_api_route(app, "/v1/chat/completions", CHAT)
     app.router.add_get("/v1/models", get_models)
     app.router.add_get("/v1/models/{model:.+}", get_model)

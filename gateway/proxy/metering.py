@@ -1,25 +1,31 @@
-"""Per-request metering: how many credits to hold before forwarding, and what to bill afterwards."""
+"""Per-request metering, no HTTP in it: how many credits to hold before forwarding (`hold_credits`), how far an
+upstream's usage is believed (`bounded_usage`), and how a finished request is billed (`Biller`, built once)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 
 from gateway.admin.accounts import ParsedApiKey
-from gateway.admin.auth import credits_header
-from gateway.billing import Ledger, ReserveStatus, Settlement
+from gateway.billing import Ledger, ReserveStatus, Settlement, SettleOutcome
 from gateway.billing.pricing import format_credits
+from gateway.billing.record import Usage
 from gateway.billing.scripts import MAX_SAFE_INTEGER
 from gateway.billing.settler import REDIS_UNAVAILABLE, Settler
 from gateway.config import ModelConfig, Settings
 from gateway.errors import AuthError, ContextLengthExceeded, GatewayError, InsufficientCredits, ServiceUnavailable
-from gateway.proxy.chat_request import ChatRequest
+from gateway.insights.fingerprints import Fingerprint
+from gateway.insights.signals import settlement_fields
+from gateway.metrics import Metrics
+from gateway.proxy.apis import Api, ApiRequest
+from gateway.tokens import TokenCounter
 
 log = logging.getLogger(__name__)
 
-CREDITS_USED_HEADER = "x-credits-used"
+Clock = Callable[[], float]
+
 # A hold can shrink between the two tries when other requests spend concurrently; give up after this many.
 MAX_RESERVE_TRIES = 3
 
@@ -39,29 +45,6 @@ class Reservation:
     completion_limit: int
 
 
-@dataclass(frozen=True)
-class Usage:
-    """Token counts of a finished request, and who counted them."""
-
-    prompt_tokens: int
-    completion_tokens: int
-    cached_tokens: int = 0
-    reasoning_tokens: int = 0
-    source: str = "gateway"  # "upstream" when the upstream reported usage
-    clamped: tuple[str, ...] = ()  # the reported counts that were beyond belief and cut to their bound
-
-
-@dataclass(frozen=True)
-class Charged:
-    """What a request was charged and the balance after it. While its settlement waits in the spool (Redis
-    away) both are projected from the hold: what settle.lua will charge unless the balance moves meanwhile."""
-
-    micros: int
-    balance_micros: int
-    alerts: int = 0  # webhook events the settlement appended
-    spooled: bool = False
-
-
 async def hold_credits(
     ledger: Ledger,
     settler: Settler,
@@ -69,9 +52,8 @@ async def hold_credits(
     model: ModelConfig,
     api_key: ParsedApiKey,
     request_id: str,
-    chat: ChatRequest,
+    chat: ApiRequest,
     prompt_tokens: int,
-    alerts_appended: asyncio.Event,
     *,
     request_hash: str = "",
 ) -> Reservation:
@@ -120,8 +102,6 @@ async def hold_credits(
         if outcome.status is ReserveStatus.SETTLED:
             raise GatewayError()  # request ids are fresh uuids: a settled one here is a bug, not the tenant's
         if outcome.status is ReserveStatus.INSUFFICIENT:
-            if outcome.alerts:
-                alerts_appended.set()  # credits.exhausted fired: deliver it now
             break
         per_choice = price.affordable_completion_tokens(outcome.balance_micros, prompt_tokens) // chat.n
         if per_choice < 1:
@@ -130,11 +110,11 @@ async def hold_credits(
     raise InsufficientCredits(
         f"Insufficient credits: this request needs at least {format_credits(minimum)} credits "
         f"and the balance is {format_credits(outcome.balance_micros)}.",
-        headers=credits_header(outcome.balance_micros),
+        balance_micros=outcome.balance_micros,
     )
 
 
-def output_bound(chat: ChatRequest, model: ModelConfig, settings: Settings, prompt_tokens: int) -> int:
+def output_bound(chat: ApiRequest, model: ModelConfig, settings: Settings, prompt_tokens: int) -> int:
     """Completion tokens per choice the gateway holds for: the client's max_tokens, else the model's cap, else
     the gateway's default (which it then forwards, so the upstream cannot produce more), never past what the
     model's context window leaves after the prompt. `check_context` has refused what cannot fit at all."""
@@ -146,7 +126,7 @@ def output_bound(chat: ChatRequest, model: ModelConfig, settings: Settings, prom
     return bound
 
 
-def check_context(chat: ChatRequest, model: ModelConfig, prompt_tokens: int) -> None:
+def check_context(chat: ApiRequest, model: ModelConfig, prompt_tokens: int) -> None:
     """400 context_length_exceeded, as OpenAI words it, when the prompt passes the model's `max_input_tokens`, or
     the prompt and the client's max_tokens (else one output token) pass its `context_window`."""
     if model.max_input_tokens is not None and prompt_tokens > model.max_input_tokens:
@@ -171,37 +151,6 @@ def check_context(chat: ChatRequest, model: ModelConfig, prompt_tokens: int) -> 
             "completion). Please reduce the length of the messages or completion.",
             param="messages",
         )
-
-
-def charged_headers(charged: Charged) -> dict[str, str]:
-    """`x-credits-remaining` and `x-credits-used` on an answer whose headers can still go."""
-    return {**credits_header(charged.balance_micros), CREDITS_USED_HEADER: format_credits(charged.micros)}
-
-
-def usage_from_upstream(usage: object) -> Usage | None:
-    """The upstream's `usage` object, if it is a usable one (counts are whole numbers, never negative)."""
-    if not isinstance(usage, Mapping):
-        return None
-    prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
-    if not _count(prompt) or not _count(completion):
-        return None
-    assert isinstance(prompt, int) and isinstance(completion, int)
-    return Usage(
-        prompt,
-        completion,
-        cached_tokens=_detail(usage.get("prompt_tokens_details"), "cached_tokens"),
-        reasoning_tokens=_detail(usage.get("completion_tokens_details"), "reasoning_tokens"),
-        source="upstream",
-    )
-
-
-def _count(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
-
-
-def _detail(details: object, name: str) -> int:
-    value = details.get(name) if isinstance(details, Mapping) else None
-    return value if _count(value) and isinstance(value, int) else 0
 
 
 def bounded_usage(reported: Usage, own_prompt_tokens: int, completion_limit: int, settings: Settings) -> Usage:
@@ -229,6 +178,64 @@ def bounded_usage(reported: Usage, own_prompt_tokens: int, completion_limit: int
     )
 
 
+@dataclass(frozen=True)
+class Ticket:
+    """What the bill of one request is made from, beside its token counts: fixed once it holds credits."""
+
+    api: Api
+    request: ApiRequest
+    model: ModelConfig
+    reservation: Reservation
+    prompt_tokens: int
+    fingerprint: Fingerprint
+    started: float  # time.monotonic() when the request arrived
+
+
+class Biller:
+    """Turns a finished request's usage into its settlement: the metrics it shows (clamped counts, counting
+    drift), the usage insights' record fields, the price, and the settler. Built once, at start-up."""
+
+    def __init__(self, settler: Settler, metrics: Metrics, counter: TokenCounter, settings: Settings, clock: Clock):
+        self.settler = settler
+        self.metrics = metrics
+        self.counter = counter
+        self.settings = settings
+        self.clock = clock  # monotonic seconds, for the latency
+
+    async def bill(self, ticket: Ticket, usage: Usage, estimate: Usage, status: int) -> SettleOutcome:
+        """Settle `ticket`'s request as billed `usage` (the gateway counted `estimate`), ended with `status`."""
+        model = ticket.model.name
+        if usage.clamped:
+            self.metrics.observe_clamped(model, usage.clamped)
+        elif usage.source == "upstream":
+            # Reasoning tokens are never in the visible text the gateway counts; leave them out of the drift.
+            visible = usage.completion_tokens - usage.reasoning_tokens
+            self.metrics.observe_drift(
+                model,
+                prompt=usage.prompt_tokens - estimate.prompt_tokens,
+                completion=visible - estimate.completion_tokens,
+            )
+        insight = settlement_fields(
+            ticket.fingerprint,
+            usage,
+            status,
+            ticket.model,
+            self.settings,
+            history=lambda: ticket.api.history_tokens(self.counter, ticket.request, ticket.prompt_tokens),
+        )
+        return await bill(
+            self.settler,
+            ticket.reservation,
+            ticket.model,
+            usage,
+            estimate,
+            status=status,
+            latency_ms=int((self.clock() - ticket.started) * 1000),
+            stream=ticket.request.stream,
+            insight=insight,
+        )
+
+
 async def bill(
     settler: Settler,
     reservation: Reservation,
@@ -240,10 +247,10 @@ async def bill(
     latency_ms: int,
     stream: bool,
     insight: Mapping[str, str | int] | None = None,
-) -> Charged:
+) -> SettleOutcome:
     """Charge `usage` against the hold, once (spooled when Redis cannot take it now). Shielded, so a handler
     cancelled by a departing client still settles. `insight`: the usage insights' record fields (hashes and
-    counts), counted by the settlement."""
+    counts), counted by the settlement. A spooled settlement's outcome is projected from the hold."""
     cost = model.price.cost_micros(usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens)
     settlement = Settlement(
         account_id=reservation.account_id,
@@ -271,5 +278,6 @@ async def bill(
     outcome = await asyncio.shield(settler.settle(settlement))
     if outcome is None:
         charged = min(settlement.cost_micros, reservation.hold_micros + reservation.balance_micros)
-        return Charged(charged, reservation.balance_micros + reservation.hold_micros - charged, spooled=True)
-    return Charged(outcome.charged_micros, outcome.balance_micros, outcome.alerts)
+        after = reservation.balance_micros + reservation.hold_micros - charged
+        return SettleOutcome(True, after, charged, spooled=True)
+    return outcome

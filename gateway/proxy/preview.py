@@ -6,11 +6,11 @@ from __future__ import annotations
 from gateway.billing.pricing import credits_number
 from gateway.billing.scripts import MAX_SAFE_INTEGER
 from gateway.config import ModelConfig, Settings
-from gateway.proxy.chat_request import ChatRequest
+from gateway.proxy.apis import ApiRequest
 from gateway.proxy.metering import output_bound
 
 
-def price_preview(chat: ChatRequest, model: ModelConfig, settings: Settings, prompt_tokens: int) -> dict[str, object]:
+def price_preview(chat: ApiRequest, model: ModelConfig, settings: Settings, prompt_tokens: int) -> dict[str, object]:
     """`min_credits` is the prompt alone; `max_credits` the prompt and every choice's output bound: exactly what
     the gateway would hold (unless the balance is short and no max_tokens was given: then it holds less and
     forwards a smaller bound)."""

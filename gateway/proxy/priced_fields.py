@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping
 
 from gateway.config import ModelConfig, Settings
 from gateway.errors import InvalidRequest, ModelNotFound
-from gateway.proxy.chat_request import ChatRequest
+from gateway.proxy.apis import ApiRequest
 
 # Field -> whether this value of it changes the price. Absent and null never do.
 PRICED_FIELDS: dict[str, Callable[[object], bool]] = {
@@ -35,7 +35,7 @@ def refuse_priced_fields(body: Mapping[str, object], model: ModelConfig) -> None
             )
 
 
-def priced_model(chat: ChatRequest, settings: Settings) -> ModelConfig:
+def priced_model(chat: ApiRequest, settings: Settings) -> ModelConfig:
     """The configured model that prices `chat`: 404 for a model not served here, 400 for a field its prices
     do not cover."""
     model = settings.models.get(chat.model)

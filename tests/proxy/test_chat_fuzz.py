@@ -16,7 +16,7 @@ import requests
 from hypothesis import strategies as st
 
 from gateway.billing import keyspace
-from gateway.proxy.chat_request import MAX_DEPTH, MAX_N, ROLES
+from gateway.proxy.apis.chat import MAX_DEPTH, MAX_N, ROLES
 from tests.conftest import StartGateway
 
 MODEL = "m-main"

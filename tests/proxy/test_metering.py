@@ -16,15 +16,17 @@ from redis import exceptions as redis_errors
 from redis.asyncio import Redis
 
 from gateway.admin.accounts import ParsedApiKey
-from gateway.billing import Hold, Ledger, Settlement, keyspace
+from gateway.billing import Hold, Ledger, Settlement, SettleOutcome, keyspace
 from gateway.billing.pricing import Price
+from gateway.billing.record import Usage
 from gateway.billing.scripts import MAX_SAFE_INTEGER
 from gateway.billing.settler import Settler
 from gateway.billing.spool import Spool
 from gateway.config import ModelConfig, Settings
 from gateway.errors import AuthError, InsufficientCredits, ServiceUnavailable
-from gateway.proxy.chat_request import ChatRequest
-from gateway.proxy.metering import Charged, Reservation, Usage, bill, bounded_usage, hold_credits, usage_from_upstream
+from gateway.proxy.apis import ApiRequest
+from gateway.proxy.apis.chat import usage_from_upstream
+from gateway.proxy.metering import Reservation, bill, bounded_usage, hold_credits
 from tests.billing.conftest import funded_ledger
 
 PRICE = Price(
@@ -37,8 +39,8 @@ SETTINGS = Settings(
 PROMPT = 4  # 4 x 2.5 = 10 micro-credits
 
 
-def chat(max_tokens: int | None = None, n: int = 1) -> ChatRequest:
-    return ChatRequest(body={}, model="m", stream=False, client_wants_usage=False, max_tokens=max_tokens, n=n)
+def chat(max_tokens: int | None = None, n: int = 1) -> ApiRequest:
+    return ApiRequest(body={}, model="m", stream=False, client_wants_usage=False, max_tokens=max_tokens, n=n)
 
 
 class RecordingSettler:
@@ -56,11 +58,11 @@ class RecordingSettler:
 
 
 async def _hold(
-    redis: Redis, balance: int, request: ChatRequest, model: ModelConfig = MODEL
+    redis: Redis, balance: int, request: ApiRequest, model: ModelConfig = MODEL
 ) -> tuple[Reservation, Ledger, str]:
     ledger, account, sha = await funded_ledger(redis, balance)
     reservation = await hold_credits(
-        ledger, RecordingSettler(), SETTINGS, model, ParsedApiKey(account, sha), "r1", request, PROMPT, asyncio.Event()
+        ledger, RecordingSettler(), SETTINGS, model, ParsedApiKey(account, sha), "r1", request, PROMPT
     )  # type: ignore[arg-type]
     return reservation, ledger, account
 
@@ -112,7 +114,7 @@ async def test_too_little_for_one_token_is_a_402_naming_the_least_and_the_balanc
     assert refused.value.message == (
         "Insufficient credits: this request needs at least 0.00002 credits and the balance is 0.000019."
     )
-    assert refused.value.headers == {"x-credits-remaining": "0.000019"}
+    assert refused.value.balance_micros == 19  # the handler puts it on the answer as x-credits-remaining
 
 
 async def test_one_token_per_choice_short_is_a_402(redis_client: Redis) -> None:
@@ -130,9 +132,10 @@ async def test_a_refusal_that_fires_credits_exhausted_wakes_the_webhook_sender(r
     ledger, account, sha = await funded_ledger(redis_client, 0)
     await redis_client.hset(keyspace.alerts(account), "x:sub_1", "1")  # a credits.exhausted subscription
     appended = asyncio.Event()
+    ledger.on_alerts = appended.set  # as the app wires it: the ledger tells the webhook sender
     with pytest.raises(InsufficientCredits):
         await hold_credits(
-            ledger, RecordingSettler(), SETTINGS, MODEL, ParsedApiKey(account, sha), "r1", chat(), PROMPT, appended
+            ledger, RecordingSettler(), SETTINGS, MODEL, ParsedApiKey(account, sha), "r1", chat(), PROMPT
         )  # type: ignore[arg-type]
     assert appended.is_set()
 
@@ -142,7 +145,6 @@ async def test_an_unknown_key_is_a_401(redis_client: Redis) -> None:
     with pytest.raises(AuthError):
         await hold_credits(
             ledger, RecordingSettler(), SETTINGS, MODEL, ParsedApiKey(account, "0" * 64), "r1", chat(), PROMPT,
-            asyncio.Event(),
         )  # type: ignore[arg-type]  # fmt: skip
 
 
@@ -156,7 +158,6 @@ async def test_a_reserve_redis_did_not_answer_is_a_503_and_releases_that_request
     with pytest.raises(ServiceUnavailable):
         await hold_credits(
             FrozenLedger(), settler, SETTINGS, MODEL, ParsedApiKey("acct_1", "sha"), "r1", chat(), PROMPT,
-            asyncio.Event(),
         )  # type: ignore[arg-type]  # fmt: skip
     assert settler.deferred == [Settlement.release("acct_1", "r1")]
 
@@ -250,7 +251,7 @@ async def test_bill_prices_the_usage_and_hands_over_the_whole_record() -> None:
         )
     ]
     # Spooled (the recording settler applies nothing): projected from the hold, 1,000 - 18 = 982 left
-    assert charged == Charged(18, 982, spooled=True)
+    assert charged == SettleOutcome(True, 982, 18, spooled=True)
 
 
 @pytest.mark.parametrize(("status", "failed"), [(200, False), (399, False), (400, True), (401, True), (502, True)])
@@ -267,7 +268,7 @@ async def test_a_cost_past_2_53_is_billed_at_2_53_minus_1() -> None:
     )  # type: ignore[arg-type]
     assert settler.settled[0].cost_micros == MAX_SAFE_INTEGER
     # projected like settle.lua charges it: at most the hold and the balance beside it, 160 + 840
-    assert charged == Charged(1_000, 0, spooled=True)
+    assert charged == SettleOutcome(True, 0, 1_000, spooled=True)
 
 
 async def test_hold_and_bill_through_a_real_settler(redis_client: Redis, tmp_path: Path) -> None:
@@ -278,7 +279,6 @@ async def test_hold_and_bill_through_a_real_settler(redis_client: Redis, tmp_pat
         settler = Settler(ledger, spool)
         reservation = await hold_credits(
             ledger, settler, SETTINGS, MODEL, ParsedApiKey(account, sha), "r1", chat(max_tokens=5, n=3), PROMPT,
-            asyncio.Event(),
         )  # fmt: skip
         outcome = await bill(
             settler, reservation, MODEL, Usage(4, 7), Usage(4, 7), status=200, latency_ms=1, stream=False
@@ -286,7 +286,7 @@ async def test_hold_and_bill_through_a_real_settler(redis_client: Redis, tmp_pat
     finally:
         spool.close()
     # 10 + 70 = 80 charged out of the 160 held
-    assert outcome == Charged(80, 920)
+    assert outcome == SettleOutcome(True, 920, 80)
     assert await ledger.balance(account) == 920
 
 
@@ -299,12 +299,11 @@ async def test_bill_reports_the_alerts_its_settlement_appended(redis_client: Red
         settler = Settler(ledger, spool)
         reservation = await hold_credits(
             ledger, settler, SETTINGS, MODEL, ParsedApiKey(account, sha), "r1", chat(max_tokens=60), PROMPT,
-            asyncio.Event(),
         )  # fmt: skip
         charged = await bill(
             settler, reservation, MODEL, Usage(4, 55), Usage(4, 55), status=200, latency_ms=1, stream=False
         )
     finally:
         spool.close()
-    # 10 + 550 = 560 of 1,000: past 50%, so the exchange wakes the webhook sender
-    assert charged == Charged(560, 440, alerts=1)
+    # 10 + 550 = 560 of 1,000: past 50%, so the ledger wakes the webhook sender
+    assert charged == SettleOutcome(True, 440, 560, alerts=1)

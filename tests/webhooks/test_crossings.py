@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import replace
+from pathlib import Path
 
 from redis.asyncio import Redis
 
 from gateway.billing import Ledger, ReserveStatus, keyspace
+from gateway.billing.settler import Settler
+from gateway.billing.spool import Spool, SpooledSettlement
 from gateway.webhooks.store import Subscription, WebhookStore
 from tests.billing.conftest import funded_ledger, settlement
 from tests.conftest import FakeClock
@@ -162,3 +165,31 @@ async def test_a_disabled_or_deleted_subscription_fires_nothing(redis_client: Re
     assert await _spend(ledger, account, sha, "r2", 200) == 0
     assert await _events(redis_client, account) == []
     assert not await redis_client.exists(keyspace.alerts(account))
+
+
+async def test_every_step_that_appends_events_wakes_the_sender(redis_client: Redis, tmp_path: Path) -> None:
+    """The ledger tells its observer (the app wires the webhook sender's wake-up) after a reserve, a settlement, a
+    settlement replayed from the spool and a grant that appended events, and only then."""
+    ledger, account, sha = await funded_ledger(redis_client, 1_000)
+    woken: list[int] = []
+    ledger.on_alerts = lambda: woken.append(len(woken))
+    await _subscribe(redis_client, account, "credits.low", "credits.exhausted", low=500)
+    await ledger.grant(account, -100, grant_id="g0")  # 900: nothing crossed
+    assert woken == []
+    await ledger.grant(account, -450, grant_id="g1")  # 450 < 500: credits.low
+    assert len(woken) == 1
+    refused = await ledger.reserve(account, sha, "r1", hold_micros=5_000, min_hold_micros=5_000, ttl_s=60)
+    assert refused.status is ReserveStatus.INSUFFICIENT and len(woken) == 2  # credits.exhausted
+    await ledger.grant(account, 1_000, grant_id="g2")  # 1,450: re-arms both
+    assert len(woken) == 2
+    held = await ledger.reserve(account, sha, "r2", hold_micros=1_000, min_hold_micros=1_000, ttl_s=60)
+    assert held.status is ReserveStatus.HELD
+    spool = Spool(tmp_path)
+    spool.open()
+    try:
+        settler = Settler(ledger, spool)
+        spool.append(SpooledSettlement(settlement(account, "r2", 1_000), ledger.now_ms()))  # Redis was away
+        assert await settler.replay() == 0  # 450 < 500 again: credits.low, found by the replay
+    finally:
+        spool.close()
+    assert len(woken) == 3

@@ -1,0 +1,128 @@
+"""The APIs the gateway meters, one module each, behind one interface: `Api`.
+
+Every metered route runs the same path (proxy/handlers.py): authenticate -> parse (`Api.parse`) and price
+(`priced_fields`) -> count the prompt (`Api.count_prompt`) -> hold (metering.hold_credits) -> forward
+(`Api.upstream_path`, `Api.upstream_body`) -> relay the answer, plain or streamed, counting it -> settle once (the
+request's `Meter`) -> the bill on the answer (`Api.stamp_answer`, `StreamFormat.stamp`). An `Api` says only what
+differs between APIs; it never talks to Redis, aiohttp or the ledger, and is tested with plain dicts.
+
+To add an API: write `proxy/apis/NAME.py` with a class that satisfies `Api` (and a `StreamFormat` if it streams),
+register it with `handlers.add_api_route(app, "/v1/PATH", NAME_API)`, and test it with the shared suites
+(tests/proxy). `chat.py` is the reference implementation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Protocol
+
+from gateway.billing.record import Usage
+from gateway.billing.scripts import SettleOutcome
+from gateway.config import ModelConfig, UpstreamConfig
+from gateway.errors import GatewayError
+from gateway.insights.fingerprints import Fingerprint
+from gateway.proxy.sse import Event
+from gateway.tokens import CompletionCounter, TokenCounter
+
+JSON = dict[str, object]
+
+
+@dataclass(frozen=True)
+class ApiRequest:
+    """What the shared path needs of a parsed request; the API's own fields stay in `body`."""
+
+    body: JSON
+    model: str
+    stream: bool
+    # The client asked for the bill inside the stream (chat: stream_options.include_usage).
+    client_wants_usage: bool
+    # The output bound per choice as the client set it (max_tokens and the like); None when it set none, and the
+    # gateway then sets one (the field is `ModelConfig.max_tokens_field`) from the balance and the model's caps.
+    max_tokens: int | None
+    n: int  # choices per request: the hold covers n x the output bound
+
+
+class StreamFormat(Protocol):
+    """How one API's stream events are read and billed, for one request (it may keep state between events).
+
+    Events are relayed as they arrive and counted once written. The relay settles the request just before the
+    event that carries the bill (`is_final`) goes out, or before the stream's end when there is none, and adds a
+    `closing_event` then if the client asked for the bill (`wants_bill`) and none went out.
+    """
+
+    wants_bill: bool
+
+    def is_end(self, event: Event) -> bool:
+        """The stream's last event (chat: `data: [DONE]`)."""
+        ...
+
+    def usage(self, chunk: Mapping[str, object]) -> Usage | None:
+        """The usage an event reports (cumulative), if it reports one that can be believed to be counts."""
+        ...
+
+    def is_final(self, chunk: Mapping[str, object]) -> bool:
+        """Whether this event, reporting usage, is the one that closes the answer and carries the bill."""
+        ...
+
+    def is_error(self, chunk: Mapping[str, object]) -> bool:
+        """Whether the upstream reported an error inside the stream."""
+        ...
+
+    def stamp(self, chunk: Mapping[str, object], usage: Usage, bill: SettleOutcome | None) -> JSON:
+        """The event with its usage shown as billed (`usage`, bounded) and, given a `bill`, the charge."""
+        ...
+
+    def closing_event(self, usage: Usage, bill: SettleOutcome, last: Mapping[str, object]) -> JSON:
+        """The event the gateway adds to carry the bill when the upstream sent none; `last` is the last event."""
+        ...
+
+    def count(self, counter: CompletionCounter, chunk: Mapping[str, object]) -> None:
+        """Add what an event showed the client to the completion count."""
+        ...
+
+
+class Api(Protocol):
+    """One metered API: its request, its upstream call, its answers' usage and where its bill is shown."""
+
+    name: str  # "chat.completions"
+    upstream_path: str  # under the upstream's base_url: "/chat/completions"
+
+    def parse(self, raw: bytes) -> ApiRequest:
+        """Decode and check a request body; InvalidRequest naming the field otherwise."""
+        ...
+
+    def count_prompt(self, counter: TokenCounter, request: ApiRequest) -> int:
+        """The prompt tokens the provider will bill for `request`, counted offline."""
+        ...
+
+    def fingerprint(self, request: ApiRequest) -> Fingerprint:
+        """The request's hashes for the usage insights (insights/fingerprints.py)."""
+        ...
+
+    def history_tokens(self, counter: TokenCounter, request: ApiRequest, prompt_tokens: int) -> int:
+        """The prompt tokens the request resends from earlier turns (for the long-conversation insight)."""
+        ...
+
+    def upstream_body(
+        self, request: ApiRequest, model: ModelConfig, upstream: UpstreamConfig, forced_max_tokens: int | None
+    ) -> bytes:
+        """The body sent upstream: the model's upstream name, the gateway's output bound when it set one, and
+        whatever makes a streaming upstream report its usage."""
+        ...
+
+    def read_answer(self, payload: Mapping[str, object], counter: CompletionCounter) -> Usage | None:
+        """Count a plain answer's completion into `counter`; the usage it reports, if usable."""
+        ...
+
+    def stamp_answer(self, payload: JSON, usage: Usage, bill: SettleOutcome) -> JSON:
+        """The plain answer with its usage shown as billed and the bill (cost, credits remaining)."""
+        ...
+
+    def stream_format(self, request: ApiRequest, request_id: str) -> StreamFormat:
+        """A fresh reader of one streamed answer's events (`request_id`: the gateway's id of the request)."""
+        ...
+
+    def error_body(self, error: GatewayError) -> JSON:
+        """An error in this API's own shape."""
+        ...

@@ -1,0 +1,81 @@
+"""The bill of one request in flight, with one owner: its `Meter`.
+
+The meter holds what the bill is made of (the reservation and the prompt count in its ticket, the completion
+count as the answer is relayed, the upstream's usage) and the rules that make them one settlement. How the
+request ended decides what it costs, worked out once, when it has ended (`billed_usage`):
+
+- the upstream answered (a plain body, or a stream the client was sent): its usage, bounded, else the gateway's
+  own count of what was sent;
+- the client left: the gateway's count of what it was sent, and the prompt if the upstream had it;
+- anything else (the upstream failed or refused, the gateway refused): nothing.
+
+It is settled exactly once: the first `settle` starts the settlement, and every later call (even while the first
+is under way, its caller cancelled by a departing client) gets that same outcome. The exchange and the stream
+relay call it; neither keeps any part of the bill.
+
+    meter = Meter(ticket, counter, biller, settings)
+    meter.forwarded = True; ...; meter.take_usage(reported)
+    outcome = await meter.settle(200)
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from gateway.billing.record import NO_USAGE, Usage
+from gateway.billing.scripts import SettleOutcome
+from gateway.config import Settings
+from gateway.proxy.metering import Biller, Ticket, bounded_usage
+from gateway.tokens import CompletionCounter
+
+CLIENT_CLOSED = 499  # nginx's code for "the client went away"; recorded, never sent
+
+
+class Meter:
+    """Owns one request's bill: what it was held, counted and reported, and its one settlement."""
+
+    def __init__(self, ticket: Ticket, counter: CompletionCounter, biller: Biller, settings: Settings):
+        self.ticket = ticket
+        self.counter = counter  # what the client was sent of the answer, counted as it goes
+        self.biller = biller
+        self.settings = settings
+        self.upstream_usage: Usage | None = None  # bounded
+        self.forwarded = False  # the request went upstream, so the upstream has (at least) read its prompt
+        self.answered = False  # the upstream's answer reached the client, whole or in part
+        self._settlement: asyncio.Future[SettleOutcome] | None = None
+
+    @property
+    def prompt_tokens(self) -> int:
+        return self.ticket.prompt_tokens
+
+    def take_usage(self, reported: Usage) -> Usage:
+        """The upstream's usage, bounded, is what the answer is billed from now on (a stream may send several)."""
+        reservation = self.ticket.reservation
+        self.upstream_usage = bounded_usage(reported, self.prompt_tokens, reservation.completion_limit, self.settings)
+        return self.upstream_usage
+
+    def estimate(self) -> Usage:
+        """The gateway's own count: the prompt, and what the client was sent."""
+        return Usage(self.prompt_tokens, self.counter.count_completion_tokens())
+
+    def answer_usage(self) -> Usage:
+        """What an answer is billed: the upstream's usage, bounded, else the gateway's own count of it."""
+        return self.upstream_usage if self.upstream_usage is not None else self.estimate()
+
+    def billed_usage(self, status: int) -> Usage:
+        """What the request costs, given how it ended (see the module's docstring)."""
+        if status == CLIENT_CLOSED:
+            return self.estimate() if self.forwarded else NO_USAGE
+        return self.answer_usage() if self.answered else NO_USAGE
+
+    async def settle(self, status: int) -> SettleOutcome:
+        """Settle on the first call, as the request ended with `status`; later calls wait for that same outcome."""
+        if self._settlement is None:
+            usage, estimate = self.billed_usage(status), self.estimate()
+            self._settlement = asyncio.ensure_future(self.biller.bill(self.ticket, usage, estimate, status))
+        return await asyncio.shield(self._settlement)
+
+    @property
+    def settled(self) -> bool:
+        """Whether the settlement has started (its outcome may still be on its way)."""
+        return self._settlement is not None

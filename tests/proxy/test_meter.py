@@ -1,0 +1,148 @@
+"""The meter's settlement rules, without aiohttp: what a request is billed for, given how it ended, and that it is
+settled exactly once. The biller is the real one (metrics, insight fields, pricing); its settler records the
+settlement it is handed instead of applying it, so each test reads exactly what would reach settle.lua.
+
+Prices: 2.5 micro-credits per prompt token and 10 per completion token; the hold is for 4 prompt and 50
+completion tokens.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from gateway.billing import Settlement
+from gateway.billing.pricing import Price
+from gateway.billing.record import Usage
+from gateway.config import ModelConfig, Settings
+from gateway.insights.fingerprints import take_fingerprint
+from gateway.metrics import Metrics
+from gateway.proxy.apis import ApiRequest
+from gateway.proxy.apis.chat import CHAT
+from gateway.proxy.meter import CLIENT_CLOSED, Meter
+from gateway.proxy.metering import Biller, Reservation, Ticket
+from gateway.tokens import TokenCounter
+
+PRICE = Price(input_micros_per_million=2_500_000, output_micros_per_million=10_000_000)
+MODEL = ModelConfig(name="m", upstream="main", upstream_model="gpt-4o-mini", price=PRICE)
+SETTINGS = Settings(models={"m": MODEL}, upstreams={}, prompt_clamp_ratio=4, prompt_clamp_slack=256)
+BODY: dict[str, object] = {"model": "m", "messages": [{"role": "user", "content": "Hello!"}]}
+REQUEST = ApiRequest(BODY, "m", stream=True, client_wants_usage=True, max_tokens=50, n=1)
+PROMPT = 4
+# 4 x 2.5 + 50 x 10 = 510 held, 1,000 left beside it
+RESERVATION = Reservation("acct_1", "key_1", "r1", 510, 1_000, None, 50)
+COUNTER = TokenCounter()
+SENT = {"choices": [{"index": 0, "delta": {"content": "Hello there, friend"}}]}  # 4 tokens on o200k_base
+
+
+class RecordingSettler:
+    """Takes the settlement instead of applying it (so it is "spooled": the outcome is the hold's projection)."""
+
+    def __init__(self) -> None:
+        self.settled: list[Settlement] = []
+
+    async def settle(self, settlement: Settlement) -> None:
+        await asyncio.sleep(0)  # a real settlement takes a turn of the loop at least
+        self.settled.append(settlement)
+
+
+def _meter() -> tuple[Meter, RecordingSettler]:
+    settler = RecordingSettler()
+    biller = Biller(settler, Metrics(), COUNTER, SETTINGS, time.monotonic)  # type: ignore[arg-type]
+    ticket = Ticket(CHAT, REQUEST, MODEL, RESERVATION, PROMPT, take_fingerprint(BODY), time.monotonic())
+    return Meter(ticket, COUNTER.completion_counter("gpt-4o-mini"), biller, SETTINGS), settler
+
+
+def _billed(settler: RecordingSettler) -> tuple[int, int, str, int]:
+    """(prompt tokens, completion tokens, who counted, status) of the one settlement handed over."""
+    [settlement] = settler.settled
+    return (
+        settlement.prompt_tokens,
+        settlement.completion_tokens,
+        str(settlement.record["usage_source"]),
+        int(settlement.record["status"]),
+    )
+
+
+async def test_an_answer_is_billed_the_upstreams_usage() -> None:
+    meter, settler = _meter()
+    meter.forwarded = meter.answered = True
+    CHAT.stream_format(REQUEST, "r1").count(meter.counter, SENT)
+    meter.take_usage(Usage(5, 7, source="upstream"))
+    outcome = await meter.settle(200)
+    assert _billed(settler) == (5, 7, "upstream", 200)
+    assert outcome.charged_micros == 83  # 5 x 2.5 + 7 x 10 = 82.5 -> 83
+
+
+async def test_a_later_usage_report_replaces_an_earlier_one() -> None:
+    """Streams report running totals: the last one stands."""
+    meter, settler = _meter()
+    meter.forwarded = meter.answered = True
+    meter.take_usage(Usage(5, 2, source="upstream"))
+    meter.take_usage(Usage(5, 9, source="upstream"))
+    await meter.settle(200)
+    assert _billed(settler) == (5, 9, "upstream", 200)
+
+
+async def test_an_answer_without_usage_is_billed_the_gateways_count_of_what_was_sent() -> None:
+    meter, settler = _meter()
+    meter.forwarded = meter.answered = True
+    CHAT.stream_format(REQUEST, "r1").count(meter.counter, SENT)
+    await meter.settle(200)
+    assert _billed(settler) == (PROMPT, 4, "gateway", 200)
+
+
+async def test_usage_beyond_belief_is_billed_at_its_bound() -> None:
+    meter, settler = _meter()
+    meter.forwarded = meter.answered = True
+    meter.take_usage(Usage(4 * 4 + 256 + 1, 51, source="upstream"))  # one past each bound
+    await meter.settle(200)
+    assert _billed(settler) == (4 * 4 + 256, 50, "upstream", 200)
+    assert settler.settled[0].record["clamped"] == "prompt,completion"
+
+
+async def test_a_client_that_left_pays_for_the_prompt_and_what_it_was_sent() -> None:
+    """Even when the upstream reported more: the client was sent only what the gateway counted."""
+    meter, settler = _meter()
+    meter.forwarded = meter.answered = True
+    CHAT.stream_format(REQUEST, "r1").count(meter.counter, SENT)
+    meter.take_usage(Usage(5, 40, source="upstream"))
+    await meter.settle(CLIENT_CLOSED)
+    assert _billed(settler) == (PROMPT, 4, "gateway", CLIENT_CLOSED)
+
+
+async def test_a_client_that_left_before_the_request_went_upstream_pays_nothing() -> None:
+    meter, settler = _meter()
+    await meter.settle(CLIENT_CLOSED)
+    assert _billed(settler) == (0, 0, "gateway", CLIENT_CLOSED)
+
+
+async def test_an_upstream_failure_or_refusal_costs_nothing() -> None:
+    meter, settler = _meter()
+    meter.forwarded = True  # it went upstream, which answered 500 before anything reached the client
+    meter.take_usage(Usage(5, 7, source="upstream"))
+    outcome = await meter.settle(500)
+    assert _billed(settler) == (0, 0, "gateway", 500)
+    assert outcome.charged_micros == 0 and outcome.balance_micros == 1_510  # the whole hold comes back
+
+
+async def test_a_request_is_settled_once_however_often_it_is_asked() -> None:
+    meter, settler = _meter()
+    meter.forwarded = meter.answered = True
+    first, second = await asyncio.gather(meter.settle(200), meter.settle(502))
+    third = await meter.settle(CLIENT_CLOSED)
+    assert len(settler.settled) == 1 and int(settler.settled[0].record["status"]) == 200  # the first call's status
+    assert first == second == third
+
+
+async def test_a_settlement_outlives_its_cancelled_caller() -> None:
+    """A departing client cancels the handler mid-settlement: the settlement goes on, and the next call (the
+    exchange's `finally`) gets its outcome."""
+    meter, settler = _meter()
+    meter.forwarded = meter.answered = True
+    caller = asyncio.create_task(meter.settle(200))
+    await asyncio.sleep(0)  # the settlement has started
+    caller.cancel()
+    outcome = await meter.settle(CLIENT_CLOSED)
+    assert len(settler.settled) == 1 and int(settler.settled[0].record["status"]) == 200
+    assert outcome.spooled and outcome.charged_micros == 10  # the prompt alone: 4 x 2.5
