@@ -23,7 +23,7 @@ from gateway.billing.scripts import (
     SettleMode,
     whole,
 )
-from tests.billing.conftest import funded_ledger, settlement
+from tests.billing.common import funded_ledger, settlement
 
 RETENTION = Retention(request_log_maxlen=50, request_log_retention_ms=0, hour_ttl_s=7200, settled_ids_ms=3_000)
 NOW_MS = 1_790_000_000_000  # 2026-09-21T14:13:20Z

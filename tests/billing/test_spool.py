@@ -17,7 +17,7 @@ from gateway.billing import Settlement, keyspace
 from gateway.billing.scripts import SettleMode
 from gateway.billing.settler import Settler
 from gateway.billing.spool import Spool, SpooledSettlement, read_entries
-from tests.billing.conftest import funded_ledger, settlement
+from tests.billing.common import funded_ledger, settlement
 
 NOW_MS = 1_790_000_000_000
 

@@ -18,8 +18,8 @@ from gateway.billing import sweeper as sweeper_module
 from gateway.billing.settler import Settler
 from gateway.billing.spool import Spool
 from gateway.billing.sweeper import Sweeper
-from tests.billing.conftest import RETENTION, funded_ledger, settlement
-from tests.conftest import FakeClock
+from tests.billing.common import RETENTION, funded_ledger, settlement
+from tests.common import FakeClock
 
 
 def _clock(ledger: Ledger) -> FakeClock:

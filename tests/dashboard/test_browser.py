@@ -16,7 +16,7 @@ from typing import Any, cast
 from playwright.async_api import Browser, Route
 
 from gateway.usage.export import COLUMNS
-from tests.conftest import ADMIN_TOKEN, Gateway, StartGateway
+from tests.common import ADMIN_TOKEN, Gateway, StartGateway
 from tests.dashboard.browser import PHONE, REFRESH_MS, Dashboard
 from tests.usage.traffic import NOW, get_json, new_tenant, scheduled_traffic, send
 

@@ -25,7 +25,7 @@ from gateway.config import ModelConfig, Settings
 from gateway.errors import AuthError, InsufficientCredits, ServiceUnavailable
 from gateway.proxy.chat_request import ChatRequest
 from gateway.proxy.metering import Charged, Reservation, Usage, bill, bounded_usage, hold_credits, usage_from_upstream
-from tests.billing.conftest import funded_ledger
+from tests.billing.common import funded_ledger
 
 PRICE = Price(
     input_micros_per_million=2_500_000, output_micros_per_million=10_000_000, cached_input_micros_per_million=1_250_000

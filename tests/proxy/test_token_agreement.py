@@ -9,7 +9,7 @@ import pytest
 from gateway.app_state import SETTINGS
 from gateway.billing.pricing import Price
 from gateway.tokens import models
-from tests.conftest import HELLO_PROMPT_TOKENS, REFERENCE, TEST_PRICE, Gateway, StartGateway, user_message
+from tests.common import HELLO_PROMPT_TOKENS, REFERENCE, TEST_PRICE, Gateway, StartGateway, user_message
 from tests.oracle import ReferencePrice
 from tests.tokens.test_prompt import COOKBOOK_TOOLS
 
