@@ -18,6 +18,7 @@ import pytest
 import gateway
 
 GATEWAY_DIR = Path(gateway.__file__).parent
+TESTS_DIR = Path(__file__).parent
 
 # Top-level modules, by role. Anything not named here, or in a package below, fails `test_every_module_has_a_place`.
 SHARED = {
@@ -174,6 +175,40 @@ def test_every_package_states_what_it_owns_and_may_import() -> None:
     for package in PACKAGES:
         docstring = ast.get_docstring(ast.parse((GATEWAY_DIR / package / "__init__.py").read_text()))
         assert docstring and "May import:" in docstring, f"gateway/{package}/__init__.py"
+
+
+def helper_imports(root: Path) -> list[str]:
+    """Imports of a conftest.py or a test file in the tests at `root`: tests import helpers by name from helper
+    modules (`tests/common.py`, `tests/billing/common.py`, ...), and conftest.py holds fixtures only."""
+    found = []
+    for path in sorted(root.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module, *(f"{node.module}.{alias.name}" for alias in node.names)]
+            else:
+                continue
+            for name in names:
+                last = name.rpartition(".")[2]
+                if name.startswith("tests.") and (last == "conftest" or last.startswith("test_")):
+                    found.append(f"{path.relative_to(root.parent)}:{node.lineno} imports {name}")
+    return found
+
+
+def test_tests_import_helpers_from_helper_modules_only() -> None:
+    assert helper_imports(TESTS_DIR) == []
+
+
+def test_a_helper_imported_from_a_conftest_or_a_test_file_is_caught(tmp_path: Path) -> None:
+    tests = tmp_path / "tests"
+    (tests / "proxy").mkdir(parents=True)
+    (tests / "proxy" / "test_a.py").write_text("from tests.conftest import ADMIN_TOKEN\nfrom tests.common import X\n")
+    (tests / "test_b.py").write_text("import os\n\n\ndef f() -> None:\n    from tests.tokens import test_images\n")
+    assert helper_imports(tests) == [
+        "tests/proxy/test_a.py:1 imports tests.conftest",
+        "tests/test_b.py:5 imports tests.tokens.test_images",
+    ]
 
 
 def test_every_data_file_ships_in_the_wheel() -> None:
