@@ -4,7 +4,7 @@ Owns every step that moves credits: `reserve.lua` (authenticate and hold), `sett
 aggregate, record), `grant.lua`. Amounts are integer micro-credits; each step is one atomic script on keys
 hash-tagged per account.
 
-May import: nothing else of the gateway (only the standard library and redis-py). Everything above uses it.
+May import: nothing else of the gateway. Only the standard library and redis-py; everything above uses it.
 """
 
 from __future__ import annotations

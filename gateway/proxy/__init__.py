@@ -5,7 +5,8 @@ A chat request goes: `handlers` (authenticate, parse with `chat_request`, price 
 `metering.hold_credits` (reserve.lua) -> `exchange` (POST through `upstream`, relay the answer with `relay`,
 split streams with `sse`, count tokens) -> `metering.bill` (settle.lua), whose charge rides on the answer.
 
-May import: `billing`, `tokens`, the shared `config`, `errors` and `metrics`, and `admin.accounts` /
-`admin.auth` to know the caller; `handlers`, `exchange` and `upstream` also the app state. Its services
-(`chat_request`, `sse`, `metering`, `preview`, `priced_fields`) never import its handlers.
+May import: `billing`, `tokens`, the shared modules, `admin.accounts`, `admin.auth`, `insights.fingerprints`
+and `insights.signals`; `exchange`, `handlers` and `upstream` also the app state. The caller comes from
+`admin`, and each request's fingerprint and signals from `insights` (the usage insights' hot path). Its
+services (`chat_request`, `sse`, `metering`, `preview`, `priced_fields`, `relay`) never import its handlers.
 """
