@@ -227,6 +227,18 @@ def test_a_table_that_allows_more_than_the_docstring_says_is_caught(monkeypatch:
     ]
 
 
+def named_modules(docstring: str) -> set[str]:
+    """The names backticked alone in the docstring's paragraph that starts with "Modules"."""
+    paragraphs = [p for p in docstring.split("\n\n") if p.startswith("Modules")]
+    return set(re.findall(r"`(\w+)`", paragraphs[0])) if len(paragraphs) == 1 else set()
+
+
+def test_every_package_names_its_modules() -> None:
+    for package in PACKAGES:
+        modules = {path.stem for path in (GATEWAY_DIR / package).glob("*.py")} - {"__init__"}
+        assert named_modules(package_docstring(GATEWAY_DIR, package)) == modules, f"gateway/{package}/__init__.py"
+
+
 def stated_roles(docstring: str) -> dict[str, set[str]]:
     """The modules each role's block in gateway/__init__.py's docstring names (backticked), by role."""
     roles: dict[str, set[str]] = {}
