@@ -17,7 +17,7 @@ from pathlib import Path
 
 import aiohttp
 
-# `mock-model` served by the mock upstream at the suite's prices (tests/conftest.py TEST_PRICE and REFERENCE):
+# `mock-model` served by the mock upstream at the suite's prices (tests/common.py TEST_PRICE and REFERENCE):
 # 1,000.25 credits per million input tokens, 2,000.15 per million output.
 MOCK_MODEL_CONFIG = """
 [upstreams.mock]

@@ -12,7 +12,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from gateway.access_log import AccessLogger, access_log_options, log
 from gateway.app import create_app
-from tests.conftest import make_settings, user_message
+from tests.common import make_settings, user_message
 
 
 async def _access_lines(caplog: pytest.LogCaptureFixture, timeout: float = 10.0) -> list[str]:

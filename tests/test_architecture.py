@@ -1,12 +1,15 @@
 """The layout stays true without review: every import points the way the packages' docstrings say.
 
 Dependencies point down: handlers use services; services use `billing/` and `tokens/`; those two use nothing
-else of the gateway. The table below is the rule; each package's `__init__.py` says the same in prose.
+else of the gateway. The tables below are the rule. Each package's `__init__.py` docstring has the sentence
+that starts "May import:" written from them (`may_import` writes it; a test fails, giving the sentence, when
+the two differ), and gateway/__init__.py places every top-level module in its role.
 """
 
 from __future__ import annotations
 
 import ast
+import re
 import shutil
 import tomllib
 from collections.abc import Iterator
@@ -18,6 +21,7 @@ import pytest
 import gateway
 
 GATEWAY_DIR = Path(gateway.__file__).parent
+TESTS_DIR = Path(__file__).parent
 
 # Top-level modules, by role. Anything not named here, or in a package below, fails `test_every_module_has_a_place`.
 SHARED = {
@@ -30,7 +34,7 @@ SHARED = {
     "numbers",
     "redis_server",
     "request_ids",
-}  # what every layer may use
+}  # what the layers above billing and tokens may use
 STATE = {"app_state", "storage"}  # the app's shared resources: for handlers and assembly only
 ASSEMBLY = {
     "app",
@@ -171,10 +175,125 @@ def test_imports_point_the_stated_way() -> None:
     assert violations(GATEWAY_DIR) == []
 
 
+def and_list(items: list[str]) -> str:
+    """ "a", "a and b", "a, b and c"."""
+    return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} and {items[-1]}"
+
+
+def may_import(package: str) -> str:
+    """The sentence a package's docstring states its imports in, written from ALLOWED and HANDLERS."""
+    if package in ASSEMBLY_PACKAGES:
+        return "May import: anything, as the app assembly does."
+    # billing, tokens, the shared modules, other whole packages, then single modules
+    order = {"billing": 0, "tokens": 1, "shared": 2}
+    names = sorted(ALLOWED[package], key=lambda name: (order.get(name, 4 if "." in name else 3), name))
+    items = ["the shared modules" if name == "shared" else f"`{name}`" for name in names]
+    sentence = "May import: " + (and_list(items) if items else "nothing else of the gateway")
+    handlers = [f"`{name.partition('.')[2]}`" for name in sorted(HANDLERS) if name.startswith(f"{package}.")]
+    return sentence + (f"; {and_list(handlers)} also the app state." if handlers else ".")
+
+
+def package_docstring(root: Path, package: str) -> str:
+    return ast.get_docstring(ast.parse((root / package / "__init__.py").read_text(encoding="utf-8"))) or ""
+
+
+def docstring_disagreements(root: Path) -> list[str]:
+    """Each package whose docstring's "May import:" sentence is not the one the tables give (what follows that
+    sentence is free prose)."""
+    found = []
+    for package in sorted(PACKAGES):
+        text = " ".join(package_docstring(root, package).split())  # line breaks fall anywhere
+        if text.count("May import:") != 1 or may_import(package) not in text:
+            found.append(f"gateway/{package}/__init__.py should say: {may_import(package)}")
+    return found
+
+
 def test_every_package_states_what_it_owns_and_may_import() -> None:
+    assert docstring_disagreements(GATEWAY_DIR) == []
+
+
+def test_a_docstring_that_says_more_than_the_table_is_caught(tree_copy: Path) -> None:
+    path = tree_copy / "usage" / "__init__.py"
+    path.write_text(path.read_text().replace("May import:", "May import: `tokens`,"))
+    assert docstring_disagreements(tree_copy) == [f"gateway/usage/__init__.py should say: {may_import('usage')}"]
+
+
+def test_a_table_that_allows_more_than_the_docstring_says_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(ALLOWED, "tokens", {"billing"})
+    monkeypatch.setattr(f"{__name__}.HANDLERS", HANDLERS | {"usage.views"})
+    assert docstring_disagreements(GATEWAY_DIR) == [
+        "gateway/tokens/__init__.py should say: May import: `billing`.",
+        "gateway/usage/__init__.py should say: May import: `billing`, the shared modules, `admin.accounts` and "
+        "`admin.auth`; `handlers` and `views` also the app state.",
+    ]
+
+
+def named_modules(docstring: str) -> set[str]:
+    """The names backticked alone in the docstring's paragraph that starts with "Modules"."""
+    paragraphs = [p for p in docstring.split("\n\n") if p.startswith("Modules")]
+    return set(re.findall(r"`(\w+)`", paragraphs[0])) if len(paragraphs) == 1 else set()
+
+
+def test_every_package_names_its_modules() -> None:
     for package in PACKAGES:
-        docstring = ast.get_docstring(ast.parse((GATEWAY_DIR / package / "__init__.py").read_text()))
-        assert docstring and "May import:" in docstring, f"gateway/{package}/__init__.py"
+        modules = {path.stem for path in (GATEWAY_DIR / package).glob("*.py")} - {"__init__"}
+        assert named_modules(package_docstring(GATEWAY_DIR, package)) == modules, f"gateway/{package}/__init__.py"
+
+
+def stated_roles(docstring: str) -> dict[str, set[str]]:
+    """The modules each role's block in gateway/__init__.py's docstring names (backticked), by role."""
+    roles: dict[str, set[str]] = {}
+    role = None
+    for line in docstring.splitlines():
+        head = re.match(r" {4}(shared|state|assembly) {2,}\S", line)
+        if head:
+            role = head[1]
+        elif not line.startswith(" " * 16):  # a block's lines go on indented under its first
+            role = None
+        if role:
+            roles.setdefault(role, set()).update(re.findall(r"`(\w+)`", line))
+    return roles
+
+
+def test_the_gateway_docstring_places_every_module_and_package() -> None:
+    docstring = package_docstring(GATEWAY_DIR.parent, "gateway")
+    roles = {"shared": SHARED - {"__init__"}, "state": STATE, "assembly": ASSEMBLY}
+    assert stated_roles(docstring) == roles, "gateway/__init__.py: each role's block names exactly its modules"
+    assert set(re.findall(r"^ {4}(\w+)/ ", docstring, re.MULTILINE)) == PACKAGES, "gateway/__init__.py: packages"
+
+
+def helper_imports(root: Path) -> list[str]:
+    """Imports of a conftest.py or a test file in the tests at `root`: tests import helpers by name from helper
+    modules (`tests/common.py`, `tests/billing/common.py`, ...), and conftest.py holds fixtures only."""
+    found = []
+    for path in sorted(root.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module, *(f"{node.module}.{alias.name}" for alias in node.names)]
+            else:
+                continue
+            for name in names:
+                last = name.rpartition(".")[2]
+                if name.startswith("tests.") and (last == "conftest" or last.startswith("test_")):
+                    found.append(f"{path.relative_to(root.parent)}:{node.lineno} imports {name}")
+    return found
+
+
+def test_tests_import_helpers_from_helper_modules_only() -> None:
+    assert helper_imports(TESTS_DIR) == []
+
+
+def test_a_helper_imported_from_a_conftest_or_a_test_file_is_caught(tmp_path: Path) -> None:
+    tests = tmp_path / "tests"
+    (tests / "proxy").mkdir(parents=True)
+    (tests / "proxy" / "test_a.py").write_text("from tests.conftest import ADMIN_TOKEN\nfrom tests.common import X\n")
+    (tests / "test_b.py").write_text("import os\n\n\ndef f() -> None:\n    from tests.tokens import test_images\n")
+    assert helper_imports(tests) == [
+        "tests/proxy/test_a.py:1 imports tests.conftest",
+        "tests/test_b.py:5 imports tests.tokens.test_images",
+    ]
 
 
 def test_every_data_file_ships_in_the_wheel() -> None:

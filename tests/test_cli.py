@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from gateway.cli import build_parser, main
-from tests.conftest import StartGateway
+from tests.common import StartGateway
 from tests.insights.waste import DAY, scripted
 from tests.usage.traffic import get_json
 

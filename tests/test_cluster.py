@@ -22,7 +22,7 @@ from gateway.usage.export import read_pages
 from gateway.usage.ranges import Granularity, UsageRange
 from gateway.usage.reader import UsageReader
 from tests.cluster import RedisClusterNodes
-from tests.conftest import FakeClock
+from tests.common import FakeClock
 
 HOLD = 5_000
 COST = 3_000

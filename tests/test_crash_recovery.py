@@ -13,7 +13,7 @@ from redis.asyncio import Redis
 from gateway.billing import keyspace
 from gateway.billing.spool import read_entries
 from gateway.redis_server import free_port
-from tests.conftest import REFERENCE
+from tests.common import REFERENCE
 from tests.faults import ControlledRedis
 from tests.processes import GatewayProcesses, gateway_env, wait_ready
 

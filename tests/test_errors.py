@@ -10,7 +10,7 @@ from aiohttp import ClientResponse
 from gateway.app import create_app
 from gateway.config import UpstreamConfig
 from gateway.redis_server import EmbeddedRedis, free_port
-from tests.conftest import ADMIN_TOKEN, Gateway, StartGateway, make_settings, user_message
+from tests.common import ADMIN_TOKEN, Gateway, StartGateway, make_settings, user_message
 
 
 async def _error(response: ClientResponse, status: int, code: str | None = None) -> dict[str, Any]:

@@ -13,7 +13,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.app_state import LEDGER, REDIS_HEALTH
-from tests.conftest import Gateway, StartGateway, user_message
+from tests.common import Gateway, StartGateway, user_message
 from tests.faults import ControlledRedis
 from tests.prometheus import REFUSAL_STATUSES, WEBHOOK_OUTCOMES, expected_at_zero, fixed_vocabulary_at_zero
 from tests.usage.traffic import get_json, scheduled_traffic

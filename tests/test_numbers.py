@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 from gateway.billing.pricing import AMOUNT_PATTERN
 from gateway.errors import InvalidRequest
 from gateway.numbers import parse_credits, parse_query_count, parse_whole_number
-from tests.conftest import StartGateway
-from tests.webhooks.conftest import WEBHOOK_SETTINGS
+from tests.common import StartGateway
+from tests.webhooks.common import WEBHOOK_SETTINGS
 
 BILLION_MICROS = 10**15
 GRAMMAR_MESSAGE = """'amount' must be a number of credits: digits, an optional "-" and at most 6 decimals."""

@@ -30,7 +30,7 @@ from gateway.app import create_app
 from gateway.mock.options import MockOptions
 from gateway.mock.server import create_mock_app
 from gateway.openapi import build_document
-from tests.conftest import ADMIN_TOKEN, FakeClock, StartGateway, make_settings
+from tests.common import ADMIN_TOKEN, FakeClock, StartGateway, make_settings
 
 T = TypeVar("T")
 MODEL = "m-main"  # the model make_settings configures for the upstream "main"

@@ -11,7 +11,7 @@ import pytest
 
 from gateway.app_state import REDIS_HEALTH
 from gateway.redis_server import free_port
-from tests.conftest import ADMIN_TOKEN, StartGateway
+from tests.common import ADMIN_TOKEN, StartGateway
 from tests.faults import ControlledRedis
 
 

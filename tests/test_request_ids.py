@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from tests.conftest import ADMIN_TOKEN, StartGateway, user_message
+from tests.common import ADMIN_TOKEN, StartGateway, user_message
 
 REQUEST_ID = re.compile(r"req_[0-9a-f]{32}")
 

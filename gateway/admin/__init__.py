@@ -4,6 +4,6 @@ Modules: `accounts` (the account and API key store in Redis), `auth` (who is ask
 token, and the `x-credits-remaining` header), `service` (admin operations shared by the HTTP API and the CLI),
 `handlers` (/admin/* routes).
 
-May import: `billing`, and the shared `config` and `errors`; `handlers` also the app state. Other handler
-packages use `accounts` and `auth`, never `handlers`.
+May import: `billing` and the shared modules; `handlers` also the app state. Other handler packages use
+`accounts` and `auth`, never `handlers`.
 """

@@ -4,7 +4,15 @@ Owns every step that moves credits: `reserve.lua` (authenticate and hold), `sett
 aggregate, record), `grant.lua`. Amounts are integer micro-credits; each step is one atomic script on keys
 hash-tagged per account.
 
-May import: nothing else of the gateway (only the standard library and redis-py). Everything above uses it.
+Modules: `ledger` (reserve, settle and grant), `scripts` (the scripts' KEYS, ARGV and replies, built and read
+there only), `fastcall` (the hot path's script calls, pipelined on one shared connection), `settler` (every
+reserved request settled exactly once), `spool` (settlements waiting for Redis, in a local file), `sweeper`
+(holds past their deadline, released as abandoned), `pricing` (prices and credit amounts as exact integers),
+`periods` (billing months, UTC), `keyspace` (every Redis key name), `client` (one server or a Redis Cluster),
+`health` (whether Redis answers and holds the scripts), `record` (a request's billed usage and the insights'
+record fields).
+
+May import: nothing else of the gateway. Only the standard library and redis-py; everything above uses it.
 """
 
 from __future__ import annotations

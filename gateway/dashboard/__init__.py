@@ -5,6 +5,6 @@ signed-in key or admin token; this package serves files only and holds no data.
 Modules: `assets` (the files served, read once from the package, with their ETags), `handlers` (the routes and
 their security headers, the Content-Security-Policy among them).
 
-May import: the shared `config` and `errors`; should it ever render data itself, `usage` services (ranges,
-reader, views), `admin.auth` for sign-in and, in `handlers`, the app state.
+May import: `billing`, the shared modules, `admin.accounts`, `admin.auth`, `usage.ranges`, `usage.reader` and
+`usage.views`. It uses only `errors`; the rest is there should it ever render data itself.
 """

@@ -1,5 +1,4 @@
-"""Usage insights (issue 14): request fingerprints taken on the hot path and the waste detectors that read
-them.
+"""Usage insights: request fingerprints taken on the hot path and the waste detectors that read them.
 
 Modules: `fingerprints` (the request and conversation hashes and the message count, taken from the parsed body
 by the proxy), `signals` (what a finished request shows for the detectors that need prices or the tokenizer:
@@ -8,6 +7,6 @@ writes, summed over a range), `report` (the items, titles and tips), `handlers` 
 The detectors themselves run inside settle.lua (gateway/billing/lua/insights.lua), once per request. Only
 hashes and counts are stored, never message text.
 
-May import: `billing` and `tokens`, the shared `config` and `errors`, `usage` services for ranges, and
-`admin.auth`; `handlers` also the app state.
+May import: `billing`, `tokens`, the shared modules, `admin.auth` and `usage.ranges`; `handlers` also the app
+state.
 """

@@ -5,6 +5,6 @@ Modules: `options` (how it behaves), `reply` (what it answers), `counting` (its 
 and the published rules, so the gateway's counts are checked against a second implementation), `server` (the
 aiohttp app).
 
-May import: nothing else of the gateway (it reads only the vocabulary files the package ships). It is an
+May import: nothing else of the gateway. It reads only the vocabulary files the package ships. It is an
 upstream, not part of the gateway: nothing else of the gateway may import it but the CLI.
 """

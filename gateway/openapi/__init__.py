@@ -6,8 +6,8 @@ every operation against it. Limits come from the modules that enforce them, so t
 Modules: `builders` (schema and operation helpers), `document` (the routes of the proxy, usage, admin and
 operator APIs, and the handler), `webhooks` (the webhook API).
 
-May import: anything; it describes the whole gateway and, like the app assembly, nothing imports it but
-`app`.
+May import: anything, as the app assembly does. It describes the whole gateway and, like the assembly, nothing
+imports it but `app`.
 """
 
 from __future__ import annotations

@@ -1,11 +1,15 @@
-"""The forward path: /v1/chat/completions, its price beforehand (/v1/chat/completions/count_tokens, `preview`)
-and /v1/models with prices, one request at a time.
+"""The metered path shared by every API (/v1/chat/completions today), its price beforehand
+(/v1/chat/completions/count_tokens, `preview`) and /v1/models with prices, one request at a time.
 
-A chat request goes: `handlers` (authenticate, parse with `chat_request`, price with `priced_fields`) ->
-`metering.hold_credits` (reserve.lua) -> `exchange` (POST through `upstream`, relay the answer with `relay`,
-split streams with `sse`, count tokens) -> `metering.bill` (settle.lua), whose charge rides on the answer.
+Modules, in the order a request meets them: `handlers` (authenticate; the route's API plug-in in `apis/`
+parses, counts and fingerprints; price with `priced_fields`) -> `metering` (`hold_credits`: reserve.lua) ->
+`meter` (one request's bill, its only owner) -> `exchange` (POST through `upstream`, relay a stream with `relay`,
+split with `sse`, the meter counting what was sent) -> the meter settles once through `metering`'s `Biller`
+(settle.lua), whose charge rides on the answer. `preview` prices a request without sending it. `apis/` holds the
+`Api` protocol and one module per API (`apis/chat.py`).
 
-May import: `billing`, `tokens`, the shared `config`, `errors` and `metrics`, and `admin.accounts` /
-`admin.auth` to know the caller; `handlers`, `exchange` and `upstream` also the app state. Its services
-(`chat_request`, `sse`, `metering`, `preview`, `priced_fields`) never import its handlers.
+May import: `billing`, `tokens`, the shared modules, `admin.accounts`, `admin.auth`, `insights.fingerprints`
+and `insights.signals`; `exchange`, `handlers` and `upstream` also the app state. The caller comes from
+`admin`, and each request's fingerprint and signals from `insights` (the usage insights' hot path). Its
+services (`apis`, `meter`, `sse`, `metering`, `preview`, `priced_fields`, `relay`) never import its handlers.
 """

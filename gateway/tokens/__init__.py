@@ -7,10 +7,10 @@
     completion_tokens = completion.count_completion_tokens()
 
 Modules: `encodings` (offline vocabularies), `models` (model name -> encoding and prompt format),
-`prompt` and `tools` (request bodies), `images` and `imagesize` (image parts), `completion`
-(responses), `counter` (the facade above).
+`prompt` (request bodies), `functions` (tool and function definitions), `images` and `imagesize` (image
+parts), `completion` (responses), `payload` (the JSON shapes read), `counter` (the facade above).
 
-May import: nothing else of the gateway (only the standard library and tiktoken). No I/O but reading the
+May import: nothing else of the gateway. Only the standard library and tiktoken; no I/O but reading the
 packaged vocabularies.
 """
 

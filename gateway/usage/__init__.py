@@ -4,6 +4,7 @@ Modules: `ranges` (start/end/granularity as UTC instants), `reader` (the day and
 writes, one pipelined round trip per read), `views` (the JSON shapes), `export` (request records streamed
 as CSV, JSON or NDJSON through `lua/export_page.lua`), `handlers` (/v1/usage* and /admin/usage/summary).
 
-May import: `billing` (keyspace, prices, periods), the shared `config` and `errors`, and `admin.accounts` /
-`admin.auth` to know the caller; `handlers` also the app state. Nothing here writes to Redis.
+May import: `billing`, the shared modules, `admin.accounts` and `admin.auth`; `handlers` also the app state.
+From `billing` it reads the keyspace, prices and periods; `admin` tells it who is asking. Nothing here writes
+to Redis.
 """

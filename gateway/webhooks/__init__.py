@@ -1,7 +1,12 @@
-"""Usage alerts by webhook (issue 10): subscriptions, the outbox that settlement fills, the sender task and
-request signatures. Empty until then; its place in the layout is fixed now.
+"""Usage alerts by webhook: subscriptions, the outbox that settlement fills, the sender task and
+request signatures.
 
-May import: `billing` (thresholds are crossed inside the settlement script), the shared `config`, `errors`
-and `metrics`, and `admin.accounts` / `admin.auth`; `handlers` and the sender's cleanup context also the app
-state.
+Modules: `store` (subscriptions and the thresholds the money scripts read), `events` (outbox entries and the
+payload sent), `outbox` (new events, retries, failures and the delivery log in Redis), `sender` (the task that
+delivers them, retries and claims what a dead process left), `delivery` (one signed POST and its outcome),
+`signing` (Standard Webhooks signatures), `targets` (the addresses a webhook may not reach), `service` (the
+subscription operations behind the API and the CLI), `handlers` (/v1/webhooks* and the sender's lifetime).
+
+May import: `billing`, the shared modules, `admin.accounts` and `admin.auth`; `handlers` also the app state.
+Thresholds are crossed inside the settlement script, so the alert state lives in `billing`'s keyspace.
 """

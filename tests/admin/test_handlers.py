@@ -6,7 +6,7 @@ import pytest
 
 from gateway.app_state import REDIS
 from gateway.billing import keyspace
-from tests.conftest import ADMIN_TOKEN, StartGateway, user_message
+from tests.common import ADMIN_TOKEN, StartGateway, user_message
 
 
 async def test_account_key_and_credit_lifecycle(start_gateway: StartGateway) -> None:

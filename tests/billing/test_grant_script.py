@@ -9,7 +9,7 @@ from redis.exceptions import ResponseError
 
 from gateway.billing import GrantError, keyspace
 from gateway.billing.scripts import MAX_SAFE_INTEGER, GrantCall
-from tests.billing.conftest import funded_ledger
+from tests.billing.common import funded_ledger
 
 
 async def test_taking_back_the_whole_balance_leaves_exactly_zero(redis_client: Redis) -> None:

@@ -9,7 +9,7 @@ from redis.exceptions import ResponseError
 
 from gateway.billing import GrantError, ReserveStatus, Settlement, keyspace
 from gateway.billing.scripts import MAX_SAFE_INTEGER, SettleCall
-from tests.billing.conftest import RETENTION, funded_ledger, settlement
+from tests.billing.common import RETENTION, funded_ledger, settlement
 
 
 async def _snapshot(redis: Redis, account: str) -> tuple[object, ...]:

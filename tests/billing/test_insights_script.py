@@ -15,7 +15,7 @@ from gateway.billing import InsightRules, Ledger, ReserveStatus, Settlement, key
 from gateway.billing.scripts import SettleCall
 from gateway.billing.settler import Settler
 from gateway.billing.spool import Spool, SpooledSettlement
-from tests.billing.conftest import RETENTION, funded_ledger
+from tests.billing.common import RETENTION, funded_ledger
 
 RULES = InsightRules(duplicate_window_ms=600_000, retry_window_ms=120_000, retry_min=3)
 

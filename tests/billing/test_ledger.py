@@ -8,8 +8,8 @@ from datetime import UTC, datetime
 from redis.asyncio import Redis
 
 from gateway.billing import GrantError, ReserveStatus, keyspace
-from tests.billing.conftest import funded_ledger, settlement
-from tests.conftest import FakeClock
+from tests.billing.common import funded_ledger, settlement
+from tests.common import FakeClock
 
 
 async def test_reserve_holds_and_settle_charges_the_real_cost(redis_client: Redis) -> None:

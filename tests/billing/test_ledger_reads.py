@@ -8,7 +8,7 @@ from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from gateway.billing import Hold, ReserveStatus, keyspace
-from tests.billing.conftest import funded_ledger, settlement
+from tests.billing.common import funded_ledger, settlement
 
 
 async def test_the_balance_of_an_account_that_does_not_exist_is_none(redis_client: Redis) -> None:

@@ -9,7 +9,7 @@ from redis.exceptions import ResponseError
 
 from gateway.billing import Hold, ReserveStatus, keyspace
 from gateway.billing.scripts import ReserveCall
-from tests.billing.conftest import funded_ledger
+from tests.billing.common import funded_ledger
 
 
 async def test_a_balance_exactly_equal_to_the_hold_is_held(redis_client: Redis) -> None:

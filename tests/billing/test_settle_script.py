@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from redis.asyncio import Redis
 
 from gateway.billing import Ledger, ReserveStatus, Settlement, keyspace
-from tests.billing.conftest import RETENTION, funded_ledger, settlement
+from tests.billing.common import RETENTION, funded_ledger, settlement
 
 
 def _day(ledger: Ledger, account: str) -> str:

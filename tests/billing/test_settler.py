@@ -19,8 +19,8 @@ from gateway.billing.settler import Settler, rest_until_set
 from gateway.billing.spool import Spool, read_entries
 from gateway.config import Settings
 from gateway.storage import redis_client
-from tests.billing.conftest import funded_ledger, settlement
-from tests.conftest import FakeClock
+from tests.billing.common import funded_ledger, settlement
+from tests.common import FakeClock
 from tests.faults import ControlledRedis
 
 DAY_S = 86_400

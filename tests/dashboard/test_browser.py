@@ -11,27 +11,16 @@ import csv
 import io
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, cast
 
 from playwright.async_api import Browser, Route
 
 from gateway.usage.export import COLUMNS
-from tests.conftest import ADMIN_TOKEN, Gateway, StartGateway
+from tests.common import ADMIN_TOKEN, Gateway, StartGateway
 from tests.dashboard.browser import PHONE, REFRESH_MS, Dashboard
-from tests.usage.traffic import NOW, get_json, new_tenant, scheduled_traffic, send
+from tests.dashboard.common import origin, read
+from tests.usage.traffic import NOW, new_tenant, scheduled_traffic, send
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
-
-
-def origin(gateway: Gateway) -> str:
-    return str(gateway.client.make_url("")).rstrip("/")
-
-
-async def read(gateway: Gateway, path: str, headers: dict[str, str], **params: str) -> dict[str, Any]:
-    """A usage endpoint's answer, which must be a 200."""
-    status, body = await get_json(gateway, path, headers, **params)
-    assert status == 200, body
-    return cast(dict[str, Any], body)
 
 
 async def expected_figures(gateway: Gateway, headers: dict[str, str], **params: str) -> dict[str, object]:

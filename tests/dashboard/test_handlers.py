@@ -10,7 +10,7 @@ import pytest
 
 from gateway.dashboard.assets import STATIC_FILES
 from gateway.dashboard.handlers import CONTENT_SECURITY_POLICY
-from tests.conftest import StartGateway
+from tests.common import StartGateway
 
 
 class Page(HTMLParser):

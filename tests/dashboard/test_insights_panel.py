@@ -7,9 +7,9 @@ from pathlib import Path
 
 from playwright.async_api import Browser
 
-from tests.conftest import StartGateway
+from tests.common import StartGateway
 from tests.dashboard.browser import Dashboard
-from tests.dashboard.test_browser import origin, read
+from tests.dashboard.common import origin, read
 from tests.insights.waste import scripted
 
 

@@ -7,7 +7,7 @@ import pytest
 
 from gateway.app_state import LEDGER
 from gateway.billing import Settlement, keyspace
-from tests.conftest import ADMIN_TOKEN, StartGateway
+from tests.common import ADMIN_TOKEN, StartGateway
 from tests.insights.waste import DAY, NOW, insights_gateway, question, records, scripted, sent
 from tests.usage.traffic import get_json, new_tenant, utc
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.conftest import REFERENCE, StartGateway
+from tests.common import REFERENCE, StartGateway
 from tests.insights.waste import (
     BIG_REFERENCE,
     CACHED_TOKENS,

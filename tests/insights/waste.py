@@ -24,7 +24,7 @@ from gateway.billing import keyspace
 from gateway.billing.pricing import Price
 from gateway.config import ModelConfig
 from gateway.mock import counting
-from tests.conftest import REFERENCE, TEST_PRICE, Gateway, StartGateway
+from tests.common import REFERENCE, TEST_PRICE, Gateway, StartGateway
 from tests.oracle import ReferencePrice
 from tests.usage.traffic import Tenant, new_tenant, utc
 

@@ -11,7 +11,7 @@ import dataclasses
 
 from gateway.billing import keyspace
 from gateway.billing.pricing import Price
-from tests.conftest import HELLO_PROMPT_TOKENS, Gateway, StartGateway, user_message
+from tests.common import HELLO_PROMPT_TOKENS, Gateway, StartGateway, user_message
 
 
 def _price(gateway: Gateway, input_micros_per_million: int, output_micros_per_million: int) -> None:

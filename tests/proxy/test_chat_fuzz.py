@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from gateway.billing import keyspace
 from gateway.proxy.apis.chat import MAX_DEPTH, MAX_N, ROLES
-from tests.conftest import StartGateway
+from tests.common import StartGateway
 
 MODEL = "m-main"
 # Fields that change the provider's price: refused unless the model's config prices them.

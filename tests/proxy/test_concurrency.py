@@ -6,7 +6,7 @@ import asyncio
 
 from gateway.app_state import REDIS
 from gateway.billing import keyspace
-from tests.conftest import StartGateway, user_message
+from tests.common import StartGateway, user_message
 
 
 async def test_200_concurrent_requests_on_a_balance_that_pays_for_some(start_gateway: StartGateway) -> None:

@@ -10,7 +10,7 @@ import pytest
 
 from gateway.billing import keyspace
 from gateway.config import ConfigError, ModelConfig
-from tests.conftest import HELLO_PROMPT_TOKENS, REFERENCE, TEST_PRICE, Gateway, StartGateway, user_message
+from tests.common import HELLO_PROMPT_TOKENS, REFERENCE, TEST_PRICE, Gateway, StartGateway, user_message
 
 HELLO = {"model": "m-main", "messages": user_message()}  # 9 prompt tokens (HELLO_PROMPT_TOKENS)
 CREDITS_MICROS = 10_000_000

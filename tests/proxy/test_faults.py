@@ -14,7 +14,7 @@ from aiohttp import ClientResponse
 
 from gateway.app_state import SETTLER
 from gateway.billing import keyspace
-from tests.conftest import ADMIN_TOKEN, HELLO_PROMPT_TOKENS, REFERENCE, Gateway, StartGateway, user_message
+from tests.common import ADMIN_TOKEN, HELLO_PROMPT_TOKENS, REFERENCE, Gateway, StartGateway, user_message
 from tests.faults import ControlledRedis
 
 INITIAL_MICROS = 1000 * 10**6

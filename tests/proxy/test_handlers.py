@@ -7,7 +7,7 @@ import dataclasses
 import orjson
 from openai import AsyncOpenAI
 
-from tests.conftest import HELLO_PROMPT_TOKENS, REFERENCE, StartGateway, user_message
+from tests.common import HELLO_PROMPT_TOKENS, REFERENCE, StartGateway, user_message
 
 
 async def test_openai_client_plain_and_streamed(start_gateway: StartGateway) -> None:

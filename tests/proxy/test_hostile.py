@@ -17,7 +17,7 @@ import pytest
 
 from gateway.billing import keyspace
 from gateway.mock.server import MOCK_OPTIONS
-from tests.conftest import ADMIN_TOKEN, Gateway, StartGateway, user_message
+from tests.common import ADMIN_TOKEN, Gateway, StartGateway, user_message
 
 INITIAL_MICROS = 1000 * 10**6
 

@@ -27,7 +27,7 @@ from gateway.errors import AuthError, InsufficientCredits, ServiceUnavailable
 from gateway.proxy.apis import ApiRequest
 from gateway.proxy.apis.chat import usage_from_upstream
 from gateway.proxy.metering import Reservation, bill, bounded_usage, hold_credits
-from tests.billing.conftest import funded_ledger
+from tests.billing.common import funded_ledger
 
 PRICE = Price(
     input_micros_per_million=2_500_000, output_micros_per_million=10_000_000, cached_input_micros_per_million=1_250_000

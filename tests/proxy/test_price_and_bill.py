@@ -14,8 +14,8 @@ from openai import AsyncOpenAI
 
 from gateway.billing import keyspace
 from gateway.cli import main
-from tests.conftest import ADMIN_TOKEN, HELLO_PROMPT_TOKENS, REFERENCE, Gateway, StartGateway, user_message
-from tests.tokens.test_images import png
+from tests.common import ADMIN_TOKEN, HELLO_PROMPT_TOKENS, REFERENCE, Gateway, StartGateway, user_message
+from tests.tokens.image_files import png
 
 # OpenAI's published vision price for gpt-4o-mini (the suite's models run as it): a low-detail image is 2,833
 # tokens, whatever its size ("Images and vision" guide, "Calculating costs").

@@ -10,7 +10,7 @@ import pytest
 
 from gateway.billing import keyspace
 from gateway.config import load_settings, missing_provider_keys
-from tests.conftest import StartGateway, user_message
+from tests.common import StartGateway, user_message
 
 HELLO = {"model": "m-main", "messages": user_message()}
 SHIPPED_CONFIG = Path(__file__).parents[2] / "config" / "gateway.toml"

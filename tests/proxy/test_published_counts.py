@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 
 from gateway.config import ModelConfig
-from tests.conftest import REFERENCE, TEST_PRICE, StartGateway
+from tests.common import REFERENCE, TEST_PRICE, StartGateway
 
 PUBLISHED = json.loads((Path(__file__).parent.parent / "tokens" / "published_counts.json").read_text("utf-8"))
 CASES: list[dict[str, object]] = PUBLISHED["cases"]

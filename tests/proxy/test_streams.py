@@ -9,7 +9,7 @@ import orjson
 from gateway.app_state import LEDGER
 from gateway.billing import keyspace
 from gateway.tokens import get_encoding
-from tests.conftest import HELLO_PROMPT_TOKENS, REFERENCE, Gateway, StartGateway, user_message
+from tests.common import HELLO_PROMPT_TOKENS, REFERENCE, Gateway, StartGateway, user_message
 
 
 async def _settled_record(gateway: Gateway, account: str) -> dict[str, str]:

@@ -9,9 +9,9 @@ import pytest
 from gateway.app_state import SETTINGS
 from gateway.billing.pricing import Price
 from gateway.tokens import models
-from tests.conftest import HELLO_PROMPT_TOKENS, REFERENCE, TEST_PRICE, Gateway, StartGateway, user_message
+from tests.common import HELLO_PROMPT_TOKENS, REFERENCE, TEST_PRICE, Gateway, StartGateway, user_message
 from tests.oracle import ReferencePrice
-from tests.tokens.test_prompt import COOKBOOK_TOOLS
+from tests.tokens.cookbook import COOKBOOK_TOOLS
 
 MULTI_BYTE = "Grüße 👋🏽 aus 東京と大阪! 🚀🔥 Привет, мир. 👨‍👩‍👧‍👦 한국어 텍스트 ¿Qué tal? "
 WEATHER_TOOL = COOKBOOK_TOOLS[0]

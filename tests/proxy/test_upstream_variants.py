@@ -12,7 +12,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from gateway.app import create_app
 from gateway.app_state import REDIS
-from tests.conftest import ADMIN_TOKEN, FakeClock, last_request_record, make_settings, user_message
+from tests.common import ADMIN_TOKEN, FakeClock, last_request_record, make_settings, user_message
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 

@@ -1,9 +1,13 @@
+"""Image tokens: each format's header read for the image's size without decoding the rest (PNG, GIF, JPEG and
+WebP images from tests/tokens/image_files.py), headers at their edges, built byte by byte here (JPEG segments the
+parser must hop over or stop at, headers that end exactly where the size does, unpadded and line-wrapped base64,
+media types, sizes of zero), and the tile and patch formulas against OpenAI's published numbers and on their
+boundaries (worked out by hand in the comments)."""
+
 from __future__ import annotations
 
 import base64
-import math
 import struct
-import zlib
 
 import pytest
 
@@ -18,87 +22,26 @@ from gateway.tokens.images import (
     tile_count,
 )
 from gateway.tokens.imagesize import data_url_image_size
+from tests.tokens.image_files import data_url, gif, jpeg, png, segment, webp
 
 # Expected numbers: OpenAI "Images and vision" guide, "Calculating costs"
 # (developers.openai.com/api/docs/guides/images-vision#calculating-costs), unless noted.
 
 
-def png(width: int, height: int) -> bytes:
-    """A complete, valid 8-bit grayscale PNG."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    compressor = zlib.compressobj()
-    row = bytes(width + 1)  # filter byte 0, then black pixels
-    idat = b"".join(compressor.compress(row) for _ in range(height)) + compressor.flush()
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+def unpadded(data: bytes) -> str:
+    return "data:image/jpeg;base64," + base64.b64encode(data).decode().rstrip("=")
 
 
-def gif(width: int, height: int) -> bytes:
-    """A complete, valid GIF89a; LZW codes stay 3 bits wide by emitting CLEAR before every pixel."""
-    header = b"GIF89a" + struct.pack("<HHBBB", width, height, 0x80, 0, 0) + b"\x00\x00\x00\xff\xff\xff"
-    descriptor = b"\x2c" + struct.pack("<HHHHB", 0, 0, width, height, 0)
-    bits = 0
-    nbits = 0
-    out = bytearray()
-    for code in [4, 0] * (width * height) + [5]:  # CLEAR, pixel 0, ..., END
-        bits |= code << nbits
-        nbits += 3
-        while nbits >= 8:
-            out.append(bits & 0xFF)
-            bits >>= 8
-            nbits -= 8
-    if nbits:
-        out.append(bits)
-    blocks = b"".join(bytes([len(out[i : i + 255])]) + out[i : i + 255] for i in range(0, len(out), 255))
-    return header + descriptor + b"\x02" + blocks + b"\x00\x3b"
+def png_header(width: int, height: int) -> bytes:
+    """A PNG's signature and IHDR chunk, nothing after."""
+    return (
+        b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + b"IHDR" + struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    )
 
 
-def jpeg(width: int, height: int, *, exif_bytes: int = 0, sof: int = 0xC0, fill: bool = False) -> bytes:
-    """A baseline grayscale JPEG of a flat grey image: one-code Huffman tables, 2 bits per 8x8 block.
-
-    `exif_bytes` inserts an APP1 segment of that size before the frame header, as cameras do.
-    """
-
-    def segment(marker: int, payload: bytes) -> bytes:
-        return bytes([0xFF, marker]) + struct.pack(">H", len(payload) + 2) + payload
-
-    parts = [b"\xff\xd8", segment(0xE0, b"JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x00\x00")]
-    if exif_bytes:
-        parts.append(segment(0xE1, b"Exif\x00\x00" + bytes(exif_bytes)))
-    parts.append(segment(0xDB, b"\x00" + bytes([1] * 64)))
-    if fill:
-        parts.append(b"\xff")
-    parts.append(segment(sof, struct.pack(">BHHB", 8, height, width, 1) + b"\x01\x11\x00"))
-    one_code = bytes([1] + [0] * 15)
-    parts.append(segment(0xC4, b"\x00" + one_code + b"\x00"))  # DC: category 0 -> "0"
-    parts.append(segment(0xC4, b"\x10" + one_code + b"\x00"))  # AC: EOB -> "0"
-    parts.append(segment(0xDA, b"\x01\x01\x00\x00\x3f\x00"))
-    blocks = math.ceil(width / 8) * math.ceil(height / 8)
-    bitstring = "00" * blocks
-    bitstring += "1" * (-len(bitstring) % 8)
-    parts.append(int(bitstring, 2).to_bytes(len(bitstring) // 8, "big") if bitstring else b"")
-    parts.append(b"\xff\xd9")
-    return b"".join(parts)
-
-
-def webp(width: int, height: int, kind: str) -> bytes:
-    """A RIFF/WEBP container whose first chunk is a real VP8X, VP8L or VP8 header for the size."""
-    if kind == "VP8X":
-        payload = b"\x10\x00\x00\x00" + (width - 1).to_bytes(3, "little") + (height - 1).to_bytes(3, "little")
-    elif kind == "VP8L":
-        payload = b"\x2f" + ((width - 1) | (height - 1) << 14).to_bytes(4, "little") + bytes(8)
-    else:
-        frame_tag = b"\x10\x02\x00"  # key frame, version 0, shown, first partition size 16
-        payload = frame_tag + b"\x9d\x01\x2a" + struct.pack("<HH", width, height) + bytes(16)
-    chunk = kind.encode().ljust(4) + struct.pack("<I", len(payload)) + payload
-    return b"RIFF" + struct.pack("<I", 4 + len(chunk)) + b"WEBP" + chunk
-
-
-def data_url(mime: str, data: bytes) -> str:
-    return f"data:{mime};base64,{base64.b64encode(data).decode()}"
+def frame_header(width: int, height: int) -> bytes:
+    """A frame header: marker, length 11, precision 8, height, width (then components, if room is left)."""
+    return b"\xff\xc0" + struct.pack(">HBHH", 11, 8, height, width)
 
 
 SIZES = [(1, 1), (7, 300), (512, 512), (513, 512), (640, 480), (1024, 1024), (1800, 2400)]
@@ -163,6 +106,94 @@ def test_unpadded_and_multiline_payloads() -> None:
     # MIME line breaks inside the header shift the offsets; we give up and the caller assumes a size.
     wrapped = "\n".join(encoded[i : i + 20] for i in range(0, len(encoded), 20))
     assert data_url_image_size("data:image/png;base64," + wrapped) is None
+
+
+def test_a_standalone_marker_before_the_frame_is_two_bytes_long() -> None:
+    # SOI, TEM (0xFF01: a marker with no length), then the frame header
+    data = b"\xff\xd8" + b"\xff\x01" + frame_header(640, 480) + b"\x01\x01\x11\x00" + bytes(16)
+    assert data_url_image_size(data_url("image/jpeg", data)) == (640, 480)
+
+
+def test_an_empty_segment_is_hopped_over() -> None:
+    # an APP0 segment of length 2 (no payload) before the frame header
+    data = b"\xff\xd8" + b"\xff\xe0\x00\x02" + frame_header(640, 480) + bytes(20)
+    assert data_url_image_size(data_url("image/jpeg", data)) == (640, 480)
+
+
+def test_an_image_that_ends_before_any_frame_header_has_no_size() -> None:
+    # EOI right after SOI; the bytes after it look like a segment leading to a frame header, but the image ended
+    data = b"\xff\xd8" + b"\xff\xd9" + b"\x00\x02" + frame_header(640, 480) + bytes(20)
+    assert data_url_image_size(data_url("image/jpeg", data)) is None
+
+
+def test_a_segment_length_cut_off_by_the_end_of_the_data_has_no_size() -> None:
+    # APP0 of length 24 leads to offset 28, where a marker's two bytes are the last of the data
+    data = b"\xff\xd8" + segment(0xE0, bytes(22)) + b"\xff\xe1"
+    assert len(data) == 30
+    assert data_url_image_size(data_url("image/jpeg", data)) is None
+
+
+def test_a_frame_header_ending_exactly_at_the_end_of_the_data() -> None:
+    data = b"\xff\xd8" + segment(0xE0, bytes(15)) + frame_header(640, 480)  # 2 + 19 + 9 = 30 bytes, width last
+    assert len(data) == 30
+    assert data_url_image_size(data_url("image/jpeg", data)) == (640, 480)
+
+
+def test_an_unpadded_payload_ending_inside_the_frame_header() -> None:
+    # 32 bytes: 43 base64 characters without padding; the last read (width) ends at the payload's end
+    data = b"\xff\xd8" + segment(0xE0, bytes(17)) + frame_header(1920, 1080)
+    assert len(data) == 32 and len(unpadded(data).split(",")[1]) == 43
+    assert data_url_image_size(unpadded(data)) == (1920, 1080)
+    # 31 bytes: 42 characters, 2 short of a full group
+    shorter = b"\xff\xd8" + segment(0xE0, bytes(16)) + frame_header(1920, 1080)
+    assert data_url_image_size(unpadded(shorter)) == (1920, 1080)
+
+
+def test_a_line_break_just_past_the_header_does_not_matter() -> None:
+    encoded = base64.b64encode(png_header(300, 200) + bytes(5)).decode()
+    assert len(encoded) == 48
+    wrapped = "data:image/png;base64," + encoded[:40] + "\n" + encoded[40:]
+    assert data_url_image_size(wrapped) == (300, 200)
+
+
+def test_a_jpeg_carrying_the_bytes_ihdr_is_still_a_jpeg() -> None:
+    data = b"\xff\xd8" + segment(0xE0, b"JFIF\x00\x00IHDR" + bytes(8)) + frame_header(640, 480) + bytes(8)
+    assert data[12:16] == b"IHDR"
+    assert data_url_image_size(data_url("image/jpeg", data)) == (640, 480)
+
+
+def test_gif87a_headers_are_read() -> None:
+    data = b"GIF87a" + struct.pack("<HH", 321, 123) + bytes(30)
+    assert data_url_image_size(data_url("image/gif", data)) == (321, 123)
+
+
+def test_a_png_width_past_16_million_pixels_is_read_whole() -> None:
+    assert data_url_image_size(data_url("image/png", png_header(2**24 + 1, 7) + bytes(10))) == (16_777_217, 7)
+    assert data_url_image_size(data_url("image/png", png_header(7, 2**24 + 1) + bytes(10))) == (7, 16_777_217)
+
+
+@pytest.mark.parametrize("size", [(0, 10), (10, 0), (0, 0)])
+def test_a_header_claiming_no_pixels_has_no_size(size: tuple[int, int]) -> None:
+    assert data_url_image_size(data_url("image/png", png_header(*size) + bytes(10))) is None
+
+
+def test_media_type_parameters_may_not_run_past_256_characters() -> None:
+    data = png_header(300, 200) + bytes(10)
+    payload = base64.b64encode(data).decode()
+    short = "data:image/png;" + "a=b;" * 50 + "base64," + payload  # the comma at 222
+    long = "data:image/png;" + "a=b;" * 70 + "base64," + payload  # the comma at 302
+    assert data_url_image_size(short) == (300, 200)
+    assert data_url_image_size(long) is None
+
+
+def test_the_media_type_may_be_empty_but_not_the_base64_marker() -> None:
+    data = png_header(300, 200) + bytes(10)
+    payload = base64.b64encode(data).decode()
+    assert data_url_image_size("data:;base64," + payload) == (300, 200)
+    # "data:," starts plain text; ";base64,..." is that text, not a payload
+    assert data_url_image_size("data:,;base64," + payload) is None
+    # without ";base64" the payload is text, however base64-like it looks
+    assert data_url_image_size("data:image/png," + payload) is None
 
 
 def test_published_tile_examples_for_gpt_4o() -> None:
@@ -255,6 +286,20 @@ def test_patch_models_cost_patches_times_multiplier(model: str, multiplier_x100:
 def test_patch_rounding_matches_openai_calculator() -> None:
     # As quoted on the OpenAI developer forum: the pricing-page calculator gives 2348 for 4000x1474 on gpt-4.1-mini.
     assert image_tokens(image_profile("gpt-4.1-mini"), 4000, 1474, "high") == 2348
+
+
+def test_exactly_1536_patches_are_not_scaled() -> None:
+    # 1000 x 1536: ceil(31.25) x 48 = 32 x 48 = 1536 patches, the cap itself; x 1.62 = 2488.32 -> 2489
+    assert patch_count(1000, 1536) == 1536
+    assert image_tokens(PatchProfile(162), 1000, 1536, "auto") == 2489
+
+
+def test_a_narrow_tall_image_scales_to_one_patch_column() -> None:
+    # 48 x 40000: 2 x 1250 = 2500 patches > 1536. r = sqrt(32*32*1536 / (48*40000)) = sqrt(0.8192) = 0.90510;
+    # columns 48 x 0.90510 / 32 = 1.3577 (floor 1), rows 1131.4 (floor 1131): r x= min(1 / 1.3577, 1131 / 1131.4)
+    # = 0.73654 -> r = 0.66667: 1 column of ceil(40000 x 0.66667 / 32) = ceil(833.33) = 834 rows
+    assert patch_count(48, 40000) == 834
+    assert patch_count(40000, 48) == 834  # the same turned on its side: one patch row
 
 
 def test_image_parts_use_header_size_or_the_remote_assumption(counter: TokenCounter) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from tests.conftest import StartGateway, user_message
+from tests.common import StartGateway, user_message
 from tests.usage.traffic import utc
 
 EDGES = {

@@ -26,7 +26,7 @@ from gateway.config import ModelConfig
 from gateway.redis_server import free_port
 from gateway.usage import export
 from gateway.usage.export import COLUMNS
-from tests.conftest import (
+from tests.common import (
     ADMIN_TOKEN,
     REFERENCE,
     TEST_PRICE,

@@ -13,7 +13,7 @@ from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 
 from gateway.billing.pricing import credits_number
-from tests.conftest import ADMIN_TOKEN, Gateway, StartGateway
+from tests.common import ADMIN_TOKEN, Gateway, StartGateway
 from tests.usage.traffic import NOW, Sent, Tenant, get_json, new_tenant, scheduled_traffic, send, utc
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}

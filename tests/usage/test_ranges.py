@@ -1,4 +1,6 @@
-"""Range parameters at the ends of the calendar: always a 400 naming the parameter, never an overflow."""
+"""How `start`, `end` and `granularity` become UTC instants: offsets and their absence, widening to whole
+buckets, ranges given by one end only, the 400 messages a tenant reads, and the ends of the calendar, which are
+always a 400 naming the parameter, never an overflow."""
 
 from __future__ import annotations
 
@@ -9,9 +11,102 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from gateway.errors import InvalidRequest
-from gateway.usage.ranges import EARLIEST, LATEST, Granularity, parse_moment, parse_range
+from gateway.usage.ranges import EARLIEST, LATEST, Granularity, parse_granularity, parse_moment, parse_range
 
 NOW = datetime(2026, 9, 21, 13, 0, tzinfo=UTC)
+
+
+def _range(query: dict[str, str], granularity: Granularity = Granularity.DAY, *, exact: bool = False):  # type: ignore[no-untyped-def]
+    return parse_range(query, NOW, granularity, max_days=400, max_hours=744, exact=exact)
+
+
+def test_a_date_time_without_an_offset_is_utc() -> None:
+    moment = parse_moment({"start": "2026-09-01T10:00:00"}, "start")
+    assert moment == datetime(2026, 9, 1, 10, tzinfo=UTC) and moment.utcoffset() is not None
+    assert moment.utcoffset().total_seconds() == 0  # type: ignore[union-attr]
+
+
+@pytest.mark.usefixtures("local_zone_tokyo")
+def test_day_ranges_follow_utc_midnight_whatever_the_local_zone() -> None:
+    # 10:00+02:00 is 08:00Z on Sept 1 (17:00 in Tokyo); 2026-09-02T01:00+02:00 is 23:00Z on Sept 1.
+    usage_range = _range({"start": "2026-09-01T10:00:00+02:00", "end": "2026-09-02T01:00:00+02:00"})
+    assert (usage_range.start, usage_range.end) == (datetime(2026, 9, 1, tzinfo=UTC), datetime(2026, 9, 2, tzinfo=UTC))
+    assert usage_range.start.utcoffset().total_seconds() == 0  # type: ignore[union-attr]
+
+
+def test_date_times_widen_to_whole_buckets_unless_exact() -> None:
+    query = {"start": "2026-09-01T10:30:00.500Z", "end": "2026-09-01T12:00:00.250Z"}
+    days = _range(query)
+    assert (days.start, days.end) == (datetime(2026, 9, 1, tzinfo=UTC), datetime(2026, 9, 2, tzinfo=UTC))
+    hours = _range(query, Granularity.HOUR)
+    assert (hours.start, hours.end) == (datetime(2026, 9, 1, 10, tzinfo=UTC), datetime(2026, 9, 1, 13, tzinfo=UTC))
+    assert parse_range(query, NOW, Granularity.DAY, max_days=400, max_hours=744) == days  # widened by default
+    exact = _range(query, exact=True)
+    assert exact.start == datetime(2026, 9, 1, 10, 30, 0, 500_000, tzinfo=UTC)
+    assert exact.end == datetime(2026, 9, 1, 12, 0, 0, 250_000, tzinfo=UTC)
+
+
+def test_an_empty_start_and_end_mean_the_billing_period() -> None:
+    usage_range = _range({"start": "", "end": ""})
+    assert (usage_range.start, usage_range.end) == (datetime(2026, 9, 1, tzinfo=UTC), datetime(2026, 10, 1, tzinfo=UTC))
+
+
+def test_an_end_alone_starts_at_the_beginning_of_its_period() -> None:
+    # The inclusive end day Sept 30 ends at Oct 1 00:00; its period is September.
+    usage_range = _range({"end": "2026-09-30"})
+    assert (usage_range.start, usage_range.end) == (datetime(2026, 9, 1, tzinfo=UTC), datetime(2026, 10, 1, tzinfo=UTC))
+
+
+def test_an_hourly_end_alone_starts_at_the_beginning_of_its_day() -> None:
+    usage_range = _range({"end": "2026-09-21T05:00:00Z"}, Granularity.HOUR)
+    assert usage_range.start == datetime(2026, 9, 21, tzinfo=UTC)
+    # An end exactly at midnight: the range is the day before, up to that midnight.
+    midnight = _range({"end": "2026-09-21T00:00:00Z"}, Granularity.HOUR)
+    assert (midnight.start, midnight.end) == (datetime(2026, 9, 20, tzinfo=UTC), datetime(2026, 9, 21, tzinfo=UTC))
+
+
+def test_a_start_alone_runs_to_the_end_of_the_current_bucket() -> None:
+    assert _range({"start": "2026-09-20"}).end == datetime(2026, 9, 22, tzinfo=UTC)
+    assert _range({"start": "2026-09-21T10:00:00Z"}, Granularity.HOUR).end == datetime(2026, 9, 21, 14, tzinfo=UTC)
+
+
+def test_an_end_not_after_the_start_is_refused_with_its_reason() -> None:
+    with pytest.raises(InvalidRequest) as refused:
+        _range({"start": "2026-09-02", "end": "2026-09-01"})
+    assert (refused.value.message, refused.value.param) == ("'end' must be after 'start'.", "end")
+
+
+def test_too_long_ranges_are_refused_with_the_limit() -> None:
+    with pytest.raises(InvalidRequest) as hourly:
+        _range({"start": "2026-08-01T00:00:00Z", "end": "2026-09-01T01:00:00Z"}, Granularity.HOUR)
+    assert (hourly.value.message, hourly.value.param) == ("An hourly range may span at most 744 hours.", "end")
+    with pytest.raises(InvalidRequest) as daily:
+        _range({"start": "2025-01-01", "end": "2026-09-01"})
+    assert (daily.value.message, daily.value.param) == ("A range may span at most 400 days.", "end")
+
+
+def test_a_malformed_moment_is_refused_showing_its_first_40_characters() -> None:
+    text = "2026-09-01 at noon, give or take an hour or two"
+    with pytest.raises(InvalidRequest) as refused:
+        _range({"start": text})
+    assert refused.value.param == "start"
+    assert refused.value.message == (
+        "'start' must be a date (YYYY-MM-DD) or an ISO 8601 date-time, got '2026-09-01 at noon, give or take an hour'."
+    )
+
+
+def test_granularity_is_day_by_default_and_refused_outside_what_is_allowed() -> None:
+    assert parse_granularity(None) is Granularity.DAY and parse_granularity("hour") is Granularity.HOUR
+    with pytest.raises(InvalidRequest) as refused:
+        parse_granularity("week")
+    assert (refused.value.message, refused.value.param) == (
+        "'granularity' must be 'day' or 'hour' here.",
+        "granularity",
+    )
+    with pytest.raises(InvalidRequest, match=r"^'granularity' must be 'day' here\.$"):
+        parse_granularity("hour", allowed=(Granularity.DAY,))
+
+
 EXTREMES = [
     "9999-12-31",
     "0001-01-01",

@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 
-from tests.conftest import REFERENCE, Gateway, StartGateway, user_message
+from tests.common import REFERENCE, Gateway, StartGateway, user_message
 
 
 def utc(*parts: int) -> datetime:

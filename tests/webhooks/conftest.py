@@ -1,51 +1,16 @@
-"""A real webhook receiver on 127.0.0.1 that records what it gets and answers as a test tells it."""
+"""A real webhook receiver on 127.0.0.1 that records what it gets and answers as a test tells it (the
+`Receiver` and its helpers are in tests/webhooks/common.py)."""
 
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
-from standardwebhooks.webhooks import Webhook
 
-from tests.conftest import Gateway
-
-
-@dataclass
-class Delivery:
-    headers: dict[str, str]
-    body: bytes
-
-    def verified(self, secret: str) -> dict[str, object]:
-        """The payload, once the `standardwebhooks` package has checked its signature (it raises if not)."""
-        payload: dict[str, object] = Webhook(secret).verify(self.body, self.headers)
-        return payload
-
-
-@dataclass
-class Receiver:
-    server: TestServer
-    statuses: list[int] = field(default_factory=list)  # answered in order; 200 once they run out
-    got: list[Delivery] = field(default_factory=list)
-    delay_s: float = 0.0  # before answering
-
-    @property
-    def url(self) -> str:
-        return str(self.server.make_url("/hook"))
-
-    async def wait_for(self, count: int, timeout: float = 30.0) -> list[Delivery]:
-        deadline = asyncio.get_running_loop().time() + timeout
-        while len(self.got) < count:
-            assert asyncio.get_running_loop().time() < deadline, f"got {len(self.got)} of {count} deliveries"
-            await asyncio.sleep(0.05)
-        return self.got
-
-    def event_ids(self) -> list[str]:
-        return [json.loads(delivery.body)["id"] for delivery in self.got]
+from tests.webhooks.common import Delivery, Receiver
 
 
 @pytest.fixture
@@ -64,15 +29,3 @@ async def receiver(aiohttp_server: Callable[..., Awaitable[TestServer]]) -> Rece
     app.router.add_post("/hook", hook)
     holder.append(Receiver(await aiohttp_server(app)))
     return holder[0]
-
-
-# Webhooks to 127.0.0.1 (the test receiver), and retries a second apart instead of hours.
-WEBHOOK_SETTINGS: dict[str, object] = {"webhook_allow_private_targets": True, "webhook_retry_schedule": (1, 1, 1)}
-
-
-async def subscribe(gateway: Gateway, key: str, url: str, events: list[str], **settings: object) -> dict[str, object]:
-    body = {"url": url, "events": events, "settings": settings}
-    response = await gateway.client.post("/v1/webhooks", json=body, headers={"Authorization": f"Bearer {key}"})
-    created: dict[str, object] = await response.json()
-    assert response.status == 201, created
-    return created

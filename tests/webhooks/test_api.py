@@ -11,8 +11,8 @@ from standardwebhooks.webhooks import Webhook
 from gateway.app_state import REDIS
 from gateway.billing import keyspace
 from gateway.webhooks.store import WebhookStore
-from tests.conftest import ADMIN_TOKEN, FakeClock, StartGateway
-from tests.webhooks.conftest import WEBHOOK_SETTINGS, Receiver, subscribe
+from tests.common import ADMIN_TOKEN, FakeClock, StartGateway
+from tests.webhooks.common import WEBHOOK_SETTINGS, Receiver, subscribe
 
 URL = "https://hooks.example.com/gateway"
 

@@ -14,8 +14,8 @@ from gateway.billing import Ledger, ReserveStatus, keyspace
 from gateway.billing.settler import Settler
 from gateway.billing.spool import Spool, SpooledSettlement
 from gateway.webhooks.store import Subscription, WebhookStore
-from tests.billing.conftest import funded_ledger, settlement
-from tests.conftest import FakeClock
+from tests.billing.common import funded_ledger, settlement
+from tests.common import FakeClock
 
 SEPTEMBER = 1_790_000_000.0  # 2026-09-21
 OCTOBER = 1_791_500_000.0  # 2026-10-09

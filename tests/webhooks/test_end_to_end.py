@@ -14,8 +14,8 @@ from gateway.billing.keyspace import as_text
 from gateway.webhooks import handlers, outbox, sender
 from gateway.webhooks.outbox import Outbox
 from gateway.webhooks.store import WebhookStore
-from tests.conftest import FakeClock, Gateway, StartGateway, user_message
-from tests.webhooks.conftest import WEBHOOK_SETTINGS, Receiver, subscribe
+from tests.common import FakeClock, Gateway, StartGateway, user_message
+from tests.webhooks.common import WEBHOOK_SETTINGS, Receiver, subscribe
 
 # One "Hello!" with max_tokens 16 at the suite's prices: 9 * 1,000.25 + 16 * 2,000.15 = 41,004.65 -> 41,005.
 REQUEST_MICROS = 41_005
