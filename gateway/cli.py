@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import dataclasses
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -204,7 +203,7 @@ ADMIN_ACTIONS: dict[tuple[str, str], AdminAction] = {
 async def run_admin(settings: Settings, action: AdminAction, args: argparse.Namespace) -> dict[str, object]:
     async with open_redis(settings) as redis:
         admin = AdminService(AccountStore(redis, clock=time.time), ledger_for(redis, settings, time.time))
-        limits = Limits(settings.webhook_max_per_account, settings.webhook_allow_private_targets)
+        limits = Limits(settings.webhooks.max_per_account, settings.webhooks.allow_private_targets)
         outbox = Outbox(redis, clock=time.time)
         webhooks = WebhookService(WebhookStore(redis, clock=time.time), outbox, limits, clock=time.time)
         return await action(Services(admin, webhooks, redis, settings), args)
@@ -247,8 +246,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "serve":
         from gateway.serving import ListenError, serve  # imported here: admin verbs need no tokenizers
 
-        overrides = {"host": args.host, "port": args.port, "workers": args.workers}
-        settings = _replace(settings, {k: v for k, v in overrides.items() if v is not None})
+        flags = {"host": args.host, "port": args.port, "workers": args.workers}
+        settings = settings.override(server={name: value for name, value in flags.items() if value is not None})
         try:
             return serve(settings)
         except ConfigError as exc:
@@ -267,7 +266,3 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     sys.stdout.write(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode() + "\n")
     return 0
-
-
-def _replace(settings: Settings, changes: dict[str, object]) -> Settings:
-    return dataclasses.replace(settings, **changes)  # type: ignore[arg-type]

@@ -29,6 +29,7 @@ SHARED = {
     "bill_headers",
     "bodies",
     "config",
+    "config_checks",
     "errors",
     "metrics",
     "numbers",

@@ -14,7 +14,7 @@ from gateway.errors import json_response
 
 def _service(request: web.Request) -> AdminService:
     """Check the admin token, then hand out the service."""
-    require_admin(request.headers, request.app[SETTINGS].admin_token)
+    require_admin(request.headers, request.app[SETTINGS].server.admin_token)
     return AdminService(request.app[ACCOUNTS], request.app[LEDGER])
 
 
@@ -34,7 +34,7 @@ async def get_account(request: web.Request) -> web.Response:
 async def get_own_account(request: web.Request) -> web.Response:
     """GET /v1/account: the account the key belongs to (its name, for one), as `GET /admin/accounts/{id}` shows it."""
     accounts, settings = request.app[ACCOUNTS], request.app[SETTINGS]
-    scope = await account_scope(accounts, request.headers, request.query, settings.admin_token)
+    scope = await account_scope(accounts, request.headers, request.query, settings.server.admin_token)
     view = await AdminService(accounts, request.app[LEDGER]).show_account(scope.account_id)
     return json_response(view, headers=scope.headers)
 
@@ -71,4 +71,4 @@ def add_routes(app: web.Application) -> None:
 
 async def _payload(request: web.Request) -> dict[str, object]:
     """The JSON object the request carries, within the body timeout."""
-    return await read_json_object(request, request.app[SETTINGS].body_timeout)
+    return await read_json_object(request, request.app[SETTINGS].server.body_timeout)

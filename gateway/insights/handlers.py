@@ -18,7 +18,7 @@ from gateway.insights.report import insights_report
 
 async def get_insights(request: web.Request) -> web.Response:
     settings = request.app[SETTINGS]
-    target = await account_scope(request.app[ACCOUNTS], request.headers, request.query, settings.admin_token)
+    target = await account_scope(request.app[ACCOUNTS], request.headers, request.query, settings.server.admin_token)
     now = datetime.fromtimestamp(request.app[CLOCK](), UTC)
     report = await insights_report(request.app[REDIS], settings, target.account_id, request.query, now)
     return json_response(report, headers=target.headers)

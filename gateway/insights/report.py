@@ -56,7 +56,7 @@ def _retry_details(found: Found, settings: Settings) -> Details:
         | _credits(stats.get("credits", 0))
         for key_id, stats in sorted(found.loops_by_key.items(), key=lambda item: (-item[1].get("loops", 0), item[0]))
     ]
-    window = settings.insights_retry_loop_window_seconds
+    window = settings.insights.retry_loop_window_seconds
     return {"loops": _count(found, "retry", "loops"), "window_seconds": window, "keys": keys}
 
 
@@ -109,7 +109,7 @@ KINDS = (
         "dup",
         lambda f: f"{_plural(_count(f, 'dup'), 'duplicate request')} soon after a successful answer",
         "Cache the answers to identical requests and serve repeats from your cache instead of asking the model again.",
-        lambda f, s: {"window_seconds": s.insights_duplicate_window_seconds},
+        lambda f, s: {"window_seconds": s.insights.duplicate_window_seconds},
     ),
     Kind(
         "retry_loops",
@@ -133,8 +133,8 @@ KINDS = (
         lambda f, s: {
             "conversations": _count(f, "long", "conversations"),
             "history_tokens": _count(f, "long", "history_tokens"),
-            "long_prompt_tokens": s.insights_long_prompt_tokens,
-            "long_conversation_turns": s.insights_long_conversation_turns,
+            "long_prompt_tokens": s.insights.long_prompt_tokens,
+            "long_conversation_turns": s.insights.long_conversation_turns,
         },
     ),
     Kind(
@@ -201,13 +201,13 @@ async def insights_report(
         query,
         now,
         parse_granularity(query.get("granularity"), (Granularity.DAY,)),
-        max_days=settings.usage_max_range_days,
-        max_hours=settings.usage_max_hour_range_hours,
+        max_days=settings.usage.max_range_days,
+        max_hours=settings.usage.max_hour_range_hours,
     )
     key_id = parse_key(query.get("key"))
     examples_from = None
-    if settings.request_log_retention_days:
-        examples_from = now - timedelta(days=settings.request_log_retention_days)
+    if settings.redis.request_log_retention_days:
+        examples_from = now - timedelta(days=settings.redis.request_log_retention_days)
     found = await InsightsReader(redis).read(
         account_id, usage_range.buckets(now), key_id=key_id, examples_from=examples_from
     )

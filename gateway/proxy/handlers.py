@@ -59,11 +59,11 @@ async def read_body(request: web.Request, settings: Settings) -> bytes:
     """The raw body: 415 if compressed (never inflated), 413 if too large, 408 if it stalls."""
     if request.headers.get("Content-Encoding", "identity").strip().lower() not in ("", "identity"):
         raise UnsupportedMediaType()
-    limit = settings.max_body_bytes
+    limit = settings.server.max_body_bytes
     if request.content_length is not None and request.content_length > limit:
         raise PayloadTooLarge(f"Request body is {request.content_length} bytes; the limit is {limit}.")
     try:
-        async with asyncio.timeout(settings.body_timeout):
+        async with asyncio.timeout(settings.server.body_timeout):
             return await request.read()  # the app's client_max_size enforces the limit on chunked bodies
     except TimeoutError:
         raise RequestTimeout() from None

@@ -26,7 +26,7 @@ MAX_SUMMARY_LIMIT = 1000
 async def usage_target(request: web.Request) -> AccountScope:
     """The account the request reads (see `admin.auth.account_scope`)."""
     settings = request.app[SETTINGS]
-    return await account_scope(request.app[ACCOUNTS], request.headers, request.query, settings.admin_token)
+    return await account_scope(request.app[ACCOUNTS], request.headers, request.query, settings.server.admin_token)
 
 
 def _now(request: web.Request) -> datetime:
@@ -39,8 +39,8 @@ def _range(request: web.Request, now: datetime, granularity: Granularity, *, exa
         request.query,
         now,
         granularity,
-        max_days=settings.usage_max_range_days,
-        max_hours=settings.usage_max_hour_range_hours,
+        max_days=settings.usage.max_range_days,
+        max_hours=settings.usage.max_hour_range_hours,
         exact=exact,
     )
 
@@ -81,7 +81,7 @@ async def get_usage_export(request: web.Request) -> web.StreamResponse:
     now = _now(request)
     usage_range = _range(request, now, Granularity.DAY, exact=True)
     first_ms, end_ms = usage_range.ms_bounds()
-    retention_days = request.app[SETTINGS].request_log_retention_days
+    retention_days = request.app[SETTINGS].redis.request_log_retention_days
     if retention_days:
         first_ms = max(first_ms, int(now.timestamp() * 1000) - retention_days * 86_400_000)
     filename = f"{views.export_filename(target.account_id, usage_range)}.{fmt.value}"
@@ -91,7 +91,7 @@ async def get_usage_export(request: web.Request) -> web.StreamResponse:
 
 async def get_admin_usage_summary(request: web.Request) -> web.Response:
     """Totals across accounts, the top accounts and the top models by credits, for the operator."""
-    require_admin(request.headers, request.app[SETTINGS].admin_token)
+    require_admin(request.headers, request.app[SETTINGS].server.admin_token)
     limit = parse_query_count(request.query.get("limit"), "limit", default=10, maximum=MAX_SUMMARY_LIMIT)
     now = _now(request)
     usage_range = _daily_range(request, now)

@@ -29,14 +29,14 @@ MAX_LOG_LIMIT = 1000
 
 def _service(request: web.Request) -> WebhookService:
     app, settings = request.app, request.app[SETTINGS]
-    limits = Limits(settings.webhook_max_per_account, settings.webhook_allow_private_targets)
+    limits = Limits(settings.webhooks.max_per_account, settings.webhooks.allow_private_targets)
     store = WebhookStore(app[REDIS], clock=app[CLOCK])
     return WebhookService(store, Outbox(app[REDIS], clock=WALL_CLOCK), limits, clock=app[CLOCK])
 
 
 async def _scope(request: web.Request) -> tuple[str, dict[str, str]]:
     scope = await account_scope(
-        request.app[ACCOUNTS], request.headers, request.query, request.app[SETTINGS].admin_token
+        request.app[ACCOUNTS], request.headers, request.query, request.app[SETTINGS].server.admin_token
     )
     return scope.account_id, scope.headers
 
@@ -99,9 +99,9 @@ async def post_redeliver(request: web.Request) -> web.Response:
 async def webhooks_ctx(app: web.Application) -> AsyncIterator[None]:
     """Run the sender for the app's lifetime; on shutdown drain it for DRAIN_S, then cut what is left short."""
     settings = app[SETTINGS]
-    schedule = Schedule(settings.webhook_retry_schedule, settings.webhook_disable_after_days * 86_400_000)
+    schedule = Schedule(settings.webhooks.retry_schedule_seconds, settings.webhooks.disable_after_days * 86_400_000)
     async with delivery_session(
-        allow_private=settings.webhook_allow_private_targets, timeout_s=settings.webhook_timeout
+        allow_private=settings.webhooks.allow_private_targets, timeout_s=settings.webhooks.timeout
     ) as session:
         sender = WebhookSender(
             WebhookStore(app[REDIS], clock=app[CLOCK]),
@@ -136,4 +136,4 @@ def add_routes(app: web.Application) -> None:
 
 async def _payload(request: web.Request) -> dict[str, object]:
     """The JSON object the request carries, within the body timeout."""
-    return await read_json_object(request, request.app[SETTINGS].body_timeout)
+    return await read_json_object(request, request.app[SETTINGS].server.body_timeout)
