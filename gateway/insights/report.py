@@ -2,7 +2,7 @@
 have saved, a tip and example request ids, most savings first. Served by GET /v1/usage/insights and
 `gateway usage insights`.
 
-    report = await insights_report(redis, settings, account_id, {"start": "2026-09-01"}, now)
+    report = await insights_report(reader, settings, account_id, {"start": "2026-09-01"}, now)  # an InsightsReader
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from gateway.billing.client import RedisClient
 from gateway.billing.pricing import credits_number
 from gateway.config import Settings
 from gateway.errors import InvalidRequest, NotFound
@@ -193,7 +192,7 @@ def parse_key(value: str | None) -> str | None:
 
 
 async def insights_report(
-    redis: RedisClient, settings: Settings, account_id: str, query: Mapping[str, str], now: datetime
+    reader: InsightsReader, settings: Settings, account_id: str, query: Mapping[str, str], now: datetime
 ) -> dict[str, object]:
     """The report for `account_id` over the range the query asks for (`start`, `end`, `key`), as the usage API's
     other endpoints read them (whole UTC days). 400 for bad parameters, 404 for a key not of this account."""
@@ -208,9 +207,7 @@ async def insights_report(
     examples_from = None
     if settings.redis.request_log_retention_days:
         examples_from = now - timedelta(days=settings.redis.request_log_retention_days)
-    found = await InsightsReader(redis).read(
-        account_id, usage_range.buckets(now), key_id=key_id, examples_from=examples_from
-    )
+    found = await reader.read(account_id, usage_range.buckets(now), key_id=key_id, examples_from=examples_from)
     if not found.key_known:
         raise NotFound(f"No API key with id '{key_id}' in this account.", param="key")
     return insights_view(usage_range, found, settings)

@@ -18,7 +18,7 @@ from aiohttp import web
 
 from gateway.admin.accounts import ParsedApiKey, Tenant
 from gateway.admin.auth import authenticate, bearer_api_key
-from gateway.app_state import ACCOUNTS, CLOCK, LEDGER, METRICS, SETTINGS, SETTLER, TOKEN_COUNTER
+from gateway.app_state import ACCOUNTS, BILLER, CLOCK, LEDGER, METRICS, SETTINGS, SETTLER, TOKEN_COUNTER
 from gateway.bill_headers import CREDITS_REMAINING, CREDITS_USED, balance_headers, charge_headers
 from gateway.billing.pricing import credits_number
 from gateway.billing.settler import REDIS_UNAVAILABLE
@@ -48,7 +48,6 @@ from gateway.tokens import TokenCounter
 # Up to this size a body is read and counted before its key is checked (by the reserve script): counting it
 # takes a few milliseconds at worst. Beyond it, the key is checked first and counting runs on a thread.
 INLINE_COUNT_BYTES = 16 * 1024
-BILLER = web.AppKey("biller", Biller)  # set by biller_ctx, once the settler exists
 
 log = logging.getLogger(__name__)
 
