@@ -15,10 +15,10 @@ Packages, by concern:
 
 Top-level modules, by role:
 
-    shared      `config` (settings), `errors` (the error tree and its middleware), `metrics` (Prometheus),
-                `bodies` (JSON request bodies), `numbers` (numbers from the API, bounded first),
-                `request_ids` (every response's id), `bill_headers` (the bill's headers),
-                `redis_server` (the embedded Redis)
+    shared      `config` (settings), `config_checks` (what a configured value must be), `errors` (the error
+                tree and its middleware), `metrics` (Prometheus), `bodies` (JSON request bodies), `numbers`
+                (numbers from the API, bounded first), `request_ids` (every response's id), `bill_headers` (the
+                bill's headers), `redis_server` (the embedded Redis)
     state       `app_state` (typed app keys), `storage` (the Redis connection)
     assembly    `app` (the app factory), `cli`, `__main__`, `serving` (one process, or workers),
                 `http_server` (the listening sockets), `ops` (probes and metrics), `access_log`

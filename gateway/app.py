@@ -31,12 +31,12 @@ def create_app(
 ) -> web.Application:
     """Build the gateway. `clock` (unix seconds) is injectable so tests can move time without sleeping;
     `metrics_dir` is the workers' shared metrics directory under `gateway serve --workers N` (gateway/serving.py)."""
-    app = web.Application(middlewares=[error_middleware], client_max_size=settings.max_body_bytes)
+    app = web.Application(middlewares=[error_middleware], client_max_size=settings.server.max_body_bytes)
     redact_malformed_request_logs()
     app[SETTINGS] = settings
     app[CLOCK] = clock
     app[METRICS] = Metrics(
-        per_account=settings.metrics_per_account, multiprocess_dir=metrics_dir, models=list(settings.models)
+        per_account=settings.metrics.per_account, multiprocess_dir=metrics_dir, models=list(settings.models)
     )
     app[OUTBOX_WAKEUP] = asyncio.Event()
     app[TOKEN_COUNTER] = token_counter(settings)
@@ -65,9 +65,9 @@ async def warm_tokenizers(app: web.Application) -> None:
 def token_counter(settings: Settings) -> TokenCounter:
     """The counter for the configured models (also `gateway tokens count`'s, offline)."""
     return TokenCounter(
-        default_encoding=settings.default_encoding,
+        default_encoding=settings.tokens.default_encoding,
         model_encodings=model_encodings(settings),
-        remote_image_size=settings.remote_image_size,
+        remote_image_size=settings.tokens.remote_image_size,
     )
 
 

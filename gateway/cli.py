@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import dataclasses
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -21,9 +20,9 @@ import orjson
 
 from gateway.admin.accounts import AccountStore
 from gateway.admin.service import AdminService
-from gateway.billing.client import RedisClient
 from gateway.config import ConfigError, Settings, load_settings
 from gateway.errors import GatewayError, InvalidRequest
+from gateway.insights.reader import InsightsReader
 from gateway.insights.report import insights_report
 from gateway.mock.options import MockOptions
 from gateway.mock.server import run_mock_upstream
@@ -42,7 +41,7 @@ class Services:
 
     admin: AdminService
     webhooks: WebhookService
-    redis: RedisClient
+    insights: InsightsReader
     settings: Settings
 
 
@@ -183,7 +182,7 @@ async def _usage_insights(services: Services, args: argparse.Namespace) -> dict[
     await services.admin.show_account(args.account)  # 404 for an account that does not exist
     query = {name: value for name in ("start", "end", "key") if (value := getattr(args, name))}
     now = datetime.now(UTC)
-    return await insights_report(services.redis, services.settings, args.account, query, now)
+    return await insights_report(services.insights, services.settings, args.account, query, now)
 
 
 ADMIN_ACTIONS: dict[tuple[str, str], AdminAction] = {
@@ -204,10 +203,9 @@ ADMIN_ACTIONS: dict[tuple[str, str], AdminAction] = {
 async def run_admin(settings: Settings, action: AdminAction, args: argparse.Namespace) -> dict[str, object]:
     async with open_redis(settings) as redis:
         admin = AdminService(AccountStore(redis, clock=time.time), ledger_for(redis, settings, time.time))
-        limits = Limits(settings.webhook_max_per_account, settings.webhook_allow_private_targets)
-        outbox = Outbox(redis, clock=time.time)
-        webhooks = WebhookService(WebhookStore(redis, clock=time.time), outbox, limits, clock=time.time)
-        return await action(Services(admin, webhooks, redis, settings), args)
+        store, outbox = WebhookStore(redis, clock=time.time), Outbox(redis, clock=time.time)
+        webhooks = WebhookService(store, outbox, Limits.configured(settings.webhooks), clock=time.time)
+        return await action(Services(admin, webhooks, InsightsReader(redis), settings), args)
 
 
 def count_tokens_offline(settings: Settings, path: Path) -> dict[str, object]:
@@ -247,8 +245,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "serve":
         from gateway.serving import ListenError, serve  # imported here: admin verbs need no tokenizers
 
-        overrides = {"host": args.host, "port": args.port, "workers": args.workers}
-        settings = _replace(settings, {k: v for k, v in overrides.items() if v is not None})
+        flags = {"host": args.host, "port": args.port, "workers": args.workers}
+        settings = settings.override(server={name: value for name, value in flags.items() if value is not None})
         try:
             return serve(settings)
         except ConfigError as exc:
@@ -267,7 +265,3 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     sys.stdout.write(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode() + "\n")
     return 0
-
-
-def _replace(settings: Settings, changes: dict[str, object]) -> Settings:
-    return dataclasses.replace(settings, **changes)  # type: ignore[arg-type]

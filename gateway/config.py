@@ -1,10 +1,15 @@
 """Settings: one TOML file, every value overridable from the environment.
 
+`Settings` has one frozen section per table of the file (`settings.server.port` is `[server] port`), and the
+upstreams and models tables. Each setting's default and check are written once, on its section's field; the
+reader walks the sections, so a new field is read from the file and the environment with nothing more.
+
 Only `load_settings` reads files and `os.environ`; everything else receives a frozen `Settings`.
 
 Environment overrides, applied on top of the TOML document before it is validated:
 
-- `REDIS_URL`, `GATEWAY_ADMIN_TOKEN`, `GATEWAY_HOST`, `GATEWAY_PORT` for the common cases;
+- `REDIS_URL`, `GATEWAY_ADMIN_TOKEN`, `GATEWAY_HOST`, `GATEWAY_PORT` for the common cases (each named by its
+  field: `setting(..., env="REDIS_URL")`);
 - `GATEWAY__SECTION__KEY=value` for any value at any depth, e.g. `GATEWAY__LIMITS__DEFAULT_MAX_TOKENS=512`
   or `GATEWAY__MODELS__gpt-4o__INPUT_CREDITS_PER_MILLION=3`. Path segments match existing keys
   case-insensitively; values are parsed as TOML scalars when they can be (numbers, booleans), else kept as text.
@@ -12,25 +17,31 @@ Environment overrides, applied on top of the TOML document before it is validate
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from gateway.billing.pricing import AmountError, Price, credits_to_micros
+from gateway import config_checks as check
+from gateway.billing.pricing import Price
+from gateway.config_checks import Check
+from gateway.config_checks import ConfigError as ConfigError
 
 DEFAULT_CONFIG_PATH = Path("config/gateway.toml")
 ENV_PREFIX = "GATEWAY__"
 REASONING_MODEL_PREFIXES = ("o1", "o3", "o4", "gpt-5")
-# A price per million tokens: a billion credits at most, so a request's cost stays well within exact integers.
-MAX_PRICE_MICROS = 10**15
+
+T = TypeVar("T")
 
 
-class ConfigError(ValueError):
-    """The configuration is invalid; the message names the offending key."""
+def setting(default: T, checked: Check, *, env: str | None = None) -> T:
+    """A section's field: its default, the check a value from the file passes, and the shortcut variable that
+    also sets it, if any (`GATEWAY__SECTION__KEY` always does)."""
+    return field(default=default, metadata={"check": checked, "env": env})
 
 
 @dataclass(frozen=True)
@@ -89,68 +100,140 @@ class ModelConfig:
 
 
 @dataclass(frozen=True)
-class Settings:
-    """Everything the gateway needs to run, and the one place each default is written. Tests build it directly."""
+class ServerConfig:
+    """[server]: where the gateway listens, and what it takes from a client."""
 
-    models: Mapping[str, ModelConfig]
-    upstreams: Mapping[str, UpstreamConfig]
-    host: str = "127.0.0.1"
-    port: int = 8080
-    workers: int = 0  # processes serving the port; 0: one per core (see gateway/serving.py)
-    event_loop: str = "uvloop"  # "uvloop" (when installed) or "asyncio"
-    access_log: bool = False  # one line per request (method, path, status, time, request id); off: no cost
-    admin_token: str | None = None
-    max_body_bytes: int = 4 * 1024 * 1024
-    redis_url: str | None = None
-    redis_cluster: bool = False  # redis_url names one master of a Redis Cluster
-    redis_data_dir: Path = Path("data/redis")
-    request_log_maxlen: int = 1_000_000
-    request_log_retention_days: int = 0  # 0: request records are capped by count only
-    hourly_retention_days: int = 35
-    default_max_tokens: int = 4096
-    reservation_ttl_seconds: int = 900
-    connect_timeout: float = 10.0
-    read_timeout: float = 120.0
-    total_timeout: float = 600.0
-    max_upstream_response_bytes: int = 32 * 1024 * 1024
+    host: str = setting("127.0.0.1", check.text, env="GATEWAY_HOST")
+    port: int = setting(8080, check.positive, env="GATEWAY_PORT")
+    workers: int = setting(0, check.non_negative)  # processes serving the port; 0: one per core (serving.py)
+    event_loop: str = setting("uvloop", check.event_loop)  # "uvloop" (when installed) or "asyncio"
+    access_log: bool = setting(False, check.boolean)  # one line per request; off: no cost
+    admin_token: str | None = setting(None, check.optional_text, env="GATEWAY_ADMIN_TOKEN")
+    max_body_bytes: int = setting(4 * 1024 * 1024, check.positive)
+    body_timeout: float = setting(30.0, check.seconds)  # a request body still arriving after this gets 408
+    # Settlements Redis could not take yet, replayed when it is back.
+    spool_dir: Path = setting(Path("data/spool"), check.path)
+
+
+@dataclass(frozen=True)
+class RedisConfig:
+    """[redis]: the server (or the embedded one), its pool, and how long what settlement writes is kept."""
+
+    url: str | None = setting(None, check.optional_text, env="REDIS_URL")  # None: the embedded server
+    cluster: bool = setting(False, check.boolean)  # url names one master of a Redis Cluster
+    data_dir: Path = setting(Path("data/redis"), check.path)
+    request_log_maxlen: int = setting(1_000_000, check.positive)
+    request_log_retention_days: int = setting(0, check.non_negative)  # 0: request records are capped by count only
+    hourly_retention_days: int = setting(35, check.positive)
+    timeout: float = setting(
+        5.0, check.seconds
+    )  # one Redis call; a timed-out call is "unknown", never "did not happen"
+    # Connections per process (per node with a cluster); a call waits up to `timeout` for a free one.
+    max_connections: int = setting(512, check.positive)
+
+
+@dataclass(frozen=True)
+class LimitsConfig:
+    """[limits]: bounds on holds, on upstream answers and on what the upstream may claim."""
+
+    default_max_tokens: int = setting(4096, check.positive)
+    reservation_ttl_seconds: int = setting(900, check.positive)
+    max_upstream_response_bytes: int = setting(32 * 1024 * 1024, check.positive)
     # Upstream-reported prompt tokens above ratio x the gateway's own count + slack are not believed.
-    prompt_clamp_ratio: int = 4
-    prompt_clamp_slack: int = 256
-    body_timeout: float = 30.0  # a request body still arriving after this gets 408
-    redis_timeout: float = 5.0  # one Redis call; a timed-out call is "unknown", never "did not happen"
-    # Connections per process (per node with a cluster); a call waits up to redis_timeout for a free one.
-    redis_max_connections: int = 512
-    sweep_interval_seconds: int = 30  # how often each process looks for holds past their deadline
-    spool_dir: Path = Path("data/spool")  # settlements Redis could not take yet, replayed when it is back
-    metrics_token: str | None = None  # bearer token for /metrics; see `metrics_public`
-    metrics_port: int | None = None  # serve /metrics on this port of `host` instead of the API port
-    metrics_per_account: bool = False  # label request, token and credit counters with the account id
-    # Webhooks: the delay before each retry after the first, immediate attempt (Standard Webhooks' schedule).
-    webhook_retry_schedule: tuple[int, ...] = (5, 300, 1800, 7200, 18000, 36000, 36000)
-    webhook_allow_private_targets: bool = False  # deliver to loopback/private addresses (development, tests)
-    webhook_max_per_account: int = 20
-    webhook_timeout: float = 15.0  # one delivery attempt, connect to last byte (Standard Webhooks: 15-30 s), <= 30
-    webhook_disable_after_days: int = 5  # a subscription failing this long is disabled
-    default_encoding: str = "o200k_base"
-    remote_image_size: tuple[int, int] = (1024, 1024)
-    usage_max_range_days: int = 400  # longest range the usage API and export answer
-    usage_max_hour_range_hours: int = 744  # longest range of an hourly breakdown
-    # Usage insights (gateway/insights): what counts as waste.
-    insights_duplicate_window_seconds: int = 600  # a repeat this soon after a successful answer is a duplicate
-    insights_retry_loop_min: int = 3  # the same request this many times within the window below is a loop
-    insights_retry_loop_window_seconds: int = 120
-    insights_long_prompt_tokens: int = 8000  # a conversation resending a prompt longer than this is long
-    insights_long_conversation_turns: int = 20  # ... and so is one past this many turns (user messages)
+    prompt_clamp_ratio: int = setting(4, check.positive)
+    prompt_clamp_slack: int = setting(256, check.non_negative)
+    sweep_interval_seconds: int = setting(30, check.positive)  # how often each process looks for expired holds
+
+
+@dataclass(frozen=True)
+class WebhooksConfig:
+    """[webhooks]: usage alerts' delivery."""
+
+    # The delay before each retry after the first, immediate attempt (Standard Webhooks' schedule).
+    retry_schedule_seconds: tuple[int, ...] = setting((5, 300, 1800, 7200, 18000, 36000, 36000), check.delays)
+    allow_private_targets: bool = setting(False, check.boolean)  # deliver to loopback/private addresses (development)
+    max_per_account: int = setting(20, check.positive)
+    timeout: float = setting(15.0, check.webhook_timeout)  # one attempt, connect to last byte (15-30 s), <= 30
+    disable_after_days: int = setting(5, check.positive)  # a subscription failing this long is disabled
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    """[metrics]: GET /metrics (Prometheus)."""
+
+    token: str | None = setting(None, check.optional_text)  # bearer token for /metrics; see `Settings.metrics_public`
+    port: int | None = setting(None, check.positive)  # serve /metrics on this port of server.host instead
+    per_account: bool = setting(False, check.boolean)  # label request, token and credit counters with the account
+
+
+@dataclass(frozen=True)
+class UsageConfig:
+    """[usage]: the usage API and export."""
+
+    max_range_days: int = setting(400, check.positive)  # longest range the usage API and export answer
+    max_hour_range_hours: int = setting(744, check.positive)  # longest range of an hourly breakdown
+
+
+@dataclass(frozen=True)
+class InsightsConfig:
+    """[insights]: what the usage insights count as waste."""
+
+    duplicate_window_seconds: int = setting(600, check.positive)  # a repeat this soon after a success: a duplicate
+    retry_loop_min: int = setting(3, check.at_least_two)  # this many of one request within the window: a loop
+    retry_loop_window_seconds: int = setting(120, check.positive)
+    long_prompt_tokens: int = setting(8000, check.positive)  # a conversation resending more than this is long
+    long_conversation_turns: int = setting(20, check.positive)  # ... and so is one past this many user messages
     # Model mix: a request on a model with a cheaper alternative is "small" at or under both of these.
-    insights_small_prompt_tokens: int = 1000
-    insights_small_completion_tokens: int = 250
+    small_prompt_tokens: int = setting(1000, check.positive)
+    small_completion_tokens: int = setting(250, check.positive)
+
+
+@dataclass(frozen=True)
+class TimeoutsConfig:
+    """[timeouts]: seconds for the upstream."""
+
+    connect: float = setting(10.0, check.seconds)
+    read: float = setting(120.0, check.seconds)  # longest silence, also between streamed chunks
+    total: float = setting(600.0, check.seconds)
+
+
+@dataclass(frozen=True)
+class TokensConfig:
+    """[tokens]: counting what the tokenizer table does not say."""
+
+    default_encoding: str = setting("o200k_base", check.text)  # for models the tokenizer table does not know
+    remote_image_size: tuple[int, int] = setting((1024, 1024), check.image_size)  # image URLs are never fetched
+
+
+def section(kind: type[T]) -> T:
+    """A field of `Settings` that holds one table of the file, its defaults those of `kind`."""
+    return field(default_factory=kind, metadata={"section": kind})
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the gateway needs to run: one section per table of the file, and the upstreams and models.
+    Tests build it directly: `Settings(redis=RedisConfig(url=...))`, or `settings.override(server={...})`."""
+
+    models: Mapping[str, ModelConfig] = field(default_factory=dict)
+    upstreams: Mapping[str, UpstreamConfig] = field(default_factory=dict)
+    server: ServerConfig = section(ServerConfig)
+    redis: RedisConfig = section(RedisConfig)
+    limits: LimitsConfig = section(LimitsConfig)
+    webhooks: WebhooksConfig = section(WebhooksConfig)
+    metrics: MetricsConfig = section(MetricsConfig)
+    usage: UsageConfig = section(UsageConfig)
+    insights: InsightsConfig = section(InsightsConfig)
+    timeouts: TimeoutsConfig = section(TimeoutsConfig)
+    tokens: TokensConfig = section(TokensConfig)
 
     def __post_init__(self) -> None:
         # A hold must outlive the longest request, or the sweeper would release a request still running.
-        longest = self.body_timeout + self.total_timeout
-        if self.reservation_ttl_seconds <= longest:
+        longest = self.server.body_timeout + self.timeouts.total
+        ttl = self.limits.reservation_ttl_seconds
+        if ttl <= longest:
             raise ConfigError(
-                f"limits.reservation_ttl_seconds ({self.reservation_ttl_seconds}) must exceed "
+                f"limits.reservation_ttl_seconds ({ttl}) must exceed "
                 f"server.body_timeout + timeouts.total ({longest:g} s)"
             )
         for model in self.models.values():
@@ -163,7 +246,29 @@ class Settings:
     @property
     def metrics_public(self) -> bool:
         """/metrics needs no token only on a loopback-bound gateway that has none configured."""
-        return self.metrics_token is None and self.host in ("127.0.0.1", "::1", "localhost")
+        return self.metrics.token is None and self.server.host in ("127.0.0.1", "::1", "localhost")
+
+    def override(self, **sections: Mapping[str, object]) -> Settings:
+        """These settings with some values of some sections replaced, unchecked (the CLI's flags, tests):
+        `settings.override(server={"port": 9000})`. An unknown section or key is a TypeError."""
+        unknown = set(sections) - set(SECTIONS)
+        if unknown:
+            raise TypeError(f"Settings has no section {sorted(unknown)[0]!r}")
+        changes = {name: dataclasses.replace(getattr(self, name), **values) for name, values in sections.items()}
+        return dataclasses.replace(self, **changes)
+
+
+# The sections by table name, in the order of the class: the one list of what the file's tables are.
+SECTIONS: dict[str, type[Any]] = {
+    f.name: f.metadata["section"] for f in dataclasses.fields(Settings) if "section" in f.metadata
+}
+
+
+def section_fields() -> Iterator[tuple[str, dataclasses.Field[Any]]]:
+    """Every setting of every section, with its table's name."""
+    for name, kind in SECTIONS.items():
+        for item in dataclasses.fields(kind):
+            yield name, item
 
 
 def load_settings(path: Path | None = None, environ: Mapping[str, str] | None = None) -> Settings:
@@ -182,15 +287,10 @@ def load_settings(path: Path | None = None, environ: Mapping[str, str] | None = 
 
 def apply_env_overrides(document: dict[str, object], env: Mapping[str, str]) -> None:
     """Write the shortcut variables and every `GATEWAY__A__B=v` into the document, in place."""
-    shortcuts = {
-        "REDIS_URL": ("redis", "url"),
-        "GATEWAY_ADMIN_TOKEN": ("server", "admin_token"),
-        "GATEWAY_HOST": ("server", "host"),
-        "GATEWAY_PORT": ("server", "port"),
-    }
-    for variable, path in shortcuts.items():
-        if env.get(variable):
-            _set_path(document, list(path), _parse_scalar(env[variable]))
+    for table, item in section_fields():
+        variable = item.metadata["env"]
+        if variable is not None and env.get(variable):
+            _set_path(document, [table, item.name], _parse_scalar(env[variable]))
     for variable, value in env.items():
         if variable.upper().startswith(ENV_PREFIX) and len(variable) > len(ENV_PREFIX):
             segments = variable[len(ENV_PREFIX) :].split("__")
@@ -239,217 +339,50 @@ def _parse_scalar(text: str) -> object:
         return text
 
 
-# A value from the TOML document, checked; the second argument is its dotted path, named in any error.
-Check = Callable[[object, str], Any]
-
-
-def _text(value: object, where: str) -> str:
-    if not isinstance(value, str):
-        raise ConfigError(f"{where} must be of type str, got {value!r}")
-    return value
-
-
-def _optional_text(value: object, where: str) -> str | None:
-    """Text, where an empty string means unset."""
-    return _text(value, where) or None
-
-
-def _lower_text(value: object, where: str) -> str:
-    return _text(value, where).lower()
-
-
-def _path(value: object, where: str) -> Path:
-    return Path(_text(value, where))
-
-
-def _boolean(value: object, where: str) -> bool:
-    if not isinstance(value, bool):
-        raise ConfigError(f"{where} must be of type bool, got {value!r}")
-    return value
-
-
-def _integer(value: object, where: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigError(f"{where} must be of type int, got {value!r}")
-    return value
-
-
-def _positive(value: object, where: str) -> int:
-    number = _integer(value, where)
-    if number <= 0:
-        raise ConfigError(f"{where} must be a positive integer")
-    return number
-
-
-def _non_negative(value: object, where: str) -> int:
-    number = _integer(value, where)
-    if number < 0:
-        raise ConfigError(f"{where} must be zero or a positive integer")
-    return number
-
-
-def _seconds(value: object, where: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-        raise ConfigError(f"{where} must be a positive number of seconds")
-    return float(value)
-
-
-def _webhook_timeout(value: object, where: str) -> float:
-    seconds = _seconds(value, where)
-    if seconds > 30:  # a slower attempt would look like a dead consumer's and be claimed by another process
-        raise ConfigError(f"{where} must be at most 30 seconds")
-    return seconds
-
-
-def _event_loop(value: object, where: str) -> str:
-    if value not in ("uvloop", "asyncio"):
-        raise ConfigError(f'{where} must be "uvloop" or "asyncio"')
-    return str(value)
-
-
-def _image_size(value: object, where: str) -> tuple[int, int]:
-    if not (isinstance(value, list) and len(value) == 2 and all(_is_positive_int(side) for side in value)):
-        raise ConfigError(f"{where} must be [width, height] in pixels")
-    return value[0], value[1]
-
-
-def _is_positive_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value > 0
-
-
-def _string_table(value: object, where: str) -> dict[str, str]:
-    if not isinstance(value, dict):
-        raise ConfigError(f"{where} must be of type dict, got {value!r}")
-    return {str(key): str(item) for key, item in value.items()}
-
-
-def _field_names(value: object, where: str) -> frozenset[str]:
-    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
-        raise ConfigError(f"{where} must be a list of request field names")
-    return frozenset(value)
-
-
-def _delays(value: object, where: str) -> tuple[int, ...]:
-    if not isinstance(value, list) or not all(_is_positive_int(item) for item in value) or len(value) > 20:
-        raise ConfigError(f"{where} must be a list of at most 20 positive whole numbers of seconds")
-    return tuple(value)
-
-
-def _price(value: object, where: str) -> int:
-    """Credits per million tokens (a number or decimal text, up to six decimals), as micro-credits per million."""
-    try:
-        micros = credits_to_micros(value, MAX_PRICE_MICROS)
-    except AmountError as exc:
-        raise ConfigError(f"{where} {exc}") from None
-    if micros < 0:
-        raise ConfigError(f"{where} must not be negative")
-    return micros
-
-
-def _at_least_two(value: object, where: str) -> int:
-    number = _integer(value, where)
-    if number < 2:
-        raise ConfigError(f"{where} must be at least 2")
-    return number
-
-
-def _max_tokens_field(value: object, where: str) -> str:
-    if value not in ("auto", "max_tokens", "max_completion_tokens"):
-        raise ConfigError(f"{where} must be auto, max_tokens or max_completion_tokens")
-    return _text(value, where)
-
-
-# "section.key" in the TOML file -> (Settings field, check). A key the file leaves out keeps the field's default.
-SETTING_PATHS: dict[str, tuple[str, Check]] = {
-    "server.host": ("host", _text),
-    "server.port": ("port", _positive),
-    "server.workers": ("workers", _non_negative),
-    "server.event_loop": ("event_loop", _event_loop),
-    "server.access_log": ("access_log", _boolean),
-    "server.admin_token": ("admin_token", _optional_text),
-    "server.max_body_bytes": ("max_body_bytes", _positive),
-    "server.body_timeout": ("body_timeout", _seconds),
-    "server.spool_dir": ("spool_dir", _path),
-    "redis.url": ("redis_url", _optional_text),
-    "redis.cluster": ("redis_cluster", _boolean),
-    "redis.data_dir": ("redis_data_dir", _path),
-    "redis.request_log_maxlen": ("request_log_maxlen", _positive),
-    "redis.request_log_retention_days": ("request_log_retention_days", _non_negative),
-    "redis.hourly_retention_days": ("hourly_retention_days", _positive),
-    "redis.timeout": ("redis_timeout", _seconds),
-    "redis.max_connections": ("redis_max_connections", _positive),
-    "limits.default_max_tokens": ("default_max_tokens", _positive),
-    "limits.reservation_ttl_seconds": ("reservation_ttl_seconds", _positive),
-    "limits.max_upstream_response_bytes": ("max_upstream_response_bytes", _positive),
-    "limits.prompt_clamp_ratio": ("prompt_clamp_ratio", _positive),
-    "limits.prompt_clamp_slack": ("prompt_clamp_slack", _non_negative),
-    "limits.sweep_interval_seconds": ("sweep_interval_seconds", _positive),
-    "metrics.token": ("metrics_token", _optional_text),
-    "metrics.port": ("metrics_port", _positive),
-    "metrics.per_account": ("metrics_per_account", _boolean),
-    "webhooks.retry_schedule_seconds": ("webhook_retry_schedule", _delays),
-    "webhooks.allow_private_targets": ("webhook_allow_private_targets", _boolean),
-    "webhooks.max_per_account": ("webhook_max_per_account", _positive),
-    "webhooks.timeout": ("webhook_timeout", _webhook_timeout),
-    "webhooks.disable_after_days": ("webhook_disable_after_days", _positive),
-    "timeouts.connect": ("connect_timeout", _seconds),
-    "timeouts.read": ("read_timeout", _seconds),
-    "timeouts.total": ("total_timeout", _seconds),
-    "tokens.default_encoding": ("default_encoding", _text),
-    "tokens.remote_image_size": ("remote_image_size", _image_size),
-    "usage.max_range_days": ("usage_max_range_days", _positive),
-    "usage.max_hour_range_hours": ("usage_max_hour_range_hours", _positive),
-    "insights.duplicate_window_seconds": ("insights_duplicate_window_seconds", _positive),
-    "insights.retry_loop_min": ("insights_retry_loop_min", _at_least_two),
-    "insights.retry_loop_window_seconds": ("insights_retry_loop_window_seconds", _positive),
-    "insights.long_prompt_tokens": ("insights_long_prompt_tokens", _positive),
-    "insights.long_conversation_turns": ("insights_long_conversation_turns", _positive),
-    "insights.small_prompt_tokens": ("insights_small_prompt_tokens", _positive),
-    "insights.small_completion_tokens": ("insights_small_completion_tokens", _positive),
-}
-# Optional keys of an [upstreams.NAME] and a [models."NAME"] table -> (field, check), defaults as above.
+# Optional keys of an [upstreams.NAME] and a [models."NAME"] table -> (field, check), defaults as in the classes.
 UPSTREAM_KEYS: dict[str, tuple[str, Check]] = {
-    "auth_header": ("auth_header", _lower_text),
-    "query": ("query", _string_table),
-    "stream_usage": ("stream_usage", _boolean),
+    "auth_header": ("auth_header", check.lower_text),
+    "query": ("query", check.string_table),
+    "stream_usage": ("stream_usage", check.boolean),
 }
 MODEL_KEYS: dict[str, tuple[str, Check]] = {
-    "max_output_tokens": ("max_output_tokens", _positive),
-    "max_input_tokens": ("max_input_tokens", _positive),
-    "context_window": ("context_window", _positive),
-    "max_tokens_field": ("max_tokens_field", _max_tokens_field),
-    "encoding": ("encoding", _optional_text),
-    "allowed_fields": ("allowed_fields", _field_names),
-    "cheaper_alternative": ("cheaper_alternative", _optional_text),
+    "max_output_tokens": ("max_output_tokens", check.positive),
+    "max_input_tokens": ("max_input_tokens", check.positive),
+    "context_window": ("context_window", check.positive),
+    "max_tokens_field": ("max_tokens_field", check.max_tokens_field),
+    "encoding": ("encoding", check.optional_text),
+    "allowed_fields": ("allowed_fields", check.field_names),
+    "cheaper_alternative": ("cheaper_alternative", check.optional_text),
 }
 
 
 def settings_from_document(document: Mapping[str, object], env: Mapping[str, str]) -> Settings:
-    """Validate a parsed TOML document into `Settings`; every error names its key."""
+    """Validate a parsed TOML document into `Settings`; every error names its key. A key the file leaves out
+    keeps its field's default."""
     upstreams = {
         name: _upstream(name, _table(document, "upstreams", name), env) for name in _table(document, "upstreams")
     }
     models = {name: _model(name, _table(document, "models", name), upstreams) for name in _table(document, "models")}
-    values: dict[str, Any] = {}
-    for where, (field_name, check) in SETTING_PATHS.items():
-        section, key = where.split(".")
-        table = _table(document, section)
-        if key in table:
-            values[field_name] = check(table[key], where)
-    return Settings(models=models, upstreams=upstreams, **values)
+    values: dict[str, dict[str, Any]] = {name: {} for name in SECTIONS}
+    for name, item in section_fields():
+        table = _table(document, name)
+        if item.name in table:
+            values[name][item.name] = item.metadata["check"](table[item.name], f"{name}.{item.name}")
+    sections = {name: kind(**values[name]) for name, kind in SECTIONS.items()}
+    return Settings(models=models, upstreams=upstreams, **sections)
 
 
 def _present(table: Mapping[str, object], where: str, keys: Mapping[str, tuple[str, Check]]) -> dict[str, Any]:
     """The optional keys the table sets, checked, as dataclass fields."""
-    return {name: check(table[key], f"{where}.{key}") for key, (name, check) in keys.items() if key in table}
+    return {name: checked(table[key], f"{where}.{key}") for key, (name, checked) in keys.items() if key in table}
 
 
 def _upstream(name: str, table: Mapping[str, object], env: Mapping[str, str]) -> UpstreamConfig:
     where = f"upstreams.{name}"
-    base_url = _text(table.get("base_url", ""), f"{where}.base_url")
+    base_url = check.text(table.get("base_url", ""), f"{where}.base_url")
     if not base_url.startswith(("http://", "https://")):
         raise ConfigError(f"{where}.base_url must be an http(s) URL")
-    key_env = _text(table.get("api_key_env", ""), f"{where}.api_key_env")
+    key_env = check.text(table.get("api_key_env", ""), f"{where}.api_key_env")
     return UpstreamConfig(
         name=name,
         base_url=base_url.rstrip("/"),
@@ -461,7 +394,7 @@ def _upstream(name: str, table: Mapping[str, object], env: Mapping[str, str]) ->
 
 def _model(name: str, table: Mapping[str, object], upstreams: Mapping[str, UpstreamConfig]) -> ModelConfig:
     where = f'models."{name}"'
-    upstream = _text(table.get("upstream", ""), f"{where}.upstream")
+    upstream = check.text(table.get("upstream", ""), f"{where}.upstream")
     if upstream not in upstreams:
         raise ConfigError(f"{where}.upstream: no upstream named {upstream!r}")
     price = Price(
@@ -472,7 +405,7 @@ def _model(name: str, table: Mapping[str, object], upstreams: Mapping[str, Upstr
     return ModelConfig(
         name=name,
         upstream=upstream,
-        upstream_model=_text(table.get("upstream_model", name), f"{where}.upstream_model"),
+        upstream_model=check.text(table.get("upstream_model", name), f"{where}.upstream_model"),
         price=price,
         **_present(table, where, MODEL_KEYS),
     )
@@ -481,7 +414,7 @@ def _model(name: str, table: Mapping[str, object], upstreams: Mapping[str, Upstr
 def _required_price(table: Mapping[str, object], where: str, key: str) -> int:
     if table.get(key) is None:
         raise ConfigError(f"{where}.{key} is required")
-    return _price(table[key], f"{where}.{key}")
+    return check.price(table[key], f"{where}.{key}")
 
 
 def _optional_price(table: Mapping[str, object], where: str, key: str) -> int | None:

@@ -36,7 +36,7 @@ async def get_readyz(request: web.Request) -> web.Response:
 
 async def get_metrics(request: web.Request) -> web.Response:
     settings = request.app[SETTINGS]
-    if settings.metrics_port is not None:
+    if settings.metrics.port is not None:
         raise NotFound(f"Unknown path: {request.method} {request.path}")  # served on its own port
     if not settings.metrics_public and not _may_scrape(request):
         raise AdminAuthError("Metrics need the metrics token (or the admin token) as a bearer token.")
@@ -46,13 +46,13 @@ async def get_metrics(request: web.Request) -> web.Response:
 def _may_scrape(request: web.Request) -> bool:
     settings = request.app[SETTINGS]
     presented = bearer_token(request.headers)
-    return token_matches(presented, settings.metrics_token) or token_matches(presented, settings.admin_token)
+    return token_matches(presented, settings.metrics.token) or token_matches(presented, settings.server.admin_token)
 
 
 async def metrics_port_ctx(app: web.Application) -> AsyncIterator[None]:
     """With `metrics.port`, serve /metrics there (on the gateway's host), for the scraper only."""
     settings = app[SETTINGS]
-    if settings.metrics_port is None:
+    if settings.metrics.port is None:
         yield
         return
     metrics_app = web.Application()
@@ -64,8 +64,8 @@ async def metrics_port_ctx(app: web.Application) -> AsyncIterator[None]:
     # gateway's own protocol: a request its parser refuses is answered in OpenAI's shape, never echoed.
     listener = await asyncio.get_running_loop().create_server(
         protocol_factory(runner.server, access_log=None),
-        settings.host,
-        settings.metrics_port,
+        settings.server.host,
+        settings.metrics.port,
         reuse_port=app[METRICS].multiprocess,
         backlog=BACKLOG,
     )

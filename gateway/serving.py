@@ -20,7 +20,6 @@ master is gone stops itself, so no worker outlives a killed master.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import os
 import pickle
@@ -70,8 +69,8 @@ class WorkerSpec:
 
 def worker_count(settings: Settings) -> int:
     """`server.workers`, or, when it is 0, one per core this process may run on."""
-    if settings.workers:
-        return settings.workers
+    if settings.server.workers:
+        return settings.server.workers
     if hasattr(os, "sched_getaffinity"):
         return len(os.sched_getaffinity(0))
     return os.cpu_count() or 1
@@ -88,12 +87,14 @@ def serve(settings: Settings) -> int:
     (`ListenError`), before the embedded Redis or a worker is started.
     """
     count = worker_count(settings)
-    if count > 1 and settings.redis_url is None and settings.redis_cluster:
+    if count > 1 and settings.redis.url is None and settings.redis.cluster:
         raise ConfigError("redis.cluster needs redis.url (REDIS_URL): the embedded Redis is a single server")
     try:
-        listeners = open_listeners(settings.host, settings.port, count)
+        listeners = open_listeners(settings.server.host, settings.server.port, count)
     except OSError as exc:
-        raise ListenError(f"cannot listen on {settings.host} port {settings.port}: {exc.strerror or exc}") from None
+        raise ListenError(
+            f"cannot listen on {settings.server.host} port {settings.server.port}: {exc.strerror or exc}"
+        ) from None
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT if count == 1 else WORKER_LOG_FORMAT)
     address = listeners[0][0].getsockname()
     if count == 1:
@@ -110,12 +111,12 @@ def run_app(settings: Settings, sockets: list[socket.socket], spec: WorkerSpec |
     if spec is not None:
         app.cleanup_ctx.append(stop_with_master(spec.master_pid))
     with asyncio.Runner(loop_factory=lambda: event_loop(settings)) as runner:
-        runner.run(serve_app(app, sockets, access_log=settings.access_log))
+        runner.run(serve_app(app, sockets, access_log=settings.server.access_log))
 
 
 def event_loop(settings: Settings) -> asyncio.AbstractEventLoop:
     """uvloop's loop when configured and installed (it is a dependency everywhere but Windows), else asyncio's."""
-    if settings.event_loop == "uvloop":
+    if settings.server.event_loop == "uvloop":
         try:
             import uvloop
         except ImportError:
@@ -222,9 +223,9 @@ class Master:
         with ExitStack() as stack:
             for sock in {sock for group in self.listeners for sock in group}:
                 stack.callback(sock.close)
-            if self.settings.redis_url is None:
-                embedded = EmbeddedRedis(self.settings.redis_data_dir)
-                self.settings = dataclasses.replace(self.settings, redis_url=embedded.start())
+            if self.settings.redis.url is None:
+                embedded = EmbeddedRedis(self.settings.redis.data_dir)
+                self.settings = self.settings.override(redis={"url": embedded.start()})
                 stack.callback(embedded.stop)
             self.metrics_dir = Path(tempfile.mkdtemp(prefix="gateway-metrics-"))
             stack.callback(shutil.rmtree, self.metrics_dir, ignore_errors=True)

@@ -29,11 +29,11 @@ from gateway.redis_server import EmbeddedRedis
 async def open_redis(settings: Settings) -> AsyncIterator[RedisClient]:
     """Connect to REDIS_URL, or start (or join) the embedded server in the data directory."""
     embedded: EmbeddedRedis | None = None
-    url = settings.redis_url
+    url = settings.redis.url
     if url is None:
-        if settings.redis_cluster:
+        if settings.redis.cluster:
             raise ConfigError("redis.cluster needs redis.url (REDIS_URL): the embedded Redis is a single server")
-        embedded = EmbeddedRedis(settings.redis_data_dir)
+        embedded = EmbeddedRedis(settings.redis.data_dir)
         url = await asyncio.to_thread(embedded.start)
     client = redis_client(url, settings)
     try:
@@ -76,18 +76,18 @@ def redis_client(url: str, settings: Settings) -> RedisClient:
     options: dict[str, Any] = {
         "decode_responses": True,
         "health_check_interval": 30,
-        "socket_timeout": settings.redis_timeout,
-        "socket_connect_timeout": settings.redis_timeout,
+        "socket_timeout": settings.redis.timeout,
+        "socket_connect_timeout": settings.redis.timeout,
         "retry": retry,
     }
-    if settings.redis_cluster:
+    if settings.redis.cluster:
         # redis-py's cluster default (100 per node) fails the 101st concurrent call with MaxConnectionsError;
         # its cluster client cannot wait for a connection, so the bound is set high.
-        return _ClusterClient.from_url(url, max_connections=settings.redis_max_connections, **options)
+        return _ClusterClient.from_url(url, max_connections=settings.redis.max_connections, **options)
     # A pool that waits for a free connection (up to the call's timeout) instead of failing the call at once,
     # as redis-py's default pool (100) does past its bound: a burst beyond it must queue, never 503.
     pool = BlockingConnectionPool.from_url(
-        url, max_connections=settings.redis_max_connections, timeout=settings.redis_timeout, **options
+        url, max_connections=settings.redis.max_connections, timeout=settings.redis.timeout, **options
     )
     return Redis.from_pool(pool)  # the client owns the pool: closing it closes the connections
 
@@ -98,15 +98,15 @@ def ledger_for(
     """The ledger with the configured retention of what settlement writes, and the usage insights' rules;
     `on_alerts` is told when a step appended webhook events."""
     retention = Retention(
-        request_log_maxlen=settings.request_log_maxlen,
-        request_log_retention_ms=settings.request_log_retention_days * 86_400_000,
-        hour_ttl_s=settings.hourly_retention_days * 86400,
-        settled_ids_ms=2 * settings.reservation_ttl_seconds * 1000,
+        request_log_maxlen=settings.redis.request_log_maxlen,
+        request_log_retention_ms=settings.redis.request_log_retention_days * 86_400_000,
+        hour_ttl_s=settings.redis.hourly_retention_days * 86400,
+        settled_ids_ms=2 * settings.limits.reservation_ttl_seconds * 1000,
     )
     insights = InsightRules(
-        duplicate_window_ms=settings.insights_duplicate_window_seconds * 1000,
-        retry_window_ms=settings.insights_retry_loop_window_seconds * 1000,
-        retry_min=settings.insights_retry_loop_min,
+        duplicate_window_ms=settings.insights.duplicate_window_seconds * 1000,
+        retry_window_ms=settings.insights.retry_loop_window_seconds * 1000,
+        retry_min=settings.insights.retry_loop_min,
     )
     return Ledger(redis, clock=clock, retention=retention, insights=insights, on_alerts=on_alerts)
 
@@ -115,7 +115,7 @@ async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
     """Open Redis, register the ledger's scripts and the account store, and run the ledger's upkeep: the
     spool's replay and the sweeper. On shutdown, one last replay, then close."""
     settings = app[SETTINGS]
-    spool = Spool(settings.spool_dir)
+    spool = Spool(settings.server.spool_dir)
     await asyncio.to_thread(spool.open)
     async with open_redis(settings) as redis:
         app[REDIS] = redis
@@ -123,7 +123,7 @@ async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
         app[ACCOUNTS] = AccountStore(redis, clock=app[CLOCK])
         settler = app[SETTLER] = Settler(ledger, spool, observer=app[METRICS])
         health = app[REDIS_HEALTH] = RedisHealth(redis, ledger, observer=app[METRICS], on_back=settler.redis_back)
-        interval = settings.sweep_interval_seconds
+        interval = settings.limits.sweep_interval_seconds
         sweeper = Sweeper(redis, settler, interval_s=interval, grace_ms=interval * 1000)
         tasks = [
             asyncio.create_task(settler.run(), name="spool-replay"),

@@ -17,7 +17,15 @@ from gateway.app_state import LEDGER, REDIS, SETTLER
 from gateway.billing import keyspace
 from gateway.billing.pricing import Price
 from gateway.billing.settler import REDIS_UNAVAILABLE
-from gateway.config import ModelConfig, Settings, UpstreamConfig
+from gateway.config import (
+    LimitsConfig,
+    ModelConfig,
+    RedisConfig,
+    ServerConfig,
+    Settings,
+    TimeoutsConfig,
+    UpstreamConfig,
+)
 from gateway.mock.server import MockState
 from tests.oracle import ReferencePrice
 
@@ -64,30 +72,30 @@ def make_settings(
     upstreams: dict[str, str],
     *,
     upstream_fields: Mapping[str, Mapping[str, object]] | None = None,
-    **overrides: object,
+    models: Mapping[str, ModelConfig] | None = None,
+    **sections: Mapping[str, object],
 ) -> Settings:
     """Settings with one model per upstream: model "m-NAME" served by upstream NAME as gpt-4o-mini.
-    `upstream_fields` sets UpstreamConfig fields per upstream name."""
+    `upstream_fields` sets UpstreamConfig fields per upstream name; `models` replaces the models; each other
+    keyword is a section of the file whose values it sets over the suite's (`server={"body_timeout": 0.5}`)."""
     fields = upstream_fields or {}
     upstream_configs = {
         name: UpstreamConfig(name=name, base_url=url, **{"api_key": f"provider-key-{name}", **fields.get(name, {})})  # type: ignore[arg-type]
         for name, url in upstreams.items()
     }
-    models = {
+    default_models = {
         f"m-{name}": ModelConfig(name=f"m-{name}", upstream=name, upstream_model="gpt-4o-mini", price=TEST_PRICE)
         for name in upstreams
     }
-    values: dict[str, object] = {
-        "models": models,
-        "upstreams": upstream_configs,
-        "admin_token": ADMIN_TOKEN,
-        "redis_url": redis_url,
-        "default_max_tokens": 256,
-        "read_timeout": 5.0,
-        "total_timeout": 30.0,
-    }
-    values.update(overrides)
-    return Settings(**values)  # type: ignore[arg-type]
+    suite = Settings(
+        models=default_models if models is None else models,
+        upstreams=upstream_configs,
+        server=ServerConfig(admin_token=ADMIN_TOKEN),
+        redis=RedisConfig(url=redis_url),
+        limits=LimitsConfig(default_max_tokens=256),
+        timeouts=TimeoutsConfig(read=5.0, total=30.0),
+    )
+    return suite.override(**sections)
 
 
 @dataclass

@@ -8,6 +8,7 @@ import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -87,16 +88,14 @@ async def start_upstream(aiohttp_server: Callable[..., Awaitable[TestServer]]) -
 async def start_gateway(
     redis_url: str, start_upstream: StartUpstream, aiohttp_client: Callable[..., Awaitable[TestClient]]
 ) -> StartGateway:
-    """Start the gateway in front of mock upstreams: `await start_gateway(main={...MockOptions}, ...)`."""
+    """Start the gateway in front of mock upstreams: `await start_gateway(main={...MockOptions}, ...)`, its
+    settings `make_settings`'s with the overrides given first, by table: `start_gateway({"server": {...}})`."""
 
-    async def start(
-        settings_overrides: dict[str, object] | None = None, **upstream_options: dict[str, object]
-    ) -> Gateway:
+    async def start(settings_overrides: dict[str, Any] | None = None, **upstream_options: dict[str, object]) -> Gateway:
         upstream_options = upstream_options or {"main": {}}
         upstreams = {name: await start_upstream(**opts) for name, opts in upstream_options.items()}
         overrides = dict(settings_overrides or {})
-        url = str(overrides.pop("redis_url", redis_url))
-        settings = make_settings(url, {n: u.base_url for n, u in upstreams.items()}, **overrides)
+        settings = make_settings(redis_url, {n: u.base_url for n, u in upstreams.items()}, **overrides)
         clock = FakeClock()
         client = await aiohttp_client(create_app(settings, clock=clock))
         return Gateway(client, settings, clock, upstreams)

@@ -3,7 +3,8 @@
 Dependencies point down: handlers use services; services use `billing/` and `tokens/`; those two use nothing
 else of the gateway. The tables below are the rule. Each package's `__init__.py` docstring has the sentence
 that starts "May import:" written from them (`may_import` writes it; a test fails, giving the sentence, when
-the two differ), and gateway/__init__.py places every top-level module in its role.
+the two differ), and gateway/__init__.py places every top-level module in its role. Services are built once, at
+start-up, in a cleanup context (`services_built_per_call` finds one built per call).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ SHARED = {
     "bill_headers",
     "bodies",
     "config",
+    "config_checks",
     "errors",
     "metrics",
     "numbers",
@@ -69,7 +71,18 @@ ALLOWED: dict[str, set[str]] = {
     "dashboard": {"billing", "shared", "admin.accounts", "admin.auth", "usage.ranges", "usage.reader", "usage.views"},
     "insights": {"billing", "tokens", "shared", "admin.auth", "usage.ranges"},
     "mock": set(),
-    "state": {"billing", "tokens", "shared", "admin.accounts"},
+    # The app state declares a key for each service handlers read, so it names their classes.
+    "state": {
+        "billing",
+        "tokens",
+        "shared",
+        "admin.accounts",
+        "admin.service",
+        "insights.reader",
+        "proxy.metering",
+        "usage.reader",
+        "webhooks.service",
+    },
     "assembly": {"billing", "tokens", "shared", "state", *PACKAGES},
 }
 # Modules that serve HTTP and read the app state. The rest of their package are services, which import
@@ -173,6 +186,117 @@ def test_every_module_has_a_place() -> None:
 
 def test_imports_point_the_stated_way() -> None:
     assert violations(GATEWAY_DIR) == []
+
+
+def class_definitions(root: Path) -> dict[str, ast.ClassDef]:
+    return {
+        node.name: node
+        for path in sorted(root.rglob("*.py"))
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+        if isinstance(node, ast.ClassDef)
+    }
+
+
+def takes_redis(definition: ast.ClassDef) -> bool:
+    """Whether the class's constructor takes a RedisClient."""
+    for item in definition.body:
+        if isinstance(item, ast.FunctionDef) and item.name == "__init__":
+            arguments = item.args.args + item.args.kwonlyargs
+            return any(a.annotation is not None and "RedisClient" in ast.unparse(a.annotation) for a in arguments)
+    return False
+
+
+def app_key_types(root: Path) -> set[str]:
+    """The classes app_state.py declares keys for: `web.AppKey("name", Class)` or `web.AppKey[Class]`."""
+    names = set()
+    for node in ast.walk(ast.parse((root / "app_state.py").read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Call) and ast.unparse(node.func).endswith("AppKey"):
+            names |= {argument.id for argument in node.args[1:] if isinstance(argument, ast.Name)}
+        elif isinstance(node, ast.AnnAssign) and isinstance(node.annotation, ast.Subscript):
+            if isinstance(node.annotation.slice, ast.Name):
+                names.add(node.annotation.slice.id)
+    return names
+
+
+def is_startup(name: str) -> bool:
+    """A function that runs once per app or per service: a cleanup context, or a service's constructor."""
+    return name.endswith("_ctx") or name == "__init__"
+
+
+def constructions(
+    tree: ast.AST, names: set[str], within: tuple[str, ...] = ()
+) -> Iterator[tuple[str, int, tuple[str, ...]]]:
+    """Each call of a class in `names`: (class, line, the functions it is in, outermost first)."""
+    for node in ast.iter_child_nodes(tree):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            yield from constructions(node, names, (*within, node.name))
+            continue
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in names:
+            yield node.func.id, node.lineno, within
+        yield from constructions(node, names, within)
+
+
+def service_classes(root: Path) -> set[str]:
+    """What start-up builds once: the classes the app state declares keys for (but `Settings`, which `config`
+    reads from the file), the classes a cleanup context (`*_ctx`) builds, and every class whose constructor takes
+    a RedisClient."""
+    defined = class_definitions(root)
+    built = {
+        name
+        for path in root.rglob("*.py")
+        for name, _, within in constructions(ast.parse(path.read_text(encoding="utf-8")), set(defined))
+        if any(function.endswith("_ctx") for function in within)
+    }
+    keyed = app_key_types(root) & set(defined) - {"Settings"}
+    return keyed | built | {name for name, definition in defined.items() if takes_redis(definition)}
+
+
+def services_built_per_call(root: Path) -> list[str]:
+    """Services built where they would be built again on every call. The state and the assembly build them
+    (once per app, or once per CLI command); anywhere else only a cleanup context or a service's `__init__` may."""
+    services = service_classes(root)
+    found = []
+    for path in sorted(root.rglob("*.py")):
+        module = module_name(path, root)
+        if part_of(module) in ("state", "assembly"):
+            continue
+        for name, line, within in constructions(ast.parse(path.read_text(encoding="utf-8")), services):
+            if not any(is_startup(function) for function in within):
+                where = within[-1] if within else "the module"
+                found.append(
+                    f"gateway/{path.relative_to(root)}:{line} builds {name} in {where}: build it once "
+                    "at start-up, under an app key, in a cleanup context of its package"
+                )
+    return found
+
+
+def test_services_are_built_once_at_start_up() -> None:
+    assert services_built_per_call(GATEWAY_DIR) == []
+
+
+@pytest.mark.parametrize(
+    ("module", "call", "service"),
+    [
+        ("usage/handlers.py", "UsageReader(request.app[REDIS])", "UsageReader"),
+        ("admin/handlers.py", "AdminService(request.app[ACCOUNTS], request.app[LEDGER])", "AdminService"),
+        ("webhooks/handlers.py", "WebhookService(store, outbox, limits, clock=time.time)", "WebhookService"),
+        ("webhooks/handlers.py", "Outbox(request.app[REDIS], clock=WALL_CLOCK)", "Outbox"),
+        # a service module handlers call per request is a request's code too
+        ("insights/report.py", "InsightsReader(redis)", "InsightsReader"),
+    ],
+)
+def test_a_service_built_per_request_is_caught(tree_copy: Path, module: str, call: str, service: str) -> None:
+    assert services_built_per_call(tree_copy) == []
+    path = tree_copy / module
+    path.write_text(
+        path.read_text() + f"\n\nasync def _per_request(request, redis, store, outbox, limits):\n    {call}\n"
+    )
+    found = services_built_per_call(tree_copy)
+    assert (
+        len(found) == 1
+        and found[0].startswith(f"gateway/{module}:")
+        and f"builds {service} in _per_request" in found[0]
+    ), found
 
 
 def and_list(items: list[str]) -> str:

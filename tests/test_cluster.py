@@ -15,7 +15,7 @@ from redis.asyncio import RedisCluster
 from gateway.admin.accounts import AccountStore, ParsedApiKey, parse_api_key
 from gateway.billing import Ledger, ReserveStatus, Settlement, keyspace
 from gateway.billing.client import RedisClient
-from gateway.config import ConfigError, Settings
+from gateway.config import ConfigError, RedisConfig, Settings
 from gateway.redis_server import free_port
 from gateway.storage import ledger_for, open_redis, redis_client
 from gateway.usage.export import read_pages
@@ -31,7 +31,7 @@ COST = 3_000
 @pytest.fixture
 async def cluster_client(cluster_url: str) -> AsyncIterator[RedisClient]:
     """The gateway's own client, configured as `redis.cluster = true` configures it."""
-    client = redis_client(cluster_url, Settings(models={}, upstreams={}, redis_url=cluster_url, redis_cluster=True))
+    client = redis_client(cluster_url, Settings(redis=RedisConfig(url=cluster_url, cluster=True)))
     yield client
     await client.aclose()
 
@@ -71,7 +71,7 @@ async def test_every_script_runs_unchanged_across_masters(
 ) -> None:
     assert isinstance(cluster_client, RedisCluster)
     clock = FakeClock()
-    settings = Settings(models={}, upstreams={}, redis_url=redis_cluster.url, redis_cluster=True)
+    settings = Settings(redis=RedisConfig(url=redis_cluster.url, cluster=True))
     store, ledger = AccountStore(cluster_client, clock=clock), ledger_for(cluster_client, settings, clock)
     accounts = await _accounts_on_every_master(store, redis_cluster)
 
@@ -105,7 +105,7 @@ async def test_admin_and_usage_reads_span_masters(
     cluster_client: RedisClient, redis_cluster: RedisClusterNodes
 ) -> None:
     clock = FakeClock()
-    settings = Settings(models={}, upstreams={}, redis_url=redis_cluster.url, redis_cluster=True)
+    settings = Settings(redis=RedisConfig(url=redis_cluster.url, cluster=True))
     store, ledger = AccountStore(cluster_client, clock=clock), ledger_for(cluster_client, settings, clock)
     accounts = await _accounts_on_every_master(store, redis_cluster)
     for account_id, (sha, _) in accounts.items():
@@ -172,7 +172,7 @@ async def test_a_timed_out_call_is_not_retried(cluster_url: str, redis_cluster: 
     the command itself), so the caller sees the error within two; the margin is a whole timeout for a busy
     machine."""
     timeout = 1.0
-    settings = Settings(models={}, upstreams={}, redis_url=cluster_url, redis_cluster=True, redis_timeout=timeout)
+    settings = Settings(redis=RedisConfig(url=cluster_url, cluster=True, timeout=timeout))
     client = redis_client(cluster_url, settings)
     try:
         ledger, account_id, sha = await _one_account(client)
@@ -202,14 +202,14 @@ async def _until(read: Callable[[], Awaitable[int]], expected: int, timeout: flo
 
 async def test_the_cluster_setting_needs_a_url() -> None:
     with pytest.raises(ConfigError, match="redis.cluster needs redis.url"):
-        async with open_redis(Settings(models={}, upstreams={}, redis_cluster=True)):
+        async with open_redis(Settings(redis=RedisConfig(cluster=True))):
             pass
 
 
 async def test_an_unreachable_cluster_is_a_connection_error() -> None:
     """As a refused connect is for one server, so the errors that mean "Redis is unavailable" cover both."""
     url = f"redis://127.0.0.1:{free_port()}"
-    client = redis_client(url, Settings(models={}, upstreams={}, redis_url=url, redis_cluster=True))
+    client = redis_client(url, Settings(redis=RedisConfig(url=url, cluster=True)))
     try:
         with pytest.raises(redis.exceptions.ConnectionError, match="cannot be connected"):
             await client.ping()

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
+import re
 from pathlib import Path
 
 import pytest
 
-from gateway.config import SETTING_PATHS, ConfigError, Settings, load_settings
+from gateway.config import SECTIONS, ConfigError, ServerConfig, Settings, load_settings
 
 BASE = """
 [server]
@@ -20,6 +22,8 @@ input_credits_per_million = 2.5
 output_credits_per_million = 10
 """
 
+SHIPPED = Path(__file__).parent.parent / "config" / "gateway.toml"
+
 
 def _load(tmp_path: Path, text: str, env: dict[str, str] | None = None):  # type: ignore[no-untyped-def]
     path = tmp_path / "gateway.toml"
@@ -28,17 +32,28 @@ def _load(tmp_path: Path, text: str, env: dict[str, str] | None = None):  # type
 
 
 def test_the_shipped_example_config_loads() -> None:
-    settings = load_settings(Path(__file__).parent.parent / "config" / "gateway.toml", {})
+    settings = load_settings(SHIPPED, {})
     assert {"gpt-4o", "gpt-4o-mini", "mock-model"} <= set(settings.models)
-    assert settings.redis_url is None and settings.admin_token is None
+    assert settings.redis.url is None and settings.server.admin_token is None
 
 
 def test_the_shipped_config_shows_the_defaults() -> None:
-    """Defaults are written once, in `Settings`; the shipped file shows them, so the two must not drift apart."""
-    shipped = load_settings(Path(__file__).parent.parent / "config" / "gateway.toml", {})
-    defaults = Settings(models={}, upstreams={})
-    fields = [field for field, _ in SETTING_PATHS.values()]
-    assert [getattr(shipped, f) for f in fields] == [getattr(defaults, f) for f in fields]
+    """Defaults are written once, on the sections' fields; the shipped file shows them, so the two must not drift
+    apart."""
+    shipped = load_settings(SHIPPED, {})
+    defaults = Settings()
+    assert [getattr(shipped, name) for name in SECTIONS] == [getattr(defaults, name) for name in SECTIONS]
+
+
+def test_the_sections_are_the_tables_of_the_shipped_file_and_name_each_of_its_keys() -> None:
+    """Every setting is shown in the shipped file under its table (set, or commented out where it has no value
+    by default), and every table the file has besides upstreams and models is a section."""
+    text = SHIPPED.read_text()
+    tables = dict(re.findall(r"^\[(\w+)\][^\n]*\n(.*?)(?=^\[|\Z)", text, re.MULTILINE | re.DOTALL))
+    assert set(tables) == set(SECTIONS)  # [upstreams.NAME] and [models."NAME"] are tables of tables
+    for name, kind in SECTIONS.items():
+        shown = set(re.findall(r"^#? ?(\w+) +=", tables[name], re.MULTILINE))
+        assert shown == {item.name for item in dataclasses.fields(kind)}, name
 
 
 def test_prices_become_micros_and_provider_keys_come_from_the_environment(tmp_path: Path) -> None:
@@ -64,11 +79,84 @@ def test_environment_overrides_any_value(tmp_path: Path) -> None:
         "GATEWAY__MODELS__local__OUTPUT_CREDITS_PER_MILLION": "1",
     }
     settings = _load(tmp_path, BASE, env)
-    assert settings.redis_url == "redis://127.0.0.1:6390/2" and settings.admin_token == "admin"
-    assert settings.port == 9001 and settings.default_max_tokens == 512 and settings.read_timeout == 2.5
+    assert settings.redis.url == "redis://127.0.0.1:6390/2" and settings.server.admin_token == "admin"
+    assert settings.server.port == 9001 and settings.limits.default_max_tokens == 512 and settings.timeouts.read == 2.5
     assert settings.models["gpt-4o"].price.output_micros_per_million == 12_250_000
     assert settings.upstreams["openai"].base_url == "http://127.0.0.1:1234/v1"
     assert "local" in settings.models
+
+
+# Every setting, a value for its GATEWAY__SECTION__KEY variable, and what the setting then holds.
+EVERY_SETTING: dict[str, tuple[str, object]] = {
+    "server.host": ("0.0.0.0", "0.0.0.0"),
+    "server.port": ("9001", 9001),
+    "server.workers": ("3", 3),
+    "server.event_loop": ("asyncio", "asyncio"),
+    "server.access_log": ("true", True),
+    "server.admin_token": ("admin", "admin"),
+    "server.max_body_bytes": ("1024", 1024),
+    "server.body_timeout": ("2.5", 2.5),
+    "server.spool_dir": ("/var/spool/gw", Path("/var/spool/gw")),
+    "redis.url": ("redis://10.0.0.1:6379/1", "redis://10.0.0.1:6379/1"),
+    "redis.cluster": ("true", True),
+    "redis.data_dir": ("/var/lib/gw", Path("/var/lib/gw")),
+    "redis.request_log_maxlen": ("500", 500),
+    "redis.request_log_retention_days": ("7", 7),
+    "redis.hourly_retention_days": ("10", 10),
+    "redis.timeout": ("0.5", 0.5),
+    "redis.max_connections": ("64", 64),
+    "limits.default_max_tokens": ("512", 512),
+    "limits.reservation_ttl_seconds": ("1000", 1000),
+    "limits.max_upstream_response_bytes": ("4096", 4096),
+    "limits.prompt_clamp_ratio": ("2", 2),
+    "limits.prompt_clamp_slack": ("0", 0),
+    "limits.sweep_interval_seconds": ("5", 5),
+    "webhooks.retry_schedule_seconds": ("[1, 2]", (1, 2)),
+    "webhooks.allow_private_targets": ("true", True),
+    "webhooks.max_per_account": ("3", 3),
+    "webhooks.timeout": ("30", 30.0),
+    "webhooks.disable_after_days": ("1", 1),
+    "metrics.token": ("scrape", "scrape"),
+    "metrics.port": ("9464", 9464),
+    "metrics.per_account": ("true", True),
+    "usage.max_range_days": ("31", 31),
+    "usage.max_hour_range_hours": ("48", 48),
+    "insights.duplicate_window_seconds": ("60", 60),
+    "insights.retry_loop_min": ("2", 2),
+    "insights.retry_loop_window_seconds": ("30", 30),
+    "insights.long_prompt_tokens": ("100", 100),
+    "insights.long_conversation_turns": ("4", 4),
+    "insights.small_prompt_tokens": ("10", 10),
+    "insights.small_completion_tokens": ("5", 5),
+    "timeouts.connect": ("1", 1.0),
+    "timeouts.read": ("2.5", 2.5),
+    "timeouts.total": ("60", 60.0),
+    "tokens.default_encoding": ("cl100k_base", "cl100k_base"),
+    "tokens.remote_image_size": ("[512, 256]", (512, 256)),
+}
+
+
+def test_every_setting_is_set_by_the_variable_its_table_and_key_name(tmp_path: Path) -> None:
+    """No list of paths in the reader: the variable of every field of every section takes effect."""
+    assert set(EVERY_SETTING) == {
+        f"{name}.{item.name}" for name, kind in SECTIONS.items() for item in dataclasses.fields(kind)
+    }
+    env = {f"GATEWAY__{path.replace('.', '__').upper()}": text for path, (text, _) in EVERY_SETTING.items()}
+    settings = _load(tmp_path, BASE, env)
+    for path, (_, expected) in EVERY_SETTING.items():
+        table, key = path.split(".")
+        assert getattr(getattr(settings, table), key) == expected, path
+
+
+def test_override_replaces_values_of_a_section_and_keeps_the_rest() -> None:
+    settings = Settings(server=ServerConfig(port=9000, admin_token="admin"))
+    moved = settings.override(server={"port": 9001}, limits={"default_max_tokens": 7})
+    assert (moved.server.port, moved.server.admin_token, moved.limits.default_max_tokens) == (9001, "admin", 7)
+    assert settings.server.port == 9000  # frozen: a new Settings
+    with pytest.raises(TypeError, match="no section 'serve'"):
+        settings.override(serve={"port": 1})
+    with pytest.raises(TypeError):
+        settings.override(server={"prot": 1})
 
 
 @pytest.mark.parametrize(
@@ -107,12 +195,12 @@ def test_reasoning_models_get_max_completion_tokens_by_default(tmp_path: Path) -
 
 def test_usage_settings_default_and_override(tmp_path: Path) -> None:
     defaults = _load(tmp_path, BASE)
-    assert defaults.request_log_retention_days == 0 and defaults.usage_max_range_days == 400
-    assert defaults.usage_max_hour_range_hours == 744
+    assert defaults.redis.request_log_retention_days == 0 and defaults.usage.max_range_days == 400
+    assert defaults.usage.max_hour_range_hours == 744
     text = BASE + "[redis]\nrequest_log_retention_days = 90\n[usage]\nmax_range_days = 31\nmax_hour_range_hours = 48\n"
     settings = _load(tmp_path, text, {"GATEWAY__USAGE__MAX_RANGE_DAYS": "62"})
-    assert settings.request_log_retention_days == 90 and settings.usage_max_range_days == 62
-    assert settings.usage_max_hour_range_hours == 48
+    assert settings.redis.request_log_retention_days == 90 and settings.usage.max_range_days == 62
+    assert settings.usage.max_hour_range_hours == 48
 
 
 def test_a_model_name_a_shell_cannot_export_is_spelled_with_underscores(tmp_path: Path) -> None:

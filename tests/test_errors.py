@@ -115,7 +115,7 @@ async def test_unknown_model_gets_404(start_gateway: StartGateway) -> None:
 
 
 async def test_oversized_body_gets_413(start_gateway: StartGateway) -> None:
-    gateway = await start_gateway(settings_overrides={"max_body_bytes": 2048})
+    gateway = await start_gateway(settings_overrides={"server": {"max_body_bytes": 2048}})
     account, key = await gateway.new_account()
     response = await gateway.chat(key, {"model": "m-main", "messages": user_message("x" * 5000)})
     await _error(response, 413, "request_too_large")
@@ -145,7 +145,7 @@ async def test_unreachable_upstream_gets_502_and_costs_nothing(start_gateway: St
 
 
 async def test_upstream_timeout_gets_504_and_costs_nothing(start_gateway: StartGateway) -> None:
-    gateway = await start_gateway(settings_overrides={"read_timeout": 0.3}, main={"latency_ms": 2000})
+    gateway = await start_gateway(settings_overrides={"timeouts": {"read": 0.3}}, main={"latency_ms": 2000})
     account, key = await gateway.new_account()
     response = await gateway.chat(key, {"model": "m-main", "messages": user_message()})
     await _error(response, 504, "upstream_timeout")

@@ -88,14 +88,14 @@ async def test_fixed_vocabulary_series_exist_at_zero_from_start_up(start_gateway
     assert fixed_vocabulary_at_zero(text) == expected_at_zero(["m-main", "m-other"])
     assert "gateway_requests_total{" not in text  # an open vocabulary (any status recorded): it comes with traffic
     # Per account, tokens and credits wait for an account's first request; the rest is there.
-    per_account = await start_gateway({"metrics_per_account": True})
+    per_account = await start_gateway({"metrics": {"per_account": True}})
     found = fixed_vocabulary_at_zero(await (await per_account.client.get("/metrics")).text())
     expected = expected_at_zero(["m-main"]) | {"gateway_tokens_total": set(), "gateway_credits_charged_total": set()}
     assert found == expected
 
 
 async def test_redis_errors_and_script_reloads(start_gateway: StartGateway, controlled_redis: ControlledRedis) -> None:
-    gateway = await start_gateway({"redis_url": controlled_redis.url, "redis_timeout": 0.5})
+    gateway = await start_gateway({"redis": {"url": controlled_redis.url, "timeout": 0.5}})
     _, key = await gateway.new_account()
     controlled_redis.stop()
     response = await gateway.chat(key, {"model": "m-main", "messages": user_message()})
@@ -111,7 +111,7 @@ async def test_redis_errors_and_script_reloads(start_gateway: StartGateway, cont
 
 
 async def test_counters_carry_the_account_only_when_asked(start_gateway: StartGateway) -> None:
-    gateway = await start_gateway({"metrics_per_account": True})
+    gateway = await start_gateway({"metrics": {"per_account": True}})
     account, key = await gateway.new_account()
     assert (await gateway.chat(key, {"model": "m-main", "messages": user_message()})).status == 200
     [(labels, value)] = (await _samples(gateway))["gateway_requests_total"]
@@ -148,7 +148,7 @@ def test_the_grafana_dashboard_reads_only_series_the_gateway_exports() -> None:
 
 
 async def test_webhook_deliveries_are_counted_by_outcome(start_gateway: StartGateway) -> None:
-    gateway = await start_gateway({"webhook_allow_private_targets": True})
+    gateway = await start_gateway({"webhooks": {"allow_private_targets": True}})
     _, key = await gateway.new_account()
     auth = {"Authorization": f"Bearer {key}"}
     body = {"url": "http://127.0.0.1:9/closed", "events": ["credits.exhausted"]}

@@ -15,7 +15,7 @@ import aiohttp
 
 from gateway.billing import keyspace
 from gateway.billing.client import RedisClient
-from gateway.config import Settings
+from gateway.config import RedisConfig, Settings
 from gateway.redis_server import free_port
 from gateway.storage import redis_client
 from tests.processes import GatewayProcesses, gateway_env, wait_ready
@@ -110,7 +110,7 @@ async def _check_books(redis_url: str, cluster: bool, processes: GatewayProcesse
     account_id = str(account["id"])
     key = str((await _admin(http, "POST", f"{bases[1]}/admin/accounts/{account_id}/keys", {"name": "app"}))["key"])
     first_day = datetime.now(UTC)
-    redis = redis_client(redis_url, Settings(models={}, upstreams={}, redis_url=redis_url, redis_cluster=cluster))
+    redis = redis_client(redis_url, Settings(redis=RedisConfig(url=redis_url, cluster=cluster)))
     try:
         done = asyncio.Event()
         watcher = asyncio.create_task(_lowest_balance(redis, account_id, done))

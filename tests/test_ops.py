@@ -19,7 +19,7 @@ async def test_probes_follow_redis(start_gateway: StartGateway, tmp_path: Path) 
     redis = ControlledRedis(tmp_path / "redis")
     redis.start()
     try:
-        gateway = await start_gateway({"redis_url": redis.url})
+        gateway = await start_gateway({"redis": {"url": redis.url}})
         assert (await gateway.client.get("/readyz")).status == 200
         health = await (await gateway.client.get("/healthz")).json()
         assert health == {"status": "ok", "redis": "up", "spooled": 0}
@@ -47,7 +47,7 @@ async def _until(condition: object, timeout: float = 10.0) -> None:
 async def test_metrics_are_public_on_loopback_only(start_gateway: StartGateway) -> None:
     gateway = await start_gateway()
     assert (await gateway.client.get("/metrics")).status == 200
-    exposed = await start_gateway({"host": "0.0.0.0"})
+    exposed = await start_gateway({"server": {"host": "0.0.0.0"}})
     refused = await exposed.client.get("/metrics")
     assert refused.status == 401 and (await refused.json())["error"]["type"] == "invalid_request_error"
     admin = await exposed.client.get("/metrics", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
@@ -56,7 +56,7 @@ async def test_metrics_are_public_on_loopback_only(start_gateway: StartGateway) 
 
 @pytest.mark.parametrize("host", ["127.0.0.1", "0.0.0.0"])
 async def test_a_metrics_token_is_required_wherever_it_is_set(start_gateway: StartGateway, host: str) -> None:
-    gateway = await start_gateway({"host": host, "metrics_token": "scrape-me"})
+    gateway = await start_gateway({"server": {"host": host}, "metrics": {"token": "scrape-me"}})
     assert (await gateway.client.get("/metrics")).status == 401
     wrong = await gateway.client.get("/metrics", headers={"Authorization": "Bearer nope"})
     assert wrong.status == 401
@@ -66,7 +66,7 @@ async def test_a_metrics_token_is_required_wherever_it_is_set(start_gateway: Sta
 
 async def test_metrics_on_their_own_port(start_gateway: StartGateway) -> None:
     port = free_port()
-    gateway = await start_gateway({"metrics_port": port})
+    gateway = await start_gateway({"metrics": {"port": port}})
     assert (await gateway.client.get("/metrics")).status == 404
     async with aiohttp.ClientSession() as session, session.get(f"http://127.0.0.1:{port}/metrics") as response:
         assert response.status == 200 and "gateway_token_count_drift_tokens" in await response.text()

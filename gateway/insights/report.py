@@ -2,7 +2,7 @@
 have saved, a tip and example request ids, most savings first. Served by GET /v1/usage/insights and
 `gateway usage insights`.
 
-    report = await insights_report(redis, settings, account_id, {"start": "2026-09-01"}, now)
+    report = await insights_report(reader, settings, account_id, {"start": "2026-09-01"}, now)  # an InsightsReader
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from gateway.billing.client import RedisClient
 from gateway.billing.pricing import credits_number
 from gateway.config import Settings
 from gateway.errors import InvalidRequest, NotFound
@@ -56,7 +55,7 @@ def _retry_details(found: Found, settings: Settings) -> Details:
         | _credits(stats.get("credits", 0))
         for key_id, stats in sorted(found.loops_by_key.items(), key=lambda item: (-item[1].get("loops", 0), item[0]))
     ]
-    window = settings.insights_retry_loop_window_seconds
+    window = settings.insights.retry_loop_window_seconds
     return {"loops": _count(found, "retry", "loops"), "window_seconds": window, "keys": keys}
 
 
@@ -109,7 +108,7 @@ KINDS = (
         "dup",
         lambda f: f"{_plural(_count(f, 'dup'), 'duplicate request')} soon after a successful answer",
         "Cache the answers to identical requests and serve repeats from your cache instead of asking the model again.",
-        lambda f, s: {"window_seconds": s.insights_duplicate_window_seconds},
+        lambda f, s: {"window_seconds": s.insights.duplicate_window_seconds},
     ),
     Kind(
         "retry_loops",
@@ -133,8 +132,8 @@ KINDS = (
         lambda f, s: {
             "conversations": _count(f, "long", "conversations"),
             "history_tokens": _count(f, "long", "history_tokens"),
-            "long_prompt_tokens": s.insights_long_prompt_tokens,
-            "long_conversation_turns": s.insights_long_conversation_turns,
+            "long_prompt_tokens": s.insights.long_prompt_tokens,
+            "long_conversation_turns": s.insights.long_conversation_turns,
         },
     ),
     Kind(
@@ -193,7 +192,7 @@ def parse_key(value: str | None) -> str | None:
 
 
 async def insights_report(
-    redis: RedisClient, settings: Settings, account_id: str, query: Mapping[str, str], now: datetime
+    reader: InsightsReader, settings: Settings, account_id: str, query: Mapping[str, str], now: datetime
 ) -> dict[str, object]:
     """The report for `account_id` over the range the query asks for (`start`, `end`, `key`), as the usage API's
     other endpoints read them (whole UTC days). 400 for bad parameters, 404 for a key not of this account."""
@@ -201,16 +200,14 @@ async def insights_report(
         query,
         now,
         parse_granularity(query.get("granularity"), (Granularity.DAY,)),
-        max_days=settings.usage_max_range_days,
-        max_hours=settings.usage_max_hour_range_hours,
+        max_days=settings.usage.max_range_days,
+        max_hours=settings.usage.max_hour_range_hours,
     )
     key_id = parse_key(query.get("key"))
     examples_from = None
-    if settings.request_log_retention_days:
-        examples_from = now - timedelta(days=settings.request_log_retention_days)
-    found = await InsightsReader(redis).read(
-        account_id, usage_range.buckets(now), key_id=key_id, examples_from=examples_from
-    )
+    if settings.redis.request_log_retention_days:
+        examples_from = now - timedelta(days=settings.redis.request_log_retention_days)
+    found = await reader.read(account_id, usage_range.buckets(now), key_id=key_id, examples_from=examples_from)
     if not found.key_known:
         raise NotFound(f"No API key with id '{key_id}' in this account.", param="key")
     return insights_view(usage_range, found, settings)

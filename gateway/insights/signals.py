@@ -58,8 +58,8 @@ def is_long_conversation(fingerprint: Fingerprint, billed: Usage, settings: Sett
         fingerprint.messages > 1
         and billed.prompt_tokens > 0
         and (
-            fingerprint.turns > settings.insights_long_conversation_turns
-            or billed.prompt_tokens > settings.insights_long_prompt_tokens
+            fingerprint.turns > settings.insights.long_conversation_turns
+            or billed.prompt_tokens > settings.insights.long_prompt_tokens
         )
     )
 
@@ -68,8 +68,8 @@ def cheaper_alternative(model: ModelConfig, billed: Usage, status: int, settings
     """The configured cheaper model, for an answered request whose prompt and output were both small."""
     if model.cheaper_alternative is None or status != 200:
         return None
-    if billed.prompt_tokens > settings.insights_small_prompt_tokens:
+    if billed.prompt_tokens > settings.insights.small_prompt_tokens:
         return None
-    if billed.completion_tokens > settings.insights_small_completion_tokens:
+    if billed.completion_tokens > settings.insights.small_completion_tokens:
         return None
     return settings.models.get(model.cheaper_alternative)

@@ -139,7 +139,7 @@ class Exchange:
         return answer, response.status
 
     async def _forward_plain(self, response: aiohttp.ClientResponse, headers: dict[str, str]) -> web.Response:
-        body = await self._read(response, self.app[SETTINGS].max_upstream_response_bytes)
+        body = await self._read(response, self.app[SETTINGS].limits.max_upstream_response_bytes)
         try:
             payload = orjson.loads(body)
         except orjson.JSONDecodeError as exc:
@@ -171,7 +171,7 @@ class Exchange:
             self.api,
             self.meter,
             request_id=self.ticket.reservation.request_id,
-            max_event_bytes=self.app[SETTINGS].max_upstream_response_bytes,
+            max_event_bytes=self.app[SETTINGS].limits.max_upstream_response_bytes,
         )
         # Headers go out first: the balance after the hold. The charge comes in the stream's bill, if asked for.
         headers = {**headers, **balance_headers(self.ticket.reservation.balance_micros)}

@@ -18,7 +18,7 @@ from aiohttp import web
 
 from gateway.admin.accounts import ParsedApiKey, Tenant
 from gateway.admin.auth import authenticate, bearer_api_key
-from gateway.app_state import ACCOUNTS, CLOCK, LEDGER, METRICS, SETTINGS, SETTLER, TOKEN_COUNTER
+from gateway.app_state import ACCOUNTS, BILLER, CLOCK, LEDGER, METRICS, SETTINGS, SETTLER, TOKEN_COUNTER
 from gateway.bill_headers import CREDITS_REMAINING, CREDITS_USED, balance_headers, charge_headers
 from gateway.billing.pricing import credits_number
 from gateway.billing.settler import REDIS_UNAVAILABLE
@@ -48,7 +48,6 @@ from gateway.tokens import TokenCounter
 # Up to this size a body is read and counted before its key is checked (by the reserve script): counting it
 # takes a few milliseconds at worst. Beyond it, the key is checked first and counting runs on a thread.
 INLINE_COUNT_BYTES = 16 * 1024
-BILLER = web.AppKey("biller", Biller)  # set by biller_ctx, once the settler exists
 
 log = logging.getLogger(__name__)
 
@@ -59,11 +58,11 @@ async def read_body(request: web.Request, settings: Settings) -> bytes:
     """The raw body: 415 if compressed (never inflated), 413 if too large, 408 if it stalls."""
     if request.headers.get("Content-Encoding", "identity").strip().lower() not in ("", "identity"):
         raise UnsupportedMediaType()
-    limit = settings.max_body_bytes
+    limit = settings.server.max_body_bytes
     if request.content_length is not None and request.content_length > limit:
         raise PayloadTooLarge(f"Request body is {request.content_length} bytes; the limit is {limit}.")
     try:
-        async with asyncio.timeout(settings.body_timeout):
+        async with asyncio.timeout(settings.server.body_timeout):
             return await request.read()  # the app's client_max_size enforces the limit on chunked bodies
     except TimeoutError:
         raise RequestTimeout() from None

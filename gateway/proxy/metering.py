@@ -78,7 +78,7 @@ async def hold_credits(
                 # Above 2^53 no balance can pay anyway; the cap keeps the script's numbers exact.
                 hold_micros=min(hold, MAX_SAFE_INTEGER),
                 min_hold_micros=min(minimum, MAX_SAFE_INTEGER),
-                ttl_s=settings.reservation_ttl_seconds,
+                ttl_s=settings.limits.reservation_ttl_seconds,
                 model=model.name,
                 request_hash=request_hash,
             )
@@ -120,7 +120,7 @@ def output_bound(chat: ApiRequest, model: ModelConfig, settings: Settings, promp
     model's context window leaves after the prompt. `check_context` has refused what cannot fit at all."""
     if chat.max_tokens is not None:
         return chat.max_tokens
-    bound = model.max_output_tokens or settings.default_max_tokens
+    bound = model.max_output_tokens or settings.limits.default_max_tokens
     if model.context_window is not None:
         bound = min(bound, model.context_window - prompt_tokens)
     return bound
@@ -156,7 +156,9 @@ def check_context(chat: ApiRequest, model: ModelConfig, prompt_tokens: int) -> N
 def bounded_usage(reported: Usage, own_prompt_tokens: int, completion_limit: int, settings: Settings) -> Usage:
     """The upstream's usage, never beyond belief: prompt tokens at most `prompt_clamp_ratio` times the
     gateway's own count plus `prompt_clamp_slack`, completion tokens at most the forwarded bound times n."""
-    prompt_limit = min(own_prompt_tokens * settings.prompt_clamp_ratio + settings.prompt_clamp_slack, MAX_SAFE_INTEGER)
+    prompt_limit = min(
+        own_prompt_tokens * settings.limits.prompt_clamp_ratio + settings.limits.prompt_clamp_slack, MAX_SAFE_INTEGER
+    )
     completion_limit = min(completion_limit, MAX_SAFE_INTEGER)
     clamped = []
     prompt, completion = reported.prompt_tokens, reported.completion_tokens

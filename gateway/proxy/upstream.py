@@ -37,7 +37,7 @@ async def upstream_ctx(app: web.Application) -> AsyncIterator[None]:
     for warning in missing_provider_keys(settings):
         log.warning("%s", warning)
     timeout = aiohttp.ClientTimeout(
-        total=settings.total_timeout, sock_connect=settings.connect_timeout, sock_read=settings.read_timeout
+        total=settings.timeouts.total, sock_connect=settings.timeouts.connect, sock_read=settings.timeouts.read
     )
     connector = aiohttp.TCPConnector(limit=0, limit_per_host=1000, ttl_dns_cache=300, enable_cleanup_closed=True)
     async with aiohttp.ClientSession(

@@ -7,12 +7,13 @@ accounts and models across the gateway. Every endpoint takes `start` / `end` (se
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 from aiohttp import web
 
 from gateway.admin.auth import AccountScope, account_scope, require_admin
-from gateway.app_state import ACCOUNTS, CLOCK, REDIS, SETTINGS
+from gateway.app_state import ACCOUNTS, CLOCK, REDIS, SETTINGS, USAGE_READER
 from gateway.errors import json_response
 from gateway.numbers import parse_query_count
 from gateway.usage import views
@@ -26,7 +27,7 @@ MAX_SUMMARY_LIMIT = 1000
 async def usage_target(request: web.Request) -> AccountScope:
     """The account the request reads (see `admin.auth.account_scope`)."""
     settings = request.app[SETTINGS]
-    return await account_scope(request.app[ACCOUNTS], request.headers, request.query, settings.admin_token)
+    return await account_scope(request.app[ACCOUNTS], request.headers, request.query, settings.server.admin_token)
 
 
 def _now(request: web.Request) -> datetime:
@@ -39,8 +40,8 @@ def _range(request: web.Request, now: datetime, granularity: Granularity, *, exa
         request.query,
         now,
         granularity,
-        max_days=settings.usage_max_range_days,
-        max_hours=settings.usage_max_hour_range_hours,
+        max_days=settings.usage.max_range_days,
+        max_hours=settings.usage.max_hour_range_hours,
         exact=exact,
     )
 
@@ -54,7 +55,7 @@ async def get_usage(request: web.Request) -> web.Response:
     target = await usage_target(request)
     now = _now(request)
     usage_range = _range(request, now, parse_granularity(request.query.get("granularity")))
-    range_usage = await UsageReader(request.app[REDIS]).account_usage(target.account_id, usage_range, now)
+    range_usage = await request.app[USAGE_READER].account_usage(target.account_id, usage_range, now)
     return json_response(views.usage_view(usage_range, range_usage, target.balance_micros), headers=target.headers)
 
 
@@ -62,7 +63,7 @@ async def get_model_usage(request: web.Request) -> web.Response:
     target = await usage_target(request)
     now = _now(request)
     usage_range = _daily_range(request, now)
-    range_usage = await UsageReader(request.app[REDIS]).account_usage(target.account_id, usage_range, now)
+    range_usage = await request.app[USAGE_READER].account_usage(target.account_id, usage_range, now)
     return json_response(views.model_usage_view(usage_range, range_usage.models), headers=target.headers)
 
 
@@ -70,7 +71,7 @@ async def get_api_key_usage(request: web.Request) -> web.Response:
     target = await usage_target(request)
     now = _now(request)
     usage_range = _daily_range(request, now)
-    api_key_usage = await UsageReader(request.app[REDIS]).api_key_usage(target.account_id, usage_range, now)
+    api_key_usage = await request.app[USAGE_READER].api_key_usage(target.account_id, usage_range, now)
     return json_response(views.api_key_usage_view(usage_range, api_key_usage), headers=target.headers)
 
 
@@ -81,7 +82,7 @@ async def get_usage_export(request: web.Request) -> web.StreamResponse:
     now = _now(request)
     usage_range = _range(request, now, Granularity.DAY, exact=True)
     first_ms, end_ms = usage_range.ms_bounds()
-    retention_days = request.app[SETTINGS].request_log_retention_days
+    retention_days = request.app[SETTINGS].redis.request_log_retention_days
     if retention_days:
         first_ms = max(first_ms, int(now.timestamp() * 1000) - retention_days * 86_400_000)
     filename = f"{views.export_filename(target.account_id, usage_range)}.{fmt.value}"
@@ -91,19 +92,26 @@ async def get_usage_export(request: web.Request) -> web.StreamResponse:
 
 async def get_admin_usage_summary(request: web.Request) -> web.Response:
     """Totals across accounts, the top accounts and the top models by credits, for the operator."""
-    require_admin(request.headers, request.app[SETTINGS].admin_token)
+    require_admin(request.headers, request.app[SETTINGS].server.admin_token)
     limit = parse_query_count(request.query.get("limit"), "limit", default=10, maximum=MAX_SUMMARY_LIMIT)
     now = _now(request)
     usage_range = _daily_range(request, now)
     account_ids = await request.app[ACCOUNTS].account_ids()
-    accounts, models = await UsageReader(request.app[REDIS]).summary(account_ids, usage_range, now)
+    accounts, models = await request.app[USAGE_READER].summary(account_ids, usage_range, now)
     totals = Counts()
     for account in accounts:
         totals.merge(account.counts)
     return json_response(views.summary_view(usage_range, totals, accounts, models, limit))
 
 
+async def usage_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Build the usage reader once, after Redis (storage.redis_ctx) is open."""
+    app[USAGE_READER] = UsageReader(app[REDIS])
+    yield
+
+
 def add_routes(app: web.Application) -> None:
+    app.cleanup_ctx.append(usage_ctx)
     app.router.add_get("/v1/usage", get_usage)
     app.router.add_get("/v1/usage/models", get_model_usage)
     app.router.add_get("/v1/usage/keys", get_api_key_usage)

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from gateway.admin.auth import account_scope
-from gateway.app_state import ACCOUNTS, CLOCK, METRICS, OUTBOX_WAKEUP, REDIS, SETTINGS
+from gateway.app_state import ACCOUNTS, CLOCK, METRICS, OUTBOX_WAKEUP, REDIS, SETTINGS, WEBHOOK_SERVICE
 from gateway.bodies import read_json_object
 from gateway.errors import json_response
 from gateway.numbers import parse_query_count
@@ -27,56 +27,53 @@ DRAIN_S = 5.0  # on shutdown, attempts in flight get this long before they are c
 MAX_LOG_LIMIT = 1000
 
 
-def _service(request: web.Request) -> WebhookService:
-    app, settings = request.app, request.app[SETTINGS]
-    limits = Limits(settings.webhook_max_per_account, settings.webhook_allow_private_targets)
-    store = WebhookStore(app[REDIS], clock=app[CLOCK])
-    return WebhookService(store, Outbox(app[REDIS], clock=WALL_CLOCK), limits, clock=app[CLOCK])
-
-
 async def _scope(request: web.Request) -> tuple[str, dict[str, str]]:
     scope = await account_scope(
-        request.app[ACCOUNTS], request.headers, request.query, request.app[SETTINGS].admin_token
+        request.app[ACCOUNTS], request.headers, request.query, request.app[SETTINGS].server.admin_token
     )
     return scope.account_id, scope.headers
 
 
 async def post_webhooks(request: web.Request) -> web.Response:
     account_id, headers = await _scope(request)
-    view = await _service(request).create(account_id, await _payload(request))
+    view = await request.app[WEBHOOK_SERVICE].create(account_id, await _payload(request))
     return json_response(view, status=201, headers={**headers, "Cache-Control": "no-store"})
 
 
 async def get_webhooks(request: web.Request) -> web.Response:
     account_id, headers = await _scope(request)
-    return json_response(await _service(request).list_for(account_id), headers=headers)
+    return json_response(await request.app[WEBHOOK_SERVICE].list_for(account_id), headers=headers)
 
 
 async def get_webhook(request: web.Request) -> web.Response:
     account_id, headers = await _scope(request)
-    return json_response(await _service(request).show(account_id, request.match_info["id"]), headers=headers)
+    return json_response(await request.app[WEBHOOK_SERVICE].show(account_id, request.match_info["id"]), headers=headers)
 
 
 async def patch_webhook(request: web.Request) -> web.Response:
     account_id, headers = await _scope(request)
     payload = await _payload(request)
-    return json_response(await _service(request).update(account_id, request.match_info["id"], payload), headers=headers)
+    return json_response(
+        await request.app[WEBHOOK_SERVICE].update(account_id, request.match_info["id"], payload), headers=headers
+    )
 
 
 async def delete_webhook(request: web.Request) -> web.Response:
     account_id, headers = await _scope(request)
-    return json_response(await _service(request).delete(account_id, request.match_info["id"]), headers=headers)
+    return json_response(
+        await request.app[WEBHOOK_SERVICE].delete(account_id, request.match_info["id"]), headers=headers
+    )
 
 
 async def post_rotate_secret(request: web.Request) -> web.Response:
     account_id, headers = await _scope(request)
-    view = await _service(request).rotate_secret(account_id, request.match_info["id"])
+    view = await request.app[WEBHOOK_SERVICE].rotate_secret(account_id, request.match_info["id"])
     return json_response(view, headers={**headers, "Cache-Control": "no-store"})
 
 
 async def post_test(request: web.Request) -> web.Response:
     account_id, headers = await _scope(request)
-    sent = await _service(request).send_test(account_id, request.match_info["id"])
+    sent = await request.app[WEBHOOK_SERVICE].send_test(account_id, request.match_info["id"])
     request.app[OUTBOX_WAKEUP].set()
     return json_response(sent, status=202, headers=headers)
 
@@ -84,30 +81,31 @@ async def post_test(request: web.Request) -> web.Response:
 async def get_deliveries(request: web.Request) -> web.Response:
     account_id, headers = await _scope(request)
     limit = parse_query_count(request.query.get("limit"), "limit", default=50, maximum=MAX_LOG_LIMIT)
-    log = await _service(request).deliveries(account_id, request.match_info["id"], limit)
+    log = await request.app[WEBHOOK_SERVICE].deliveries(account_id, request.match_info["id"], limit)
     return json_response(log, headers=headers)
 
 
 async def post_redeliver(request: web.Request) -> web.Response:
     account_id, headers = await _scope(request)
     match = request.match_info
-    scheduled = await _service(request).redeliver(account_id, match["id"], match["event_id"])
+    scheduled = await request.app[WEBHOOK_SERVICE].redeliver(account_id, match["id"], match["event_id"])
     request.app[OUTBOX_WAKEUP].set()
     return json_response(scheduled, status=202, headers=headers)
 
 
 async def webhooks_ctx(app: web.Application) -> AsyncIterator[None]:
-    """Run the sender for the app's lifetime; on shutdown drain it for DRAIN_S, then cut what is left short."""
-    settings = app[SETTINGS]
-    schedule = Schedule(settings.webhook_retry_schedule, settings.webhook_disable_after_days * 86_400_000)
-    async with delivery_session(
-        allow_private=settings.webhook_allow_private_targets, timeout_s=settings.webhook_timeout
-    ) as session:
+    """Build the webhook service the handlers use, and run the sender for the app's lifetime; on shutdown drain
+    it for DRAIN_S, then cut what is left short."""
+    config = app[SETTINGS].webhooks
+    store = WebhookStore(app[REDIS], clock=app[CLOCK])
+    outbox = Outbox(app[REDIS], clock=WALL_CLOCK)
+    app[WEBHOOK_SERVICE] = WebhookService(store, outbox, Limits.configured(config), clock=app[CLOCK])
+    async with delivery_session(allow_private=config.allow_private_targets, timeout_s=config.timeout) as session:
         sender = WebhookSender(
-            WebhookStore(app[REDIS], clock=app[CLOCK]),
-            Outbox(app[REDIS], clock=WALL_CLOCK),
+            store,
+            outbox,
             session,
-            schedule,
+            Schedule.configured(config),
             wakeup=app[OUTBOX_WAKEUP],
             clock=WALL_CLOCK,
             metrics=app[METRICS],
@@ -136,4 +134,4 @@ def add_routes(app: web.Application) -> None:
 
 async def _payload(request: web.Request) -> dict[str, object]:
     """The JSON object the request carries, within the body timeout."""
-    return await read_json_object(request, request.app[SETTINGS].body_timeout)
+    return await read_json_object(request, request.app[SETTINGS].server.body_timeout)

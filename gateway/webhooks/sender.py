@@ -25,6 +25,7 @@ from dataclasses import dataclass, replace
 import aiohttp
 
 from gateway.billing.settler import REDIS_UNAVAILABLE, rest_until_set
+from gateway.config import WebhooksConfig
 from gateway.metrics import Metrics
 from gateway.webhooks.delivery import AttemptResult, attempt
 from gateway.webhooks.events import Event
@@ -44,6 +45,10 @@ JITTER = 0.1  # +-10% on every retry delay, so a burst of failures does not come
 class Schedule:
     retry_delays_s: tuple[int, ...]  # before each retry after the first, immediate attempt
     disable_after_ms: int
+
+    @classmethod
+    def configured(cls, config: WebhooksConfig) -> Schedule:
+        return cls(config.retry_schedule_seconds, config.disable_after_days * 86_400_000)
 
     def next_retry_ms(self, attempts: int, now_ms: int, retry_after_s: float | None) -> int | None:
         """When to try again after `attempts` attempts, or None when the schedule is used up."""

@@ -1,6 +1,6 @@
 """Webhook subscriptions as a tenant (or the operator, for any account) manages them: checked input, views.
 
-service = WebhookService(store, outbox, limits)
+service = WebhookService(store, outbox, Limits.configured(settings.webhooks), clock=time.time)
 view = await service.create(account_id, {"url": ..., "events": [...], "settings": {...}})
 """
 
@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 
 from gateway.billing.pricing import credits_number
+from gateway.config import WebhooksConfig
 from gateway.errors import InvalidRequest, NotFound
 from gateway.numbers import parse_credits, parse_whole_number
 from gateway.webhooks.outbox import Outbox
@@ -27,6 +28,10 @@ SETTING_NAMES = ("usage_threshold_percent", "credits_low_threshold")
 class Limits:
     max_per_account: int
     allow_private_targets: bool
+
+    @classmethod
+    def configured(cls, config: WebhooksConfig) -> Limits:
+        return cls(config.max_per_account, config.allow_private_targets)
 
 
 class WebhookService:

@@ -75,7 +75,7 @@ async def test_admin_needs_the_admin_token(start_gateway: StartGateway) -> None:
 
 
 async def test_admin_is_disabled_without_a_token(start_gateway: StartGateway) -> None:
-    gateway = await start_gateway(settings_overrides={"admin_token": None})
+    gateway = await start_gateway(settings_overrides={"server": {"admin_token": None}})
     response = await gateway.client.get("/admin/accounts", headers={"Authorization": "Bearer "})
     assert response.status == 401 and "disabled" in (await response.json())["error"]["message"]
 

@@ -17,7 +17,7 @@ from gateway.billing import settler as settler_module
 from gateway.billing.health import RedisHealth
 from gateway.billing.settler import Settler, rest_until_set
 from gateway.billing.spool import Spool, read_entries
-from gateway.config import Settings
+from gateway.config import RedisConfig, Settings
 from gateway.storage import redis_client
 from tests.billing.common import funded_ledger, settlement
 from tests.common import FakeClock
@@ -214,7 +214,7 @@ async def test_the_spool_is_replayed_as_soon_as_the_health_check_sees_redis_back
 ) -> None:
     """Not when the replay loop's backoff would have tried next: here that is an hour away, so only the health
     check's word can bring the replay within the test's deadline."""
-    settings = Settings(models={}, upstreams={}, redis_url=controlled_redis.url, redis_timeout=1.0)
+    settings = Settings(redis=RedisConfig(url=controlled_redis.url, timeout=1.0))
     redis = redis_client(controlled_redis.url, settings)
     ledger, account_id, sha = await funded_ledger(redis, 1_000)  # type: ignore[arg-type]
     await ledger.load_scripts()

@@ -10,7 +10,9 @@ from tests.common import StartGateway, user_message
 
 
 async def test_200_concurrent_requests_on_a_balance_that_pays_for_some(start_gateway: StartGateway) -> None:
-    gateway = await start_gateway(settings_overrides={"default_max_tokens": 40}, main={"completion_tokens": 16})
+    gateway = await start_gateway(
+        settings_overrides={"limits": {"default_max_tokens": 40}}, main={"completion_tokens": 16}
+    )
     initial = 3 * 10**6  # 3 credits: roughly 60 of these requests
     account, key = await gateway.new_account(credits=3)
 

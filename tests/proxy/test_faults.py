@@ -139,7 +139,7 @@ async def test_redis_outage_during_traffic_loses_nothing(
 ) -> None:
     caplog.set_level(logging.INFO, logger="gateway.billing.settler")
     gateway = await start_gateway(
-        {"redis_url": controlled_redis.url, "redis_timeout": 1.0},
+        {"redis": {"url": controlled_redis.url, "timeout": 1.0}},
         main={"latency_ms": 100, "chunk_delay_ms": 30, "completion_tokens": 8},
     )
     account, key = await gateway.new_account()
@@ -174,7 +174,7 @@ async def test_redis_outage_during_traffic_loses_nothing(
 async def test_something_else_on_the_redis_port_is_a_clean_503(
     start_gateway: StartGateway, controlled_redis: ControlledRedis
 ) -> None:
-    gateway = await start_gateway({"redis_url": controlled_redis.url, "redis_timeout": 0.5})
+    gateway = await start_gateway({"redis": {"url": controlled_redis.url, "timeout": 0.5}})
     account, key = await gateway.new_account()
     controlled_redis.stop()
 
@@ -199,7 +199,7 @@ async def test_something_else_on_the_redis_port_is_a_clean_503(
 async def test_frozen_redis_during_reserve_charges_nothing(
     start_gateway: StartGateway, controlled_redis: ControlledRedis
 ) -> None:
-    gateway = await start_gateway({"redis_url": controlled_redis.url, "redis_timeout": 0.5})
+    gateway = await start_gateway({"redis": {"url": controlled_redis.url, "timeout": 0.5}})
     account, key = await gateway.new_account()
     controlled_redis.freeze()
     try:
@@ -222,7 +222,7 @@ async def test_frozen_redis_during_settle_charges_once(
     start_gateway: StartGateway, controlled_redis: ControlledRedis, stream: bool
 ) -> None:
     gateway = await start_gateway(
-        {"redis_url": controlled_redis.url, "redis_timeout": 0.5}, main={"latency_ms": 600, "completion_tokens": 8}
+        {"redis": {"url": controlled_redis.url, "timeout": 0.5}}, main={"latency_ms": 600, "completion_tokens": 8}
     )
     account, key = await gateway.new_account()
     request = asyncio.ensure_future(_send(gateway, key, "Hello!", stream=stream))
@@ -250,7 +250,7 @@ async def test_frozen_redis_during_settle_charges_once(
 async def test_a_burst_beyond_the_redis_pool_waits_for_connections(start_gateway: StartGateway) -> None:
     # redis-py's default pool fails the call past its bound at once: that was a 503 (or a spooled settlement)
     # under load. The gateway's pool makes the call wait for a free connection instead.
-    gateway = await start_gateway({"redis_max_connections": 3}, main={"latency_ms": 20})
+    gateway = await start_gateway({"redis": {"max_connections": 3}}, main={"latency_ms": 20})
     account, key = await gateway.new_account()
     seen = await asyncio.gather(*(_send(gateway, key, f"burst {i}", stream=i % 2 == 0) for i in range(40)))
     assert {s.status for s in seen} == {200}

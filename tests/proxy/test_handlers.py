@@ -92,7 +92,7 @@ async def test_the_client_key_never_goes_upstream_and_the_provider_key_does(star
 
 
 async def test_max_tokens_is_forced_when_the_client_sets_none(start_gateway: StartGateway) -> None:
-    gateway = await start_gateway(settings_overrides={"default_max_tokens": 100})
+    gateway = await start_gateway(settings_overrides={"limits": {"default_max_tokens": 100}})
     _, key = await gateway.new_account(credits=1000)
     await gateway.chat(key, {"model": "m-main", "messages": user_message()})
     assert gateway.upstreams["main"].state.requests[-1]["max_tokens"] == 100
@@ -102,7 +102,9 @@ async def test_max_tokens_is_forced_when_the_client_sets_none(start_gateway: Sta
 
 
 async def test_a_low_balance_lowers_the_forwarded_max_tokens(start_gateway: StartGateway) -> None:
-    gateway = await start_gateway(settings_overrides={"default_max_tokens": 10_000}, main={"completion_tokens": 4})
+    gateway = await start_gateway(
+        settings_overrides={"limits": {"default_max_tokens": 10_000}}, main={"completion_tokens": 4}
+    )
     # 0.05 credits = 50,000 micros; the 9-token prompt costs 9,002.25, each output token 2,000.15:
     # (50,000 - 9,002.25) / 2,000.15 = 20.49..., so 20 output tokens is the most the balance pays for.
     account, key = await gateway.new_account(credits="0.05")
@@ -162,7 +164,7 @@ async def test_large_plain_responses_arrive_whole(start_gateway: StartGateway) -
 
 async def test_upstream_responses_over_the_limit_are_refused_free(start_gateway: StartGateway) -> None:
     gateway = await start_gateway(
-        settings_overrides={"max_upstream_response_bytes": 10_000}, main={"text": "x" * 50_000}
+        settings_overrides={"limits": {"max_upstream_response_bytes": 10_000}}, main={"text": "x" * 50_000}
     )
     account, key = await gateway.new_account()
     response = await gateway.chat(key, {"model": "m-main", "messages": user_message()})

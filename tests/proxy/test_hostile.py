@@ -96,7 +96,7 @@ async def test_a_compressed_body_is_refused_not_inflated(start_gateway: StartGat
 
 
 async def test_a_stalled_body_gets_408(start_gateway: StartGateway) -> None:
-    gateway = await start_gateway({"body_timeout": 0.5})
+    gateway = await start_gateway({"server": {"body_timeout": 0.5}})
     account, key = await gateway.new_account()
     answer = await _stalled(gateway, "/v1/chat/completions", key, b'{"model": "m-main"')
     assert answer.startswith(b"HTTP/1.1 408") and b"request_timeout" in answer
@@ -105,7 +105,7 @@ async def test_a_stalled_body_gets_408(start_gateway: StartGateway) -> None:
 
 @pytest.mark.parametrize("path", ["/admin/accounts", "/v1/webhooks"])
 async def test_a_stalled_admin_or_webhook_body_gets_408_too(start_gateway: StartGateway, path: str) -> None:
-    gateway = await start_gateway({"body_timeout": 0.5})
+    gateway = await start_gateway({"server": {"body_timeout": 0.5}})
     account, key = await gateway.new_account()
     answer = await _stalled(gateway, path, ADMIN_TOKEN if path.startswith("/admin") else key, b'{"name": "x"')
     assert answer.startswith(b"HTTP/1.1 408") and b"request_timeout" in answer
@@ -262,7 +262,7 @@ async def test_an_over_long_header_is_refused_and_never_logged(
 async def test_undecodable_authorization_bytes_are_a_401(
     start_gateway: StartGateway, method: str, path: str, token: bytes
 ) -> None:
-    gateway = await start_gateway({"metrics_token": "scrape-me"})
+    gateway = await start_gateway({"metrics": {"token": "scrape-me"}})
     server = gateway.client.server
 
     def send() -> bytes:

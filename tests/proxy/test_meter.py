@@ -14,7 +14,7 @@ import time
 from gateway.billing import Settlement
 from gateway.billing.pricing import Price
 from gateway.billing.record import Usage
-from gateway.config import ModelConfig, Settings
+from gateway.config import LimitsConfig, ModelConfig, Settings
 from gateway.insights.fingerprints import take_fingerprint
 from gateway.metrics import Metrics
 from gateway.proxy.apis import ApiRequest
@@ -25,7 +25,7 @@ from gateway.tokens import TokenCounter
 
 PRICE = Price(input_micros_per_million=2_500_000, output_micros_per_million=10_000_000)
 MODEL = ModelConfig(name="m", upstream="main", upstream_model="gpt-4o-mini", price=PRICE)
-SETTINGS = Settings(models={"m": MODEL}, upstreams={}, prompt_clamp_ratio=4, prompt_clamp_slack=256)
+SETTINGS = Settings(models={"m": MODEL}, limits=LimitsConfig(prompt_clamp_ratio=4, prompt_clamp_slack=256))
 BODY: dict[str, object] = {"model": "m", "messages": [{"role": "user", "content": "Hello!"}]}
 REQUEST = ApiRequest(BODY, "m", stream=True, client_wants_usage=True, max_tokens=50, n=1)
 PROMPT = 4

@@ -22,7 +22,7 @@ from gateway.billing.record import Usage
 from gateway.billing.scripts import MAX_SAFE_INTEGER
 from gateway.billing.settler import Settler
 from gateway.billing.spool import Spool
-from gateway.config import ModelConfig, Settings
+from gateway.config import LimitsConfig, ModelConfig, Settings
 from gateway.errors import AuthError, InsufficientCredits, ServiceUnavailable
 from gateway.proxy.apis import ApiRequest
 from gateway.proxy.apis.chat import usage_from_upstream
@@ -34,7 +34,7 @@ PRICE = Price(
 )
 MODEL = ModelConfig(name="m", upstream="main", upstream_model="gpt-4o-mini", price=PRICE)
 SETTINGS = Settings(
-    models={"m": MODEL}, upstreams={}, default_max_tokens=100, prompt_clamp_ratio=4, prompt_clamp_slack=256
+    models={"m": MODEL}, limits=LimitsConfig(default_max_tokens=100, prompt_clamp_ratio=4, prompt_clamp_slack=256)
 )
 PROMPT = 4  # 4 x 2.5 = 10 micro-credits
 

@@ -59,7 +59,7 @@ async def test_a_cut_upstream_stream_bills_what_arrived_and_tells_the_client(sta
 
 
 async def test_an_upstream_silent_mid_stream_times_out(start_gateway: StartGateway) -> None:
-    gateway = await start_gateway(settings_overrides={"read_timeout": 0.3}, main={"stall_after_chunks": 6})
+    gateway = await start_gateway(settings_overrides={"timeouts": {"read": 0.3}}, main={"stall_after_chunks": 6})
     account, key = await gateway.new_account()
     response = await gateway.chat(key, {"model": "m-main", "messages": user_message(), "stream": True})
     events = [e for e in (await response.read()).split(b"\n\n") if e]

@@ -230,7 +230,7 @@ async def test_export_of_100k_records_streams_in_bounded_memory(
 
 
 async def test_records_past_retention_leave_the_export_but_still_count(start_gateway: StartGateway) -> None:
-    gateway = await start_gateway({"request_log_retention_days": 2}, first={})
+    gateway = await start_gateway({"redis": {"request_log_retention_days": 2}}, first={})
     tenant = await new_tenant(gateway, keys=("web",))
     for hour in (8, 9, 10):
         await send(gateway, tenant, 0, "m-first", utc(2026, 9, 10, hour))
@@ -248,7 +248,7 @@ async def test_records_past_retention_leave_the_export_but_still_count(start_gat
 
 
 async def test_settlement_trims_records_past_retention(start_gateway: StartGateway, redis_client: Redis) -> None:
-    gateway = await start_gateway({"request_log_retention_days": 2}, first={})
+    gateway = await start_gateway({"redis": {"request_log_retention_days": 2}}, first={})
     tenant = await new_tenant(gateway, keys=("web",))
     old_ms = int(utc(2026, 9, 1).timestamp() * 1000)
     await _fill_request_log(redis_client, tenant.account_id, tenant.key_id(0), 1_000, old_ms)

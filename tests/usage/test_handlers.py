@@ -253,7 +253,7 @@ async def test_admin_usage_bad_input_gets_400_naming_the_parameter(start_gateway
 
 
 async def test_the_maximum_range_is_configurable(start_gateway: StartGateway) -> None:
-    gateway = await start_gateway({"usage_max_range_days": 7, "usage_max_hour_range_hours": 24})
+    gateway = await start_gateway({"usage": {"max_range_days": 7, "max_hour_range_hours": 24}})
     _, key = await gateway.new_account()
     auth = {"Authorization": f"Bearer {key}"}
     assert (await get_json(gateway, "/v1/usage", auth, start="2026-09-01", end="2026-09-07"))[0] == 200

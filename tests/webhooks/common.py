@@ -51,7 +51,9 @@ class Receiver:
 
 
 # Webhooks to 127.0.0.1 (the test receiver), and retries a second apart instead of hours.
-WEBHOOK_SETTINGS: dict[str, object] = {"webhook_allow_private_targets": True, "webhook_retry_schedule": (1, 1, 1)}
+WEBHOOK_SETTINGS: dict[str, dict[str, object]] = {
+    "webhooks": {"allow_private_targets": True, "retry_schedule_seconds": (1, 1, 1)}
+}
 
 
 async def subscribe(gateway: Gateway, key: str, url: str, events: list[str], **settings: object) -> dict[str, object]:

@@ -126,7 +126,7 @@ async def test_private_targets_are_refused_unless_allowed(start_gateway: StartGa
 
 
 async def test_more_than_the_maximum_per_account_is_refused(start_gateway: StartGateway) -> None:
-    gateway = await start_gateway({**WEBHOOK_SETTINGS, "webhook_max_per_account": 2})
+    gateway = await start_gateway({"webhooks": {**WEBHOOK_SETTINGS["webhooks"], "max_per_account": 2}})
     _, key = await gateway.new_account()
     for _ in range(2):
         await subscribe(gateway, key, URL, ["credits.exhausted"])
