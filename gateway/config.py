@@ -11,8 +11,9 @@ Environment overrides, applied on top of the TOML document before it is validate
 - `REDIS_URL`, `GATEWAY_ADMIN_TOKEN`, `GATEWAY_HOST`, `GATEWAY_PORT` for the common cases (each named by its
   field: `setting(..., env="REDIS_URL")`);
 - `GATEWAY__SECTION__KEY=value` for any value at any depth, e.g. `GATEWAY__LIMITS__DEFAULT_MAX_TOKENS=512`
-  or `GATEWAY__MODELS__gpt-4o__INPUT_CREDITS_PER_MILLION=3`. Path segments match existing keys
-  case-insensitively; values are parsed as TOML scalars when they can be (numbers, booleans), else kept as text.
+  or `GATEWAY__MODELS__GPT_4O__INPUT_CREDITS_PER_MILLION=3`. Path segments match existing keys
+  case-insensitively, and table names also with every character a shell variable cannot hold written `_`;
+  values are parsed as TOML scalars when they can be (numbers, booleans), else kept as text.
 """
 
 from __future__ import annotations
@@ -125,9 +126,8 @@ class RedisConfig:
     request_log_maxlen: int = setting(1_000_000, check.positive)
     request_log_retention_days: int = setting(0, check.non_negative)  # 0: request records are capped by count only
     hourly_retention_days: int = setting(35, check.positive)
-    timeout: float = setting(
-        5.0, check.seconds
-    )  # one Redis call; a timed-out call is "unknown", never "did not happen"
+    # One Redis call; a timed-out call is "unknown", never "did not happen".
+    timeout: float = setting(5.0, check.seconds)
     # Connections per process (per node with a cluster); a call waits up to `timeout` for a free one.
     max_connections: int = setting(512, check.positive)
 
