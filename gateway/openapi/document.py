@@ -9,6 +9,7 @@ import orjson
 from aiohttp import web
 
 from gateway.admin.service import MAX_NAME_LENGTH
+from gateway.billing.record import API_NAMES
 from gateway.dashboard.assets import STATIC_FILES
 from gateway.insights.report import KINDS
 from gateway.openapi.builders import (
@@ -72,6 +73,16 @@ CHAT_REQUEST = obj(
     "`web_search_options`, `store`) are refused unless the model's config prices them."
 }
 USAGE = "requests prompt_tokens completion_tokens"
+API_NAME: Schema = {"enum": list(API_NAMES)}
+API_FILTERED = nullable(API_NAME) | {"description": "The `api` the figures are filtered on; null: every API."}
+
+
+def with_api(listing_schema: Schema) -> Schema:
+    """A usage listing that names the `api` it is filtered on."""
+    properties = listing_schema["properties"] | {"api": API_FILTERED}  # type: ignore[operator]
+    return listing_schema | {"properties": properties, "required": list(properties)}
+
+
 API_KEY_FIELDS: dict[str, Schema] = {
     "id": KEY_ID,
     "object": {"const": "api_key"},
@@ -142,6 +153,8 @@ SCHEMAS: dict[str, Schema] = {
             strings="period_start period_end",
             integers="total_requests total_tokens",
             credits="total_credits_used credits_remaining",
+            api=API_FILTERED,
+            api_breakdown=array(ref("ApiUsage")),
         ),
         {"daily_breakdown": array(ref("UsageBucket")), "hourly_breakdown": array(ref("UsageBucket"))},
     )
@@ -150,7 +163,8 @@ SCHEMAS: dict[str, Schema] = {
         record(integers="requests tokens", credits="credits"), {"date": STRING, "hour": STRING}
     ),
     "ModelUsage": record(strings="model", integers=f"{USAGE} total_tokens", credits="credits_used"),
-    "ModelUsageList": listing(ref("ModelUsage"), "period_start", "period_end"),
+    "ModelUsageList": with_api(listing(ref("ModelUsage"), "period_start", "period_end")),
+    "ApiUsage": record(integers=f"{USAGE} total_tokens", credits="credits_used", api=API_NAME),
     "KeyUsage": record(
         strings="key_id",
         integers=f"{USAGE} tokens",
@@ -160,7 +174,7 @@ SCHEMAS: dict[str, Schema] = {
         revoked={"type": "boolean"},
         last_used_at=nullable(STRING),
     ),
-    "KeyUsageList": listing(ref("KeyUsage"), "period_start", "period_end"),
+    "KeyUsageList": with_api(listing(ref("KeyUsage"), "period_start", "period_end")),
     "Insight": record(
         strings="title tip",
         integers="requests",
@@ -178,6 +192,7 @@ SCHEMAS: dict[str, Schema] = {
         integers="accounts active_accounts total_requests total_tokens",
         credits="total_credits_used",
         object={"const": "usage_summary"},
+        api=API_FILTERED,
         top_accounts=array(ref("AccountUsage")),
         top_models=array(ref("ModelUsage")),
     ),
@@ -199,6 +214,7 @@ END = query(
     "(hourly: of today); with only `start`, the end of the current day (hourly: hour).",
 )
 ACCOUNT = query("account", ACCOUNT_ID, "The account to read: required with the admin token; a key reads its own.")
+API_FILTER = query("api", API_NAME, "One API's usage only (default: every API's).")
 GRANULARITY = query("granularity", {"enum": [g.value for g in Granularity]}, "Default: day.")
 DAY_ONLY = query("granularity", {"enum": [Granularity.DAY.value]}, "These sums are kept per day only.")
 KEY = query("key", KEY_ID, "One of the account's API keys: its insights only (default: the whole account).")
@@ -225,7 +241,7 @@ def operations() -> list[Operation]:
     cached: dict[str, Schema] = {"304": {"description": "Not modified: `If-None-Match` names the current `ETag`."}}
     credits = obj({"amount": CREDITS_IN, "note": STRING}, required=("amount",))
     new_account = obj({"name": NAME, "credits": CREDITS_IN}, required=("name",))
-    ranged = [START, END, DAY_ONLY, ACCOUNT]
+    ranged = [START, END, DAY_ONLY, API_FILTER, ACCOUNT]
     both, one_account = TENANT_OR_ADMIN, [ACCOUNT_PATH]
     return [
         op(
@@ -252,7 +268,7 @@ def operations() -> list[Operation]:
             "Usage totals per day or per hour",
             both,
             ref("UsageReport"),
-            [START, END, GRANULARITY, ACCOUNT],
+            [START, END, GRANULARITY, API_FILTER, ACCOUNT],
             fails=READ_ERRORS,
         ),
         op(
@@ -279,7 +295,7 @@ def operations() -> list[Operation]:
             "The request records, oldest first",
             both,
             rows,
-            [START, END, FORMAT, ACCOUNT],
+            [START, END, FORMAT, API_FILTER, ACCOUNT],
             fails=READ_ERRORS,
         ),
         op(
@@ -287,7 +303,7 @@ def operations() -> list[Operation]:
             "Totals, top accounts and top models",
             ADMIN,
             ref("UsageSummary"),
-            [START, END, DAY_ONLY, LIMIT],
+            [START, END, DAY_ONLY, API_FILTER, LIMIT],
             fails=(400,),
         ),
         op(

@@ -107,6 +107,7 @@ async def _metered_request(request: web.Request, api: Api, started: float) -> we
             request_id_of(request),
             parsed,
             prompt_tokens,
+            api=api.name,
             request_hash=fingerprint.request_hash,
         )
     except REDIS_UNAVAILABLE as exc:  # the key check of a large body: Redis is away

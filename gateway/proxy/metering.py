@@ -55,6 +55,7 @@ async def hold_credits(
     chat: ApiRequest,
     prompt_tokens: int,
     *,
+    api: str,
     request_hash: str = "",
 ) -> Reservation:
     """Authenticate and hold the most this request can cost; raise 401, 402 or 503 otherwise.
@@ -81,6 +82,7 @@ async def hold_credits(
                 ttl_s=settings.limits.reservation_ttl_seconds,
                 model=model.name,
                 request_hash=request_hash,
+                api=api,
             )
         except REDIS_UNAVAILABLE as exc:
             # The call may still run (a frozen Redis wakes up): release what it holds once Redis takes it.
@@ -234,6 +236,7 @@ class Biller:
             status=status,
             latency_ms=int((self.clock() - ticket.started) * 1000),
             stream=ticket.request.stream,
+            api=ticket.api.name,
             insight=insight,
         )
 
@@ -248,6 +251,7 @@ async def bill(
     status: int,
     latency_ms: int,
     stream: bool,
+    api: str,
     insight: Mapping[str, str | int] | None = None,
 ) -> SettleOutcome:
     """Charge `usage` against the hold, once (spooled when Redis cannot take it now). Shielded, so a handler
@@ -258,6 +262,7 @@ async def bill(
         account_id=reservation.account_id,
         request_id=reservation.request_id,
         model=model.name,
+        api=api,
         # settle.lua charges at most hold + balance, both below 2^53; the cap keeps its numbers exact.
         cost_micros=min(cost, MAX_SAFE_INTEGER),
         prompt_tokens=usage.prompt_tokens,

@@ -71,7 +71,12 @@ async def _books(gateway: Gateway, account: str, key: str) -> tuple[int, int, in
     day = await gateway.redis.hgetall(keyspace.usage_day(account, gateway.clock.utc()))
     response = await gateway.client.get("/v1/usage", headers={"Authorization": f"Bearer {key}"})
     reported = (await response.json())["total_credits_used_micros"]
-    return left, sum(int(fields["credits_micros"]) for _, fields in records), int(day.get("credits", 0)), reported
+    return (
+        left,
+        sum(int(fields["credits_micros"]) for _, fields in records),
+        int(day.get("a:chat.completions:credits", 0)),
+        reported,
+    )
 
 
 @pytest.mark.parametrize(
