@@ -208,6 +208,7 @@ def decode_body(raw: bytes) -> JSON:
 
 
 def required_model(body: JSON) -> str:
+    """The body's `model`: a non-empty string, else InvalidRequest naming it."""
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise InvalidRequest("'model' is required and must be a non-empty string.", param="model")

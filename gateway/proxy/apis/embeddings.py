@@ -33,7 +33,9 @@ class Embeddings:
         body = decode_body(raw)
         model = required_model(body)
         parse_inputs(body, "input", empty_text=False)
-        return ApiRequest(body, model, False, False, None, 1, produces_output=False)
+        return ApiRequest(
+            body, model, stream=False, client_wants_usage=False, max_tokens=None, n=1, produces_output=False
+        )
 
     def count_prompt(self, counter: TokenCounter, request: ApiRequest) -> int:
         return counter.count_input_tokens(request.model, request.body["input"])
