@@ -41,6 +41,7 @@ from gateway.openapi.builders import (
     record,
     ref,
 )
+from gateway.openapi.text_apis import TEXT_API_SCHEMAS, text_api_operations
 from gateway.openapi.webhooks import WEBHOOK_SCHEMAS, webhook_operations
 from gateway.proxy.apis.chat import MAX_DEPTH, MAX_N, ROLES
 from gateway.usage.export import COLUMNS, ExportFormat
@@ -261,6 +262,7 @@ def operations() -> list[Operation]:
             body=ref("ChatCompletionRequest"),
             fails=(*BODY_ERRORS, 404),
         ),
+        *text_api_operations(),
         op("GET /v1/models", "The configured models", TENANT, ref("ModelList")),
         op("GET /v1/models/{model}", "One configured model", TENANT, ref("Model"), [MODEL], fails=(404,)),
         op(
@@ -395,7 +397,7 @@ def build_document() -> Schema:
         },
         "paths": paths(),
         "components": {
-            "schemas": SCHEMAS | WEBHOOK_SCHEMAS,
+            "schemas": SCHEMAS | TEXT_API_SCHEMAS | WEBHOOK_SCHEMAS,
             "securitySchemes": {
                 "apiKey": bearer("A tenant's API key: `Authorization: Bearer sk-gw-...`.", "sk-gw-<account>-<secret>"),
                 "adminToken": bearer("The operator's `server.admin_token` (GATEWAY_ADMIN_TOKEN)."),
