@@ -73,6 +73,15 @@ async def _send(gateway: Gateway, key: str, text: str, *, stream: bool, api: str
     return await _seen(await gateway.post(path, key, body), stream)
 
 
+def _day_credits(day: dict[str, str]) -> int:
+    """The day's credits over every API (its `a:API:credits` fields)."""
+    return sum(
+        int(value)
+        for name, value in day.items()
+        if name.startswith("a:") and name.count(":") == 2 and name.endswith(":credits")
+    )
+
+
 async def _books(gateway: Gateway, account: str, key: str) -> tuple[int, int, int, int]:
     """(what left the balance, sum of the records, the day aggregate, what /v1/usage reports), in micros."""
     left = INITIAL_MICROS - await gateway.balance_micros(account)
@@ -83,7 +92,7 @@ async def _books(gateway: Gateway, account: str, key: str) -> tuple[int, int, in
     return (
         left,
         sum(int(fields["credits_micros"]) for _, fields in records),
-        int(day.get("a:chat.completions:credits", 0)),
+        _day_credits(day),
         reported,
     )
 
