@@ -184,7 +184,7 @@ SCHEMAS: dict[str, Schema] = {
         examples=array(STRING) | {"description": "A few of the requests (each day's first), each in the export."},
         details={"type": "object", "description": "Per type: loops and keys, conversations, models and shares."},
     ),
-    "InsightList": listing(ref("Insight"), "period_start", "period_end"),
+    "InsightList": with_api(listing(ref("Insight"), "period_start", "period_end")),
     "AccountUsage": record(
         strings="account_id name", integers="requests tokens", credits="credits_used", credits_remaining=NUMBER
     ),
@@ -289,7 +289,7 @@ def operations() -> list[Operation]:
             "cache use), most estimated savings first",
             both,
             ref("InsightList"),
-            [START, END, DAY_ONLY, KEY, ACCOUNT],
+            [START, END, DAY_ONLY, KEY, API_FILTER, ACCOUNT],
             fails=READ_ERRORS,
         ),
         op(
