@@ -57,7 +57,13 @@ async def test_request_token_and_credit_counters_equal_the_usage_api(start_gatew
     # Every kind has its series from a model's first request on, at 0 when none were billed (a rate of 0 for
     # Prometheus, not a missing series), and so does the failing model's credits.
     kinds = {(labels["model"], labels["kind"]) for labels, _ in samples["gateway_tokens_total"]}
-    assert {kind for model, kind in kinds if model == "m-broken"} == {"prompt", "completion", "cached", "reasoning"}
+    assert {kind for model, kind in kinds if model == "m-broken"} == {
+        "prompt",
+        "completion",
+        "cached",
+        "reasoning",
+        "cache_write",
+    }
     assert _sum(samples["gateway_credits_charged_total"], model="m-broken") == 0
     assert any(labels["model"] == "m-broken" for labels, _ in samples["gateway_credits_charged_total"])
     forwarded = len(tenant.sent)

@@ -196,11 +196,15 @@ def _aim(case: schemathesis.Case, target: FuzzTarget) -> None:
         case.body["model"] = MODEL
 
 
-def _assert_openai_error(response: requests.Response) -> None:
+def _assert_error_shape(response: requests.Response, path: str) -> None:
+    """OpenAI's error shape, or on Anthropic's routes (/v1/messages*) Anthropic's."""
     body = response.json()
     assert isinstance(body, dict) and isinstance(body.get("error"), dict), response.text
     error = body["error"]
-    assert {"message", "type", "param", "code"} <= set(error), response.text
+    if path.startswith("/v1/messages"):
+        assert body.get("type") == "error" and {"message", "type"} <= set(error), response.text
+    else:
+        assert {"message", "type", "param", "code"} <= set(error), response.text
     assert isinstance(error["message"], str) and isinstance(error["type"], str), response.text
 
 
@@ -221,7 +225,7 @@ def test_fuzzed_requests_never_fail_the_gateway(case: schemathesis.Case, fuzz_ta
     assert response.status_code < 500, (case.as_curl_command(), text)
     assert "Traceback" not in text and 'File "' not in text, text
     if response.status_code >= 400:
-        _assert_openai_error(response)
+        _assert_error_shape(response, case.operation.path)
         assert fuzz_target.ledger() == before, f"a refused request moved money: {case.as_curl_command()}"
     elif case.operation.path == "/v1/chat/completions":
         fuzz_target.wait_until_settled()  # so the next refused request's books are its own

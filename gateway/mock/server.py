@@ -1,36 +1,25 @@
 """`gateway mock-upstream`: a small OpenAI-compatible server to try the gateway without a provider key.
 
 It answers /v1/chat/completions plainly or as SSE, with or without usage, with configurable latency and
-length, and can misbehave on purpose (fail, stall, cut the stream) so tests and benchmarks have a real
-server to talk to. Replies are made of common English words that are one token each, so a reply of N
-words is N tokens; usage is counted with the real tokenizer over the whole reply.
+length (and Anthropic's /v1/messages likewise: `messages`), and can misbehave on purpose (fail, stall, cut the
+stream) so tests and benchmarks have a real server to talk to. Replies are made of common English words that
+are one token each, so a reply of N words is N tokens; usage is counted with the real tokenizer over the whole
+reply.
 """
 
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass, field
 
 import orjson
 from aiohttp import web
 
-from gateway.mock import counting
+from gateway.mock import counting, messages
 from gateway.mock.options import MockOptions
 from gateway.mock.reply import Reply, dumps
+from gateway.mock.state import MOCK_OPTIONS, MOCK_STATE, MockState, until_closed
 
-
-@dataclass
-class MockState:
-    """What the mock saw: tests read it to check what the gateway sent upstream."""
-
-    requests: list[dict[str, object]] = field(default_factory=list)
-    headers: list[dict[str, str]] = field(default_factory=list)
-    aborted_streams: int = 0
-    finished_streams: int = 0
-
-
-MOCK_OPTIONS = web.AppKey("mock_options", MockOptions)
-MOCK_STATE = web.AppKey("mock_state", MockState)
+__all__ = ["MOCK_OPTIONS", "MOCK_STATE", "MockState", "create_mock_app", "run_mock_upstream"]
 
 
 def create_mock_app(options: MockOptions | None = None) -> web.Application:
@@ -41,6 +30,7 @@ def create_mock_app(options: MockOptions | None = None) -> web.Application:
     for prefix in ("/v1", ""):
         app.router.add_post(f"{prefix}/chat/completions", chat_completions)
         app.router.add_get(f"{prefix}/models", list_models)
+        app.router.add_post(f"{prefix}/messages", messages.messages)
     return app
 
 
@@ -103,7 +93,7 @@ async def _stream(
     try:
         for sent, chunk in enumerate(chunks):
             if options.stall_after_chunks is not None and sent >= options.stall_after_chunks:
-                await _until_closed(request)
+                await until_closed(request)
             if options.cut_after_chunks is not None and sent >= options.cut_after_chunks:
                 assert request.transport is not None
                 request.transport.close()
@@ -117,13 +107,6 @@ async def _stream(
         state.aborted_streams += 1
         raise
     return response
-
-
-async def _until_closed(request: web.Request) -> None:
-    """Stay silent until the peer hangs up (polling, so server shutdown is never held up for long)."""
-    while request.transport is not None and not request.transport.is_closing():
-        await asyncio.sleep(0.05)
-    raise ConnectionResetError("peer closed a stalled stream")
 
 
 def run_mock_upstream(host: str, port: int, options: MockOptions) -> None:

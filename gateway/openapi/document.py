@@ -42,6 +42,7 @@ from gateway.openapi.builders import (
 )
 from gateway.openapi.webhooks import WEBHOOK_SCHEMAS, webhook_operations
 from gateway.proxy.apis.chat import MAX_DEPTH, MAX_N, ROLES
+from gateway.proxy.apis.messages import ROLES as MESSAGES_ROLES
 from gateway.usage.export import COLUMNS, ExportFormat
 from gateway.usage.handlers import MAX_SUMMARY_LIMIT
 from gateway.usage.ranges import Granularity
@@ -71,6 +72,40 @@ CHAT_REQUEST = obj(
     "bounds the output itself. Fields that change the provider's price (`service_tier`, `audio`, `modalities`, "
     "`web_search_options`, `store`) are refused unless the model's config prices them."
 }
+
+
+def messages_request(*, to_count: bool = False) -> Schema:
+    """Anthropic's Messages body as the gateway checks it; count_tokens takes no max_tokens."""
+    block = obj({"type": STRING}, required=("type",), extra=True)
+    schema = obj(
+        {
+            "model": {"type": "string", "minLength": 1, "description": 'A model of an `api = "anthropic"` upstream.'},
+            "messages": array(
+                obj(
+                    {"role": {"enum": sorted(MESSAGES_ROLES)}, "content": {"anyOf": [STRING, array(block)]}},
+                    required=("role", "content"),
+                    extra=True,
+                ),
+                minItems=1,
+            ),
+            "max_tokens": {"type": "integer", "minimum": 1},
+            "system": {"anyOf": [STRING, array(obj({"type": {"const": "text"}, "text": STRING}, extra=True))]},
+            "tools": array({"type": "object"}),
+            "stream": {"type": "boolean"},
+            "thinking": obj(
+                {"type": STRING, "budget_tokens": {"type": "integer", "minimum": 1024}}, required=("type",), extra=True
+            ),
+        },
+        required=("model", "messages") if to_count else ("model", "messages", "max_tokens"),
+        extra=True,
+    )
+    return schema | {
+        "description": "Anthropic's Messages body. The gateway checks the fields named here and forwards the rest; "
+        "`max_tokens` is the hold's output bound (a `thinking` budget must be below it), the input is an upper "
+        "estimate (Claude's tokenizer is not public) and the bill the provider's usage."
+    }
+
+
 USAGE = "requests prompt_tokens completion_tokens"
 API_KEY_FIELDS: dict[str, Schema] = {
     "id": KEY_ID,
@@ -90,6 +125,26 @@ SCHEMAS: dict[str, Schema] = {
             )
         }
     ),
+    "AnthropicError": obj(
+        # extra: an upstream's error passes through, scrubbed, with whatever else it holds
+        {"type": {"const": "error"}, "error": obj({"type": STRING, "message": STRING}, extra=True)}
+    ),
+    "MessagesRequest": messages_request(),
+    "MessagesCountRequest": messages_request(to_count=True),
+    "Message": obj({"content": array({"type": "object"}), "usage": ref("MessagesUsage")}, extra=True),
+    "MessagesUsage": obj(
+        {
+            "input_tokens": INTEGER,
+            "output_tokens": INTEGER,
+            "cache_creation_input_tokens": INTEGER,
+            "cache_read_input_tokens": INTEGER,
+            "cost": NUMBER | {"description": "Credits charged for this request (exact decimal)."},
+            "credits_remaining": NUMBER | {"description": "The balance after this request, in credits."},
+        },
+        required=("input_tokens", "output_tokens"),
+        extra=True,
+    ),
+    "MessagesTokenCount": obj({"input_tokens": INTEGER}),
     "ChatCompletionRequest": CHAT_REQUEST,
     "ChatCompletion": obj({"choices": array({"type": "object"}), "usage": ref("Usage")}, extra=True),
     "Usage": obj(
@@ -114,6 +169,7 @@ SCHEMAS: dict[str, Schema] = {
                     "input_credits_per_million",
                     "output_credits_per_million",
                     "cached_input_credits_per_million",
+                    "cache_write_credits_per_million",
                 )
             }
         ),
@@ -218,6 +274,11 @@ def operations() -> list[Operation]:
         {"data": {"type": "string", "description": "A chat.completion.chunk as JSON, then [DONE]."}}, extra=True
     )
     chat = MediaTypes({"application/json": ref("ChatCompletion"), "text/event-stream": event})
+    typed_event = obj(
+        {"event": STRING, "data": {"type": "string", "description": "The event's JSON (message_start, ...)."}},
+        extra=True,
+    )
+    messages = MediaTypes({"application/json": ref("Message"), "text/event-stream": typed_event})
     row = obj({column: {} for column in COLUMNS})
     rows = MediaTypes({"text/csv": STRING, "application/json": array(row), "application/x-ndjson": row})
     passed_through = {"default": content(ref("Error"), "An upstream error, passed through with its status (free).")}
@@ -244,6 +305,25 @@ def operations() -> list[Operation]:
             ref("TokenCount"),
             body=ref("ChatCompletionRequest"),
             fails=(*BODY_ERRORS, 404),
+        ),
+        op(
+            "POST /v1/messages",
+            "A metered Anthropic Messages call (SSE with `event:` lines with `stream: true`)",
+            TENANT,
+            messages,
+            body=ref("MessagesRequest"),
+            fails=(*BODY_ERRORS, 402, 404, 502, 504),
+            others={"default": content(ref("AnthropicError"), "An upstream error, passed through (free).")},
+            error="AnthropicError",
+        ),
+        op(
+            "POST /v1/messages/count_tokens",
+            "A Messages body's input tokens as the gateway estimates and would hold them (free, never forwarded)",
+            TENANT,
+            ref("MessagesTokenCount"),
+            body=ref("MessagesCountRequest"),
+            fails=(*BODY_ERRORS, 404),
+            error="AnthropicError",
         ),
         op("GET /v1/models", "The configured models", TENANT, ref("ModelList")),
         op("GET /v1/models/{model}", "One configured model", TENANT, ref("Model"), [MODEL], fails=(404,)),
@@ -374,14 +454,19 @@ def build_document() -> Schema:
         "info": {
             "title": "LLM metering gateway",
             "version": _version(),
-            "description": "An OpenAI-compatible gateway that meters chat requests and debits credits. Every "
-            'error has OpenAI\'s shape, `{"error": {"message", "type", "param", "code"}}`.',
+            "description": "An OpenAI-compatible gateway that meters chat requests and Anthropic Messages and debits "
+            'credits. Every error has OpenAI\'s shape, `{"error": {"message", "type", "param", "code"}}`, except on '
+            '/v1/messages*, where it has Anthropic\'s: `{"type": "error", "error": {"type", "message"}}`.',
         },
         "paths": paths(),
         "components": {
             "schemas": SCHEMAS | WEBHOOK_SCHEMAS,
             "securitySchemes": {
-                "apiKey": bearer("A tenant's API key: `Authorization: Bearer sk-gw-...`.", "sk-gw-<account>-<secret>"),
+                "apiKey": bearer(
+                    "A tenant's API key: `Authorization: Bearer sk-gw-...`, or `x-api-key: sk-gw-...` (as Anthropic's "
+                    "SDKs send it); both at once must be the same key.",
+                    "sk-gw-<account>-<secret>",
+                ),
                 "adminToken": bearer("The operator's `server.admin_token` (GATEWAY_ADMIN_TOKEN)."),
                 "metricsToken": bearer("`[metrics] token`, when configured."),
             },

@@ -52,6 +52,11 @@ class CompletionCounter:
         """Record one parsed non-streamed `chat.completion`."""
         self._add_choices(body, "message")
 
+    def add_text(self, text: object, *, part: int = 0, kind: str = "text") -> None:
+        """Record a fragment of generated text of another API's answer (a content block's text, a tool call's
+        input): fragments of one `part` and `kind` are joined before encoding, as a choice's are."""
+        self._append((0, kind, part), text)
+
     def count_completion_tokens(self) -> int:
         """Tokens of everything recorded so far; encodes only when new text arrived since the last call."""
         if self._count is None:
