@@ -201,7 +201,7 @@ def _assert_error_shape(response: requests.Response, path: str) -> None:
     body = response.json()
     assert isinstance(body, dict) and isinstance(body.get("error"), dict), response.text
     error = body["error"]
-    if path.startswith("/v1/messages"):
+    if path.startswith("/v1/messages") and response.status_code != 405:  # the router's 405 precedes the route
         assert body.get("type") == "error" and {"message", "type"} <= set(error), response.text
     else:
         assert {"message", "type", "param", "code"} <= set(error), response.text

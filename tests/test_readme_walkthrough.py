@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from gateway.mock import claude as mock_claude
 from gateway.redis_server import free_port
 from tests.processes import gateway_env, wait_http
 
@@ -84,11 +85,18 @@ def test_the_walkthrough_with_the_mock_on_another_port(tmp_path: Path, redis_url
         printed = io.StringIO()
         with redirect_stdout(printed):
             exec(snippet, {})  # the README's own lines, as a reader would paste them
-    output = printed.getvalue()
+        claude = _python_block("Anthropic(base_url").replace("8080", str(port)).replace("sk-gw-...", str(key))
+        with redirect_stdout(printed):
+            exec(claude, {})
+    output, claude_output = printed.getvalue().rsplit("\n", 2)[0], printed.getvalue().splitlines()[-1]
     assert "prompt_tokens=9" in output and "completion_tokens=" in output, output
     # cost and the balance after it: 9 prompt tokens at 1,500 and the mock's reply at 6,000 credits per million.
     cost, remaining = output.split()[-2:]
     assert float(cost) > 0 and float(remaining) == pytest.approx(1000 - float(cost))
+    # mock-claude: the mock's own count of the input at 3,000 and its 16 words at 15,000 credits per million.
+    body = {"messages": [{"role": "user", "content": "Hi!"}]}
+    input_tokens = mock_claude.count_input(body).tokens
+    assert claude_output.split() == [str(input_tokens), "16", repr((input_tokens * 3000 + 16 * 15000) / 10**6)]
 
 
 class _Receiver(http.server.BaseHTTPRequestHandler):

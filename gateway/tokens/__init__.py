@@ -8,7 +8,8 @@
 
 Modules: `encodings` (offline vocabularies), `models` (model name -> encoding and prompt format),
 `prompt` (request bodies), `functions` (tool and function definitions), `images` and `imagesize` (image
-parts), `completion` (responses), `payload` (the JSON shapes read), `counter` (the facade above).
+parts), `completion` (responses), `payload` (the JSON shapes read), `counter` (the facade above), `claude` (an
+upper estimate of Anthropic Messages input tokens, Claude's tokenizer not being public).
 
 May import: nothing else of the gateway. Only the standard library and tiktoken; no I/O but reading the
 packaged vocabularies.

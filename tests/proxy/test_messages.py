@@ -8,6 +8,7 @@ import asyncio
 
 import anthropic
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.app_state import LEDGER
 from gateway.billing import keyspace
@@ -135,6 +136,14 @@ async def test_cache_writes_and_reads_have_their_own_prices(
     assert await _usage_total(gateway, key) == sum(costs)
     record = await gateway.last_record(account)
     assert (record["cached_tokens"], record["cache_write_tokens"]) == (str(prefix), "0")
+    metrics = await (await gateway.client.get("/metrics")).text()
+    tokens = {
+        sample.labels["kind"]: sample.value
+        for family in text_string_to_metric_families(metrics)
+        for sample in family.samples
+        if sample.name == "gateway_tokens_total" and sample.labels["model"] == CLAUDE
+    }
+    assert (tokens["cache_write"], tokens["cached"]) == (prefix, prefix)
 
 
 async def test_count_tokens_is_the_gateways_estimate_never_forwarded(
@@ -311,3 +320,18 @@ async def test_an_upstream_cut_mid_stream_ends_with_an_error_event(
     assert cut.value.body["error"]["type"] == "api_error"  # type: ignore[index]
     record = await _settled(gateway, account)
     assert record["status"] == "502" and record["completion_tokens"] == "5"
+
+
+async def test_an_upstream_error_passes_through_in_anthropics_shape_free(
+    start_gateway: StartGateway, claude_client: MakeClient
+) -> None:
+    body = b'{"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}'
+    gateway = await start_claude(start_gateway, error_status=529, error_body=body)
+    account, key = await gateway.new_account()
+    with pytest.raises(anthropic.APIStatusError) as overloaded:
+        await claude_client(gateway, key).messages.create(model=CLAUDE, max_tokens=5, messages=HELLO)
+    assert overloaded.value.status_code == 529
+    assert overloaded.value.body["type"] == "error"  # type: ignore[index]
+    assert overloaded.value.body["error"]["type"] == "overloaded_error"  # type: ignore[index]
+    await _settled(gateway, account)
+    assert await gateway.balance_micros(account) == START_MICROS
