@@ -1,4 +1,5 @@
-"""Who is asking: a tenant's API key (checked against the account store) or the operator's admin token.
+"""Who is asking: a tenant's API key (checked against the account store; sent as a bearer token or as
+`x-api-key`) or the operator's admin token.
 
 Every handler package authenticates through here, so a key is parsed, checked and answered the same way
 everywhere: 401 for a missing, malformed, unknown or revoked key, before any other work.
