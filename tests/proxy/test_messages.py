@@ -5,6 +5,8 @@ client parses them; what the upstream is sent."""
 from __future__ import annotations
 
 import asyncio
+import base64
+import struct
 
 import anthropic
 import pytest
@@ -335,3 +337,29 @@ async def test_an_upstream_error_passes_through_in_anthropics_shape_free(
     assert overloaded.value.body["error"]["type"] == "overloaded_error"  # type: ignore[index]
     await _settled(gateway, account)
     assert await gateway.balance_micros(account) == START_MICROS
+
+
+async def test_images_documents_and_a_large_body_are_held_and_billed(
+    start_gateway: StartGateway, claude_client: MakeClient
+) -> None:
+    """A body past 16 KiB (its key checked first, counted on a thread) with an image and a text document: held on
+    the estimate, billed the mock's own count."""
+    gateway = await start_claude(start_gateway, completion_tokens=4)
+    account, key = await gateway.new_account()
+    png = base64.b64encode(
+        b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + b"IHDR" + struct.pack(">II", 800, 600) + bytes(40)
+    ).decode()
+    content = [
+        {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": png}},
+        {"type": "document", "source": {"type": "text", "media_type": "text/plain", "data": "Minutes. " * 4000}},
+        {"type": "text", "text": "Summarise both."},
+    ]
+    body = {"model": CLAUDE, "max_tokens": 50, "messages": [{"role": "user", "content": content}]}
+    anthropic_client = claude_client(gateway, key)
+    estimate = (await anthropic_client.messages.count_tokens(model=CLAUDE, messages=body["messages"])).input_tokens  # type: ignore[arg-type]
+    message = await anthropic_client.messages.create(**body)  # type: ignore[arg-type]
+    expected = mock_usage(body, 4)
+    assert message.usage.input_tokens == expected["input_tokens"] <= estimate
+    assert await gateway.balance_micros(account) == START_MICROS - reference_cost(expected)
+    record = await gateway.last_record(account)
+    assert record["gateway_prompt_tokens"] == str(estimate)  # the drift metric's other side
