@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import struct
 
 import anthropic
@@ -363,3 +364,40 @@ async def test_images_documents_and_a_large_body_are_held_and_billed(
     assert await gateway.balance_micros(account) == START_MICROS - reference_cost(expected)
     record = await gateway.last_record(account)
     assert record["gateway_prompt_tokens"] == str(estimate)  # the drift metric's other side
+
+
+async def test_server_tools_billed_per_use_are_refused_unless_the_model_allows_them(
+    start_gateway: StartGateway, claude_client: MakeClient
+) -> None:
+    gateway = await start_claude(start_gateway, completion_tokens=3)
+    _, key = await gateway.new_account()
+    search = [{"type": "web_search_20250305", "name": "web_search", "max_uses": 3}]
+    with pytest.raises(anthropic.BadRequestError) as refused:
+        await claude_client(gateway, key).messages.create(
+            model=CLAUDE,
+            max_tokens=5,
+            messages=HELLO,
+            tools=search,  # type: ignore[arg-type]
+        )
+    assert "'tools' changes the provider's price" in refused.value.body["error"]["message"]  # type: ignore[index]
+    assert gateway.upstreams["claude"].state.requests == []
+    # The standard tier is the standard price; a client tool is plain tokens.
+    weather = [{"name": "get_weather", "input_schema": {"type": "object", "properties": {}}}]
+    served = await claude_client(gateway, key).messages.create(
+        model=CLAUDE,
+        max_tokens=5,
+        messages=HELLO,
+        tools=weather,  # type: ignore[arg-type]
+        service_tier="standard_only",
+    )
+    assert served.usage.output_tokens == 3
+    allowed = dataclasses.replace(gateway.settings.models[CLAUDE], allowed_fields=frozenset({"tools"}))
+    priced = await start_claude(start_gateway, {"models": {CLAUDE: allowed}}, completion_tokens=3)
+    _, priced_key = await priced.new_account()
+    answered = await claude_client(priced, priced_key).messages.create(
+        model=CLAUDE,
+        max_tokens=5,
+        messages=HELLO,
+        tools=search,  # type: ignore[arg-type]
+    )
+    assert answered.usage.output_tokens == 3
