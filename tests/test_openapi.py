@@ -34,6 +34,7 @@ from tests.common import ADMIN_TOKEN, FakeClock, StartGateway, make_settings
 
 T = TypeVar("T")
 MODEL = "m-main"  # the model make_settings configures for the upstream "main"
+CLAUDE_MODEL = "m-claude"  # and for "claude", the same mock speaking Anthropic's Messages API
 SCHEMA_CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
 
 
@@ -126,7 +127,11 @@ def fuzz_target(redis_url: str) -> Iterator[FuzzTarget]:
     apps = ServedApps()
     try:
         upstream = apps.serve(create_mock_app(MockOptions()))
-        settings = make_settings(redis_url, {"main": upstream + "/v1"})
+        settings = make_settings(
+            redis_url,
+            {"main": upstream + "/v1", "claude": upstream + "/v1"},
+            upstream_fields={"claude": {"api": "anthropic"}},
+        )
         target = FuzzTarget(apps.serve(create_app(settings, clock=FakeClock())))
         target.account_id = target.admin("POST", "/admin/accounts", {"name": "fuzzed", "credits": 1000})["id"]
         target.other_account_id = target.admin("POST", "/admin/accounts", {"name": "other", "credits": 5})["id"]
@@ -193,7 +198,7 @@ def _aim(case: schemathesis.Case, target: FuzzTarget) -> None:
     if "model" in path:
         path["model"] = MODEL
     if isinstance(case.body, dict) and isinstance(case.body.get("model"), str):
-        case.body["model"] = MODEL
+        case.body["model"] = CLAUDE_MODEL if case.operation.path.startswith("/v1/messages") else MODEL
 
 
 def _assert_error_shape(response: requests.Response, path: str) -> None:
@@ -227,6 +232,6 @@ def test_fuzzed_requests_never_fail_the_gateway(case: schemathesis.Case, fuzz_ta
     if response.status_code >= 400:
         _assert_error_shape(response, case.operation.path)
         assert fuzz_target.ledger() == before, f"a refused request moved money: {case.as_curl_command()}"
-    elif case.operation.path == "/v1/chat/completions":
+    elif case.operation.path in ("/v1/chat/completions", "/v1/messages"):
         fuzz_target.wait_until_settled()  # so the next refused request's books are its own
     case.validate_response(response, checks=SCHEMA_CHECKS)
