@@ -88,11 +88,17 @@ def test_the_walkthrough_with_the_mock_on_another_port(tmp_path: Path, redis_url
         claude = _python_block("Anthropic(base_url").replace("8080", str(port)).replace("sk-gw-...", str(key))
         with redirect_stdout(printed):
             exec(claude, {})
-    output, claude_output = printed.getvalue().rsplit("\n", 2)[0], printed.getvalue().splitlines()[-1]
-    assert "prompt_tokens=9" in output and "completion_tokens=" in output, output
+    output = printed.getvalue()
+    *others, last, claude_output = output.strip().splitlines()
+    assert "prompt_tokens=9" in last and "completion_tokens=" in last, output
+    # The embeddings batch: "Hello!" (2 tokens) and "How are you?" (4) at 1,500 credits per million.
+    assert others[0] == "6 0.009", output
+    # The legacy completion: "Say this is a test" (5 tokens) at 1,500, 8 tokens of reply at 6,000.
+    assert "prompt_tokens=5" in others[1] and others[1].endswith(" 0.0555"), output
     # cost and the balance after it: 9 prompt tokens at 1,500 and the mock's reply at 6,000 credits per million.
-    cost, remaining = output.split()[-2:]
-    assert float(cost) > 0 and float(remaining) == pytest.approx(1000 - float(cost))
+    cost, remaining = last.split()[-2:]
+    spent = float(cost) + sum(float(line.split()[-1]) for line in others)
+    assert float(cost) > 0 and float(remaining) == pytest.approx(1000 - spent)
     # mock-claude: the mock's own count of the input at 3,000 and its 16 words at 15,000 credits per million.
     body = {"messages": [{"role": "user", "content": "Hi!"}]}
     input_tokens = mock_claude.count_input(body).tokens

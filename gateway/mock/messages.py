@@ -19,9 +19,9 @@ import orjson
 from aiohttp import web
 
 from gateway.mock import claude, counting
+from gateway.mock.exchange import MOCK_OPTIONS, MOCK_STATE, MockState, send_stream
 from gateway.mock.options import MockOptions
 from gateway.mock.reply import WORDS, dumps
-from gateway.mock.state import MOCK_OPTIONS, MOCK_STATE, MockState, until_closed
 
 
 def _error(status: int, kind: str, message: str) -> web.Response:
@@ -173,23 +173,4 @@ def _event(name: str, payload: Mapping[str, object]) -> bytes:
 
 
 async def _stream(request: web.Request, answer: Answer, options: MockOptions) -> web.StreamResponse:
-    state = request.app[MOCK_STATE]
-    response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "request-id": answer.id})
-    await response.prepare(request)
-    try:
-        for sent, event in enumerate(answer.events(options)):
-            if options.stall_after_chunks is not None and sent >= options.stall_after_chunks:
-                await until_closed(request)
-            if options.cut_after_chunks is not None and sent >= options.cut_after_chunks:
-                assert request.transport is not None
-                request.transport.close()
-                return response
-            await response.write(event)
-            if options.chunk_delay_ms:
-                await asyncio.sleep(options.chunk_delay_ms / 1000)
-        await response.write_eof()
-        state.finished_streams += 1
-    except (ConnectionError, asyncio.CancelledError):
-        state.aborted_streams += 1
-        raise
-    return response
+    return await send_stream(request, answer.events(options), answer.id, end=b"")

@@ -9,6 +9,7 @@ import orjson
 from aiohttp import web
 
 from gateway.admin.service import MAX_NAME_LENGTH
+from gateway.billing.record import API_NAMES
 from gateway.dashboard.assets import STATIC_FILES
 from gateway.insights.report import KINDS
 from gateway.openapi.builders import (
@@ -40,9 +41,10 @@ from gateway.openapi.builders import (
     record,
     ref,
 )
+from gateway.openapi.messages import MESSAGES_SCHEMAS, messages_operations
+from gateway.openapi.text_apis import TEXT_API_SCHEMAS, text_api_operations
 from gateway.openapi.webhooks import WEBHOOK_SCHEMAS, webhook_operations
 from gateway.proxy.apis.chat import MAX_DEPTH, MAX_N, ROLES
-from gateway.proxy.apis.messages import ROLES as MESSAGES_ROLES
 from gateway.usage.export import COLUMNS, ExportFormat
 from gateway.usage.handlers import MAX_SUMMARY_LIMIT
 from gateway.usage.ranges import Granularity
@@ -74,39 +76,17 @@ CHAT_REQUEST = obj(
 }
 
 
-def messages_request(*, to_count: bool = False) -> Schema:
-    """Anthropic's Messages body as the gateway checks it; count_tokens takes no max_tokens."""
-    block = obj({"type": STRING}, required=("type",), extra=True)
-    schema = obj(
-        {
-            "model": {"type": "string", "minLength": 1, "description": 'A model of an `api = "anthropic"` upstream.'},
-            "messages": array(
-                obj(
-                    {"role": {"enum": sorted(MESSAGES_ROLES)}, "content": {"anyOf": [STRING, array(block)]}},
-                    required=("role", "content"),
-                    extra=True,
-                ),
-                minItems=1,
-            ),
-            "max_tokens": {"type": "integer", "minimum": 1},
-            "system": {"anyOf": [STRING, array(obj({"type": {"const": "text"}, "text": STRING}, extra=True))]},
-            "tools": array({"type": "object"}),
-            "stream": {"type": "boolean"},
-            "thinking": obj(
-                {"type": STRING, "budget_tokens": {"type": "integer", "minimum": 1024}}, required=("type",), extra=True
-            ),
-        },
-        required=("model", "messages") if to_count else ("model", "messages", "max_tokens"),
-        extra=True,
-    )
-    return schema | {
-        "description": "Anthropic's Messages body. The gateway checks the fields named here and forwards the rest; "
-        "`max_tokens` is the hold's output bound (a `thinking` budget must be below it), the input is an upper "
-        "estimate (Claude's tokenizer is not public) and the bill the provider's usage."
-    }
-
-
 USAGE = "requests prompt_tokens completion_tokens"
+API_NAME: Schema = {"enum": list(API_NAMES)}
+API_FILTERED = nullable(API_NAME) | {"description": "The `api` the figures are filtered on; null: every API."}
+
+
+def with_api(listing_schema: Schema) -> Schema:
+    """A usage listing that names the `api` it is filtered on."""
+    properties = listing_schema["properties"] | {"api": API_FILTERED}  # type: ignore[operator]
+    return listing_schema | {"properties": properties, "required": list(properties)}
+
+
 API_KEY_FIELDS: dict[str, Schema] = {
     "id": KEY_ID,
     "object": {"const": "api_key"},
@@ -125,26 +105,6 @@ SCHEMAS: dict[str, Schema] = {
             )
         }
     ),
-    "AnthropicError": obj(
-        # extra: an upstream's error passes through, scrubbed, with whatever else it holds
-        {"type": {"const": "error"}, "error": obj({"type": STRING, "message": STRING}, extra=True)}
-    ),
-    "MessagesRequest": messages_request(),
-    "MessagesCountRequest": messages_request(to_count=True),
-    "Message": obj({"content": array({"type": "object"}), "usage": ref("MessagesUsage")}, extra=True),
-    "MessagesUsage": obj(
-        {
-            "input_tokens": INTEGER,
-            "output_tokens": INTEGER,
-            "cache_creation_input_tokens": INTEGER,
-            "cache_read_input_tokens": INTEGER,
-            "cost": NUMBER | {"description": "Credits charged for this request (exact decimal)."},
-            "credits_remaining": NUMBER | {"description": "The balance after this request, in credits."},
-        },
-        required=("input_tokens", "output_tokens"),
-        extra=True,
-    ),
-    "MessagesTokenCount": obj({"input_tokens": INTEGER}),
     "ChatCompletionRequest": CHAT_REQUEST,
     "ChatCompletion": obj({"choices": array({"type": "object"}), "usage": ref("Usage")}, extra=True),
     "Usage": obj(
@@ -198,6 +158,8 @@ SCHEMAS: dict[str, Schema] = {
             strings="period_start period_end",
             integers="total_requests total_tokens",
             credits="total_credits_used credits_remaining",
+            api=API_FILTERED,
+            api_breakdown=array(ref("ApiUsage")),
         ),
         {"daily_breakdown": array(ref("UsageBucket")), "hourly_breakdown": array(ref("UsageBucket"))},
     )
@@ -206,7 +168,8 @@ SCHEMAS: dict[str, Schema] = {
         record(integers="requests tokens", credits="credits"), {"date": STRING, "hour": STRING}
     ),
     "ModelUsage": record(strings="model", integers=f"{USAGE} total_tokens", credits="credits_used"),
-    "ModelUsageList": listing(ref("ModelUsage"), "period_start", "period_end"),
+    "ModelUsageList": with_api(listing(ref("ModelUsage"), "period_start", "period_end")),
+    "ApiUsage": record(integers=f"{USAGE} total_tokens", credits="credits_used", api=API_NAME),
     "KeyUsage": record(
         strings="key_id",
         integers=f"{USAGE} tokens",
@@ -216,7 +179,7 @@ SCHEMAS: dict[str, Schema] = {
         revoked={"type": "boolean"},
         last_used_at=nullable(STRING),
     ),
-    "KeyUsageList": listing(ref("KeyUsage"), "period_start", "period_end"),
+    "KeyUsageList": with_api(listing(ref("KeyUsage"), "period_start", "period_end")),
     "Insight": record(
         strings="title tip",
         integers="requests",
@@ -234,6 +197,7 @@ SCHEMAS: dict[str, Schema] = {
         integers="accounts active_accounts total_requests total_tokens",
         credits="total_credits_used",
         object={"const": "usage_summary"},
+        api=API_FILTERED,
         top_accounts=array(ref("AccountUsage")),
         top_models=array(ref("ModelUsage")),
     ),
@@ -255,6 +219,7 @@ END = query(
     "(hourly: of today); with only `start`, the end of the current day (hourly: hour).",
 )
 ACCOUNT = query("account", ACCOUNT_ID, "The account to read: required with the admin token; a key reads its own.")
+API_FILTER = query("api", API_NAME, "One API's usage only (default: every API's).")
 GRANULARITY = query("granularity", {"enum": [g.value for g in Granularity]}, "Default: day.")
 DAY_ONLY = query("granularity", {"enum": [Granularity.DAY.value]}, "These sums are kept per day only.")
 KEY = query("key", KEY_ID, "One of the account's API keys: its insights only (default: the whole account).")
@@ -274,11 +239,6 @@ def operations() -> list[Operation]:
         {"data": {"type": "string", "description": "A chat.completion.chunk as JSON, then [DONE]."}}, extra=True
     )
     chat = MediaTypes({"application/json": ref("ChatCompletion"), "text/event-stream": event})
-    typed_event = obj(
-        {"event": STRING, "data": {"type": "string", "description": "The event's JSON (message_start, ...)."}},
-        extra=True,
-    )
-    messages = MediaTypes({"application/json": ref("Message"), "text/event-stream": typed_event})
     row = obj({column: {} for column in COLUMNS})
     rows = MediaTypes({"text/csv": STRING, "application/json": array(row), "application/x-ndjson": row})
     passed_through = {"default": content(ref("Error"), "An upstream error, passed through with its status (free).")}
@@ -286,7 +246,7 @@ def operations() -> list[Operation]:
     cached: dict[str, Schema] = {"304": {"description": "Not modified: `If-None-Match` names the current `ETag`."}}
     credits = obj({"amount": CREDITS_IN, "note": STRING}, required=("amount",))
     new_account = obj({"name": NAME, "credits": CREDITS_IN}, required=("name",))
-    ranged = [START, END, DAY_ONLY, ACCOUNT]
+    ranged = [START, END, DAY_ONLY, API_FILTER, ACCOUNT]
     both, one_account = TENANT_OR_ADMIN, [ACCOUNT_PATH]
     return [
         op(
@@ -306,25 +266,8 @@ def operations() -> list[Operation]:
             body=ref("ChatCompletionRequest"),
             fails=(*BODY_ERRORS, 404),
         ),
-        op(
-            "POST /v1/messages",
-            "A metered Anthropic Messages call (SSE with `event:` lines with `stream: true`)",
-            TENANT,
-            messages,
-            body=ref("MessagesRequest"),
-            fails=(*BODY_ERRORS, 402, 404, 502, 504),
-            others={"default": content(ref("AnthropicError"), "An upstream error, passed through (free).")},
-            error="AnthropicError",
-        ),
-        op(
-            "POST /v1/messages/count_tokens",
-            "A Messages body's input tokens as the gateway estimates and would hold them (free, never forwarded)",
-            TENANT,
-            ref("MessagesTokenCount"),
-            body=ref("MessagesCountRequest"),
-            fails=(*BODY_ERRORS, 404),
-            error="AnthropicError",
-        ),
+        *text_api_operations(),
+        *messages_operations(),
         op("GET /v1/models", "The configured models", TENANT, ref("ModelList")),
         op("GET /v1/models/{model}", "One configured model", TENANT, ref("Model"), [MODEL], fails=(404,)),
         op(
@@ -332,7 +275,7 @@ def operations() -> list[Operation]:
             "Usage totals per day or per hour",
             both,
             ref("UsageReport"),
-            [START, END, GRANULARITY, ACCOUNT],
+            [START, END, GRANULARITY, API_FILTER, ACCOUNT],
             fails=READ_ERRORS,
         ),
         op(
@@ -359,7 +302,7 @@ def operations() -> list[Operation]:
             "The request records, oldest first",
             both,
             rows,
-            [START, END, FORMAT, ACCOUNT],
+            [START, END, FORMAT, API_FILTER, ACCOUNT],
             fails=READ_ERRORS,
         ),
         op(
@@ -367,7 +310,7 @@ def operations() -> list[Operation]:
             "Totals, top accounts and top models",
             ADMIN,
             ref("UsageSummary"),
-            [START, END, DAY_ONLY, LIMIT],
+            [START, END, DAY_ONLY, API_FILTER, LIMIT],
             fails=(400,),
         ),
         op(
@@ -460,7 +403,7 @@ def build_document() -> Schema:
         },
         "paths": paths(),
         "components": {
-            "schemas": SCHEMAS | WEBHOOK_SCHEMAS,
+            "schemas": SCHEMAS | TEXT_API_SCHEMAS | MESSAGES_SCHEMAS | WEBHOOK_SCHEMAS,
             "securitySchemes": {
                 "apiKey": bearer(
                     "A tenant's API key: `Authorization: Bearer sk-gw-...`, or `x-api-key: sk-gw-...` (as Anthropic's "

@@ -186,26 +186,18 @@ def _detail(details: object, name: str) -> int:
 
 def parse_chat_request(raw: bytes) -> ApiRequest:
     """Decode and check the body; raise InvalidRequest naming the offending field."""
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidRequest("We could not parse the JSON body of your request. The body must be valid JSON.") from exc
-    if not isinstance(body, dict):
-        raise InvalidRequest("The request body must be a JSON object.")
-    check_depth(body)
-    model = body.get("model")
-    if not isinstance(model, str) or not model:
-        raise InvalidRequest("'model' is required and must be a non-empty string.", param="model")
+    body = decode_body(raw)
+    model = required_model(body)
     _check_messages(body.get("messages"))
-    stream = _optional(body, "stream", bool, False)
-    options = _optional(body, "stream_options", dict, {})
+    stream = optional_field(body, "stream", bool, False)
+    options = optional_field(body, "stream_options", dict, {})
     include_usage = options.get("include_usage", False)
     if not isinstance(include_usage, bool):
         raise InvalidRequest("'stream_options.include_usage' must be a boolean.", param="stream_options")
-    n = _optional(body, "n", int, 1)
+    n = optional_field(body, "n", int, 1)
     if not 1 <= n <= MAX_N:
         raise InvalidRequest(f"'n' must be between 1 and {MAX_N}.", param="n")
-    limits = [_optional(body, name, int, 0) for name in ("max_completion_tokens", "max_tokens")]
+    limits = [optional_field(body, name, int, 0) for name in ("max_completion_tokens", "max_tokens")]
     for name, value in zip(("max_completion_tokens", "max_tokens"), limits, strict=True):
         if name in body and body[name] is not None and value < 1:
             raise InvalidRequest(f"'{name}' must be a positive integer.", param=name)
@@ -213,7 +205,27 @@ def parse_chat_request(raw: bytes) -> ApiRequest:
     return ApiRequest(body, model, stream, stream and include_usage, max_tokens, n)
 
 
-def check_depth(body: dict[str, object]) -> None:
+def decode_body(raw: bytes) -> JSON:
+    """The request body as a JSON object nesting at most MAX_DEPTH levels; InvalidRequest otherwise."""
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequest("We could not parse the JSON body of your request. The body must be valid JSON.") from exc
+    if not isinstance(body, dict):
+        raise InvalidRequest("The request body must be a JSON object.")
+    _check_depth(body)
+    return body
+
+
+def required_model(body: JSON) -> str:
+    """The body's `model`: a non-empty string, else InvalidRequest naming it."""
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise InvalidRequest("'model' is required and must be a non-empty string.", param="model")
+    return model
+
+
+def _check_depth(body: dict[str, object]) -> None:
     """400 when arrays and objects nest more than MAX_DEPTH levels (the body itself is level 1)."""
     level: list[object] = [body]
     for _ in range(MAX_DEPTH):
@@ -242,7 +254,8 @@ def _check_messages(messages: object) -> None:
             )
 
 
-def _optional(body: dict[str, object], name: str, kind: type[T], default: T) -> T:
+def optional_field(body: dict[str, object], name: str, kind: type[T], default: T) -> T:
+    """The field's value, `default` when absent or null; InvalidRequest naming it when of another JSON type."""
     value = body.get(name)
     if value is None:
         return default

@@ -26,7 +26,7 @@ from gateway.config import ModelConfig, UpstreamConfig
 from gateway.errors import GatewayError, InvalidRequest
 from gateway.insights.fingerprints import Fingerprint, take_fingerprint
 from gateway.proxy.apis import JSON, ApiRequest
-from gateway.proxy.apis.chat import check_depth, with_bill
+from gateway.proxy.apis.chat import decode_body, with_bill
 from gateway.proxy.sse import Event
 from gateway.tokens import CompletionCounter, TokenCounter
 from gateway.tokens.claude import estimate_input_tokens
@@ -238,13 +238,7 @@ def error_object(error: GatewayError) -> JSON:
 def parse_messages_request(raw: bytes, *, counting: bool = False) -> ApiRequest:
     """Decode and check the body; raise InvalidRequest naming the offending field. A body to count
     (`counting`: count_tokens') may leave out max_tokens."""
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidRequest("The request body is not valid JSON.") from exc
-    if not isinstance(body, dict):
-        raise InvalidRequest("The request body must be a JSON object.")
-    check_depth(body)
+    body = decode_body(raw)
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise InvalidRequest("model: Field required (a non-empty string).", param="model")
