@@ -31,8 +31,8 @@ HELLO = [{"role": "user", "content": "Hello, Claude!"}]
 START_MICROS = 1000 * 10**6
 
 
-async def _usage_total(gateway: Gateway, key: str) -> int:
-    response = await gateway.client.get("/v1/usage", headers={"x-api-key": key})
+async def _usage_total(gateway: Gateway, key: str, api: str = "") -> int:
+    response = await gateway.client.get("/v1/usage", params={"api": api} if api else {}, headers={"x-api-key": key})
     assert response.status == 200
     return int((await response.json())["total_credits_used_micros"])
 
@@ -68,9 +68,11 @@ async def test_create_is_billed_the_mocks_usage_at_the_models_prices(
     assert round(extra["credits_remaining"] * 10**6) == START_MICROS - cost
     assert round(float(raw.headers["x-credits-used"]) * 10**6) == cost
     assert await gateway.balance_micros(account) == START_MICROS - cost
-    assert await _usage_total(gateway, key) == cost
+    assert await _usage_total(gateway, key) == await _usage_total(gateway, key, "messages") == cost
+    assert await _usage_total(gateway, key, "chat.completions") == 0
     record = await gateway.last_record(account)
     assert record["usage_source"] == "upstream" and record["prompt_tokens"] == str(expected["input_tokens"])
+    assert record["api"] == "messages"
 
 
 async def test_stream_text_and_final_message_and_the_bill_in_message_delta(
