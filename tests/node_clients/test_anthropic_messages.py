@@ -8,8 +8,6 @@ import pytest
 from tests.common import REFERENCE, Gateway, StartGateway
 from tests.node_clients.node import NodeClients, credits, step
 
-pytestmark = pytest.mark.skip(reason="POST /v1/messages lands with the Messages API branch")
-
 HELLO = {"model": "m-main", "max_tokens": 64, "messages": [{"role": "user", "content": "Hello!"}]}
 # The mock's own count: 3 per request, 3 per message, and "Hello!" (2 o200k tokens) x 1.7, rounded up: 4.
 HELLO_INPUT = 10

@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import pytest
-
 from tests.common import REFERENCE, StartGateway
 from tests.node_clients.node import NodeClients, credits, step
-
-pytestmark = pytest.mark.skip(reason="POST /v1/completions lands with the embeddings and completions branch")
 
 PROMPT = {"model": "m-main", "prompt": "Say this is a test"}  # 5 tokens: "Say" " this" " is" " a" " test"
 START = 1000 * 10**6

@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import pytest
-
 from tests.common import REFERENCE, StartGateway
 from tests.node_clients.node import NodeClients, credits, step
-
-pytestmark = pytest.mark.skip(reason="POST /v1/embeddings lands with the embeddings and completions branch")
 
 FOX = "The quick brown fox jumps over the lazy dog."  # 10 tokens for GPT-4o by OpenAI's tokenizer page
 START = 1000 * 10**6
