@@ -3,7 +3,7 @@ the gateway without a provider key.
 
 Modules: `options` (how it behaves), `reply` (what it answers), `counting` (its own token counts: tiktoken
 and the published rules, so the gateway's counts are checked against a second implementation), `server` (the
-aiohttp app).
+aiohttp app), `responses` (the Responses API, keeping the responses it made so later turns can continue them).
 
 May import: nothing else of the gateway. It reads only the vocabulary files the package ships. It is an
 upstream, not part of the gateway: nothing else of the gateway may import it but the CLI.

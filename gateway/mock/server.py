@@ -2,8 +2,9 @@
 
 It answers /v1/chat/completions plainly or as SSE, with or without usage, with configurable latency and
 length, and can misbehave on purpose (fail, stall, cut the stream) so tests and benchmarks have a real
-server to talk to. Replies are made of common English words that are one token each, so a reply of N
-words is N tokens; usage is counted with the real tokenizer over the whole reply.
+server to talk to; it also speaks the Responses API (gateway/mock/responses.py). Replies are made of
+common English words that are one token each, so a reply of N words is N tokens; usage is counted with the
+real tokenizer over the whole reply.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from aiohttp import web
 from gateway.mock import counting
 from gateway.mock.options import MockOptions
 from gateway.mock.reply import Reply, dumps
+from gateway.mock.responses import add_responses_routes
 
 
 @dataclass
@@ -41,6 +43,7 @@ def create_mock_app(options: MockOptions | None = None) -> web.Application:
     for prefix in ("/v1", ""):
         app.router.add_post(f"{prefix}/chat/completions", chat_completions)
         app.router.add_get(f"{prefix}/models", list_models)
+    add_responses_routes(app, app[MOCK_OPTIONS])
     return app
 
 

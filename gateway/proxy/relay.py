@@ -20,7 +20,7 @@ from gateway.billing.scripts import SettleOutcome
 from gateway.errors import GatewayError, UpstreamError, UpstreamTimeout
 from gateway.proxy.apis import Api, StreamFormat
 from gateway.proxy.meter import CLIENT_CLOSED, Meter
-from gateway.proxy.sse import Event, EventSplitter, EventTooLarge, encode_event
+from gateway.proxy.sse import Event, EventSplitter, EventTooLarge, encode_event, restamped_event
 
 log = logging.getLogger(__name__)
 
@@ -125,6 +125,9 @@ class StreamRelay:
         chunk = _json_object(event.data) if event.data is not None else None
         raw = event.raw + b"\n\n"
         if chunk is not None:
+            answer_id = fmt.answer_id(chunk)
+            if answer_id is not None:
+                await self.meter.answer_seen(answer_id)  # recorded before the client is sent the id
             reported = fmt.usage(chunk)
             if reported is not None:
                 usage = self.meter.take_usage(reported)
@@ -134,10 +137,10 @@ class StreamRelay:
                 if final:
                     await self._flush(client)  # what is queued goes out first: the bill counts all that was sent
                     stamped = fmt.stamp(chunk, usage, await self.meter.settle(self._finished()))
-                    raw = encode_event(orjson.dumps(stamped))
+                    raw = restamped_event(event, orjson.dumps(stamped))
                     self.bill_sent = True
                 elif usage.clamped:
-                    raw = encode_event(orjson.dumps(fmt.stamp(chunk, usage, None)))
+                    raw = restamped_event(event, orjson.dumps(fmt.stamp(chunk, usage, None)))
             if fmt.is_error(chunk):
                 self.error_event = True
         self._queue(raw, chunk)

@@ -64,3 +64,10 @@ def parse_event(raw: bytes) -> Event:
 
 def encode_event(data: bytes) -> bytes:
     return b"data: " + data + b"\n\n"
+
+
+def restamped_event(event: Event, data: bytes) -> bytes:
+    """`event` with its data replaced by `data`, its other fields (`event:`, `id:`) kept: typed streams
+    (Responses, Anthropic's) name each event's type in its `event:` line."""
+    fields = [line for line in event.raw.split(b"\n") if line and not line.startswith((b"data:", b":"))]
+    return b"".join(line + b"\n" for line in fields) + encode_event(data)

@@ -6,6 +6,13 @@ Every metered route runs the same path (proxy/handlers.py): authenticate -> pars
 request's `Meter`) -> the bill on the answer (`Api.stamp_answer`, `StreamFormat.stamp`). An `Api` says only what
 differs between APIs; it never talks to Redis, aiohttp or the ledger, and is tested with plain dicts.
 
+Answers the provider keeps (Responses): an API whose answers have ids that later requests continue says so with
+`answer_id` (plain) and `StreamFormat.answer_id` (streamed); the meter records each such id, owned by the
+request's account, as soon as the gateway sees it and before the client does, with the context size the
+provider billed for it. A request that continues one (`prior_answer`) is authenticated first; an id its account
+never got is 404 `not_found`, and an owned one adds its context size to the prompt the hold, the clamp and the
+bill-on-cut count with. APIs without stored answers return None from all three.
+
 To add an API: write `proxy/apis/NAME.py` with a class that satisfies `Api` (and a `StreamFormat` if it streams),
 register it with `handlers.add_api_route(app, "/v1/PATH", NAME_API)`, and test it with the shared suites
 (tests/proxy). `chat.py` is the reference implementation.
@@ -13,7 +20,7 @@ register it with `handlers.add_api_route(app, "/v1/PATH", NAME_API)`, and test i
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -26,6 +33,8 @@ from gateway.proxy.sse import Event
 from gateway.tokens import CompletionCounter, TokenCounter
 
 JSON = dict[str, object]
+# Request field -> whether this value of it changes the provider's price (proxy/priced_fields.py).
+PricedFields = Mapping[str, Callable[[object], bool]]
 
 
 @dataclass(frozen=True)
@@ -81,6 +90,11 @@ class StreamFormat(Protocol):
         """Add what an event showed the client to the completion count."""
         ...
 
+    def answer_id(self, chunk: Mapping[str, object]) -> str | None:
+        """The id the provider keeps the answer under, if this event names it (Responses: `response.created`);
+        None for APIs without stored answers."""
+        ...
+
 
 class Api(Protocol):
     """One metered API: its request, its upstream call, its answers' usage and where its bill is shown."""
@@ -88,12 +102,28 @@ class Api(Protocol):
     name: str  # "chat.completions"
     upstream_path: str  # under the upstream's base_url: "/chat/completions"
 
+    @property
+    def priced_fields(self) -> PricedFields:
+        """The request fields that change the provider's price: refused unless the model allows them
+        (proxy/priced_fields.py)."""
+        ...
+
     def parse(self, raw: bytes) -> ApiRequest:
         """Decode and check a request body; InvalidRequest naming the field otherwise."""
         ...
 
     def count_prompt(self, counter: TokenCounter, request: ApiRequest) -> int:
         """The prompt tokens the provider will bill for `request`, counted offline."""
+        ...
+
+    def prior_answer(self, request: ApiRequest) -> tuple[str, str] | None:
+        """The field and id of an earlier answer the provider keeps and this request continues (Responses:
+        `("previous_response_id", "resp_...")`), whose context the provider bills again as input; None if none."""
+        ...
+
+    def count_answer(self, request: ApiRequest, prompt_tokens: int, preview: JSON) -> JSON:
+        """The answer of the API's count route (`prompt_tokens` includes a prior answer's context; `preview`:
+        the gateway's price preview, proxy/preview.py), in the API's own shape."""
         ...
 
     def fingerprint(self, request: ApiRequest) -> Fingerprint:
@@ -113,6 +143,11 @@ class Api(Protocol):
 
     def read_answer(self, payload: Mapping[str, object], counter: CompletionCounter) -> Usage | None:
         """Count a plain answer's completion into `counter`; the usage it reports, if usable."""
+        ...
+
+    def answer_id(self, payload: Mapping[str, object]) -> str | None:
+        """The id the provider keeps a plain answer under (Responses: its `id`); None for APIs without stored
+        answers."""
         ...
 
     def stamp_answer(self, payload: JSON, usage: Usage, bill: SettleOutcome) -> JSON:

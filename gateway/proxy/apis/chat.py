@@ -20,6 +20,7 @@ from gateway.config import ModelConfig, UpstreamConfig
 from gateway.errors import GatewayError, InvalidRequest
 from gateway.insights.fingerprints import Fingerprint, take_fingerprint
 from gateway.proxy.apis import JSON, ApiRequest
+from gateway.proxy.priced_fields import PRICED_FIELDS
 from gateway.proxy.sse import DONE, Event
 from gateway.tokens import CompletionCounter, TokenCounter
 
@@ -37,12 +38,19 @@ class ChatCompletions:
 
     name = "chat.completions"
     upstream_path = "/chat/completions"
+    priced_fields = PRICED_FIELDS
 
     def parse(self, raw: bytes) -> ApiRequest:
         return parse_chat_request(raw)
 
     def count_prompt(self, counter: TokenCounter, request: ApiRequest) -> int:
         return counter.count_prompt_tokens(request.model, request.body)
+
+    def prior_answer(self, request: ApiRequest) -> tuple[str, str] | None:
+        return None  # a chat request carries its whole conversation
+
+    def count_answer(self, request: ApiRequest, prompt_tokens: int, preview: JSON) -> JSON:
+        return preview
 
     def fingerprint(self, request: ApiRequest) -> Fingerprint:
         return take_fingerprint(request.body)
@@ -72,6 +80,9 @@ class ChatCompletions:
     def read_answer(self, payload: Mapping[str, object], counter: CompletionCounter) -> Usage | None:
         counter.add_response(payload)
         return usage_from_upstream(payload.get("usage"))
+
+    def answer_id(self, payload: Mapping[str, object]) -> str | None:
+        return None
 
     def stamp_answer(self, payload: JSON, usage: Usage, bill: SettleOutcome) -> JSON:
         shown = payload.get("usage")
@@ -126,6 +137,9 @@ class ChatStream:
     def count(self, counter: CompletionCounter, chunk: Mapping[str, object]) -> None:
         counter.add_chunk(chunk)
 
+    def answer_id(self, chunk: Mapping[str, object]) -> str | None:
+        return None
+
 
 CHAT = ChatCompletions()
 
@@ -174,8 +188,8 @@ def _detail(details: object, name: str) -> int:
     return value if _count(value) and isinstance(value, int) else 0
 
 
-def parse_chat_request(raw: bytes) -> ApiRequest:
-    """Decode and check the body; raise InvalidRequest naming the offending field."""
+def decode_request(raw: bytes) -> dict[str, object]:
+    """The request body's JSON object, nested at most MAX_DEPTH levels; InvalidRequest otherwise."""
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
@@ -183,19 +197,25 @@ def parse_chat_request(raw: bytes) -> ApiRequest:
     if not isinstance(body, dict):
         raise InvalidRequest("The request body must be a JSON object.")
     _check_depth(body)
+    return body
+
+
+def parse_chat_request(raw: bytes) -> ApiRequest:
+    """Decode and check the body; raise InvalidRequest naming the offending field."""
+    body = decode_request(raw)
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise InvalidRequest("'model' is required and must be a non-empty string.", param="model")
     _check_messages(body.get("messages"))
-    stream = _optional(body, "stream", bool, False)
-    options = _optional(body, "stream_options", dict, {})
+    stream = optional_field(body, "stream", bool, False)
+    options = optional_field(body, "stream_options", dict, {})
     include_usage = options.get("include_usage", False)
     if not isinstance(include_usage, bool):
         raise InvalidRequest("'stream_options.include_usage' must be a boolean.", param="stream_options")
-    n = _optional(body, "n", int, 1)
+    n = optional_field(body, "n", int, 1)
     if not 1 <= n <= MAX_N:
         raise InvalidRequest(f"'n' must be between 1 and {MAX_N}.", param="n")
-    limits = [_optional(body, name, int, 0) for name in ("max_completion_tokens", "max_tokens")]
+    limits = [optional_field(body, name, int, 0) for name in ("max_completion_tokens", "max_tokens")]
     for name, value in zip(("max_completion_tokens", "max_tokens"), limits, strict=True):
         if name in body and body[name] is not None and value < 1:
             raise InvalidRequest(f"'{name}' must be a positive integer.", param=name)
@@ -232,7 +252,8 @@ def _check_messages(messages: object) -> None:
             )
 
 
-def _optional(body: dict[str, object], name: str, kind: type[T], default: T) -> T:
+def optional_field(body: dict[str, object], name: str, kind: type[T], default: T) -> T:
+    """`body[name]` checked to be a `kind` (a JSON boolean is no integer), `default` when absent or null."""
     value = body.get(name)
     if value is None:
         return default
