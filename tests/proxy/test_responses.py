@@ -79,8 +79,9 @@ async def test_streamed_create_bills_the_terminal_events_usage(start_gateway: St
     gateway = await start_gateway(main={"completion_tokens": 7})
     account, key = await gateway.new_account()
     client = client_for(gateway, key)
-    stream = await client.responses.create(model="m-main", input="Hello!", stream=True)
-    events = [event async for event in stream]
+    raw = await client.responses.with_raw_response.create(model="m-main", input="Hello!", stream=True)
+    assert raw.headers["x-credits-remaining"] and raw.headers["x-request-id"].startswith("req_")
+    events = [event async for event in raw.parse()]
     kinds = [event.type for event in events]
     assert kinds[:4] == [
         "response.created",
@@ -176,6 +177,12 @@ async def test_retrieval_routes_forward_for_the_owner_and_never_bill(start_gatew
         await client.responses.cancel(created.id)
     calls = mock_of(gateway).calls
     assert [method for method, _ in calls] == ["GET", "GET", "POST"]
+    # Streaming a stored response is refused (only background responses stream later, and those are refused).
+    streamed = await gateway.client.get(
+        f"/v1/responses/{created.id}", params={"stream": "true"}, headers={"Authorization": f"Bearer {key}"}
+    )
+    assert streamed.status == 400 and (await streamed.json())["error"]["param"] == "stream"
+    assert len(mock_of(gateway).calls) == 3
     await client.responses.delete(created.id)
     # Deleted: forgotten by the gateway too, so the id now answers 404 without asking the upstream.
     with pytest.raises(openai.NotFoundError):
