@@ -388,3 +388,20 @@ async def test_store_is_free_in_responses(start_gateway: StartGateway) -> None:
     response = await client.responses.create(model="m-main", input="Hello!", store=True)
     assert response.usage is not None
     await client.close()
+
+
+async def test_an_incomplete_response_is_billed_at_its_bound(start_gateway: StartGateway) -> None:
+    gateway = await start_gateway(main={"completion_tokens": 12})
+    account, key = await gateway.new_account()
+    client = client_for(gateway, key)
+    stream = await client.responses.create(model="m-main", input="Hello!", max_output_tokens=5, stream=True)
+    events = [event async for event in stream]
+    assert events[-1].type == "response.incomplete"
+    final = events[-1].response  # type: ignore[union-attr]
+    assert final.usage is not None and final.usage.output_tokens == 5
+    # 9 * 1,000.25 + 5 * 2,000.15 = 9,002.25 + 10,000.75 = 19,003
+    assert final.usage.to_dict()["cost"] == pytest.approx(0.019003)
+    await settled_record(gateway, account)
+    assert await gateway.balance_micros(account) == START - 19_003 == START - billed(final.usage)
+    assert mock_of(gateway).requests[-1]["max_output_tokens"] == 5  # the client's own bound, untouched
+    await client.close()
