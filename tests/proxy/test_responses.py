@@ -221,6 +221,12 @@ async def test_another_accounts_response_id_is_404_on_every_route(start_gateway:
     assert mock_of(gateway).calls == [] and len(mock_of(gateway).requests) == requests_before
     assert await gateway.balance_micros(other_account) == START
     assert await gateway.redis.xlen(keyspace.request_log(other_account)) == 0
+    # A key that is not one is 401 first, whatever the id: a 404 never answers an unchecked key.
+    stranger = client_for(gateway, key[:-4] + "0000")
+    for attempt in (attempts["retrieve"], attempts["continue"]):
+        with pytest.raises(openai.AuthenticationError):
+            await attempt(stranger, created.id)
+    await stranger.close()
     # The owner still has it.
     assert (await owner.responses.retrieve(created.id)).id == created.id
     await owner.close()
