@@ -14,8 +14,9 @@ never got is 404 `not_found`, and an owned one adds its context size to the prom
 bill-on-cut count with. APIs without stored answers return None from all three.
 
 To add an API: write `proxy/apis/NAME.py` with a class that satisfies `Api` (and a `StreamFormat` if it streams),
-register it with `handlers.add_api_route(app, "/v1/PATH", NAME_API)`, and test it with the shared suites
-(tests/proxy). `chat.py` is the reference implementation.
+register it with `handlers.add_api_route(app, "/v1/PATH", NAME_API)` (`count_path=` for the API's own count
+route, answered by `count_answer`), and test it with the shared suites (tests/proxy). `chat.py` is the reference
+implementation; `responses.py` adds stored answers.
 """
 
 from __future__ import annotations
