@@ -251,6 +251,7 @@ class Driver:
             request_id,
             body,
             prompt_tokens,
+            api=CHAT.name,
             request_hash=fingerprint.request_hash,
         )
         reported = chat.upstream_usage(prompt_tokens, reservation.completion_limit)
@@ -267,6 +268,7 @@ class Driver:
             status=OK,
             latency_ms=chat.rng.randint(*UPSTREAM_LATENCY_MS),
             stream=body.stream,
+            api=CHAT.name,
             insight=insight,
         )
 

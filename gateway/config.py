@@ -396,6 +396,8 @@ def _upstream(name: str, table: Mapping[str, object], env: Mapping[str, str]) ->
 
 def _model(name: str, table: Mapping[str, object], upstreams: Mapping[str, UpstreamConfig]) -> ModelConfig:
     where = f'models."{name}"'
+    if not name.isprintable():  # it goes into headers, CSV cells, metric labels and hold records
+        raise ConfigError(f"{where}: a model name may not contain control characters")
     upstream = check.text(table.get("upstream", ""), f"{where}.upstream")
     if upstream not in upstreams:
         raise ConfigError(f"{where}.upstream: no upstream named {upstream!r}")

@@ -1,13 +1,14 @@
 """Prometheus metrics in an app-owned registry, served at /metrics (see `ops`).
 
 Counters only go up and use base units (seconds, credits, tokens). Label sets stay bounded: a model is a
-configured model name, a status an HTTP status; never an API key, and an account id only when the operator
-turns `[metrics] per_account` on. Requests, tokens and credits are counted from settlements as they are
-applied (`settled`, the settler's observer), so they agree with what the usage API reports.
+configured model name, an API one of the five the gateway meters, a status an HTTP status; never an API key, and
+an account id only when the operator turns `[metrics] per_account` on. Requests, tokens and credits are counted
+from settlements as they are applied (`settled`, the settler's observer), so they agree with what the usage API
+reports.
 
-Counters whose labels come from a fixed vocabulary (refusal statuses, webhook outcomes, and per configured
-model the token kinds, credits and clamps) exist at 0 from start-up, so `rate()` and `increase()` see the
-first event and an alert has its series before anything happened.
+Counters whose labels come from a fixed vocabulary (refusal statuses, webhook outcomes, and per configured model
+and API the token kinds and credits, per model the clamps) exist at 0 from start-up, so `rate()` and `increase()`
+see the first event and an alert has its series before anything happened.
 
 Under `gateway serve --workers N` (N > 1) each worker's values live in files of a directory the master made
 (prometheus-client's multiprocess mode, chosen when it is imported with PROMETHEUS_MULTIPROC_DIR set), and a
@@ -26,6 +27,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 
 from gateway.billing import Settlement, SettleOutcome
 from gateway.billing.pricing import MICROS_PER_CREDIT
+from gateway.billing.record import API_NAMES
 from gateway.billing.scripts import SettleMode
 
 # Upstream count minus gateway count, in tokens: symmetric, finer near zero where agreement should sit.
@@ -62,17 +64,19 @@ class Metrics:
         account = ["account"] if per_account else []
         self.requests = self._counter(
             "gateway_requests",
-            "Chat requests settled, by model and the HTTP status recorded.",
-            ["model", "status"] + account,
+            "Requests settled, by model, API and the HTTP status recorded.",
+            ["model", "api", "status"] + account,
         )
         self.tokens = self._counter(
             "gateway_tokens",
-            "Tokens billed, by model and kind (prompt, completion, cached, reasoning).",
-            ["model", "kind"] + account,
+            "Tokens billed, by model, API and kind (prompt, completion, cached, reasoning).",
+            ["model", "api", "kind"] + account,
         )
-        self.credits = self._counter("gateway_credits_charged", "Credits charged, in credits.", ["model"] + account)
+        self.credits = self._counter(
+            "gateway_credits_charged", "Credits charged, in credits, by model and API.", ["model", "api"] + account
+        )
         self.refused = self._counter(
-            "gateway_requests_refused", "Chat requests refused before a hold, by status.", ["status"]
+            "gateway_requests_refused", "Requests refused before a hold, by status.", ["status"]
         )
         self.upstream_seconds = Histogram(
             "gateway_upstream_seconds",
@@ -124,10 +128,12 @@ class Metrics:
         for model in models:
             for kind in CLAMPED_KINDS:
                 self._child(self.clamped, model, kind)
-            if not self.per_account:  # the account is not a known vocabulary: those series come with traffic
+            if self.per_account:  # the account is not a known vocabulary: those series come with traffic
+                continue
+            for api in API_NAMES:
                 for kind in TOKEN_KINDS:
-                    self._child(self.tokens, model, kind)
-                self._child(self.credits, model)
+                    self._child(self.tokens, model, api, kind)
+                self._child(self.credits, model, api)
 
     def _counter(self, name: str, documentation: str, labels: list[str]) -> Counter:
         return Counter(name, documentation, labels, registry=self.registry)
@@ -138,9 +144,9 @@ class Metrics:
             return  # a release records nothing, and a repeat was counted the first time
         record = settlement.record
         status = str(record.get("status", ""))
-        model = settlement.model
+        model, api = settlement.model, settlement.api
         account = (settlement.account_id,) if self.per_account else ()
-        self._child(self.requests, model, "abandoned" if status == ABANDONED_STATUS else status, *account).inc()
+        self._child(self.requests, model, api, "abandoned" if status == ABANDONED_STATUS else status, *account).inc()
         counts = (
             settlement.prompt_tokens,
             settlement.completion_tokens,
@@ -151,10 +157,10 @@ class Metrics:
         # account's series exists from its first request on, every kind at once; adding 0 would change nothing
         # but, under workers, costs a write to a shared file.
         for kind, count in zip(TOKEN_KINDS, counts, strict=True):
-            child = self._child(self.tokens, model, kind, *account)
+            child = self._child(self.tokens, model, api, kind, *account)
             if count:
                 child.inc(count)
-        credits = self._child(self.credits, model, *account)
+        credits = self._child(self.credits, model, api, *account)
         if outcome.charged_micros:
             credits.inc(outcome.charged_micros / MICROS_PER_CREDIT)
 

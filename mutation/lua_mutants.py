@@ -150,8 +150,8 @@ MUTANTS = [
     Mutant(
         "settle_hour_totals_add_the_uncapped_cost",
         "settle.lua",
-        "redis.call('HINCRBY', KEYS[4], 'credits', charge)",
-        "redis.call('HINCRBY', KEYS[4], 'credits', cost)",
+        "redis.call('HINCRBY', KEYS[4], api .. 'credits', charge)",
+        "redis.call('HINCRBY', KEYS[4], api .. 'credits', cost)",
     ),
     Mutant(
         "settle_record_keeps_the_uncapped_cost", "settle.lua", "'credits_micros', charge,", "'credits_micros', cost,"
@@ -185,10 +185,22 @@ MUTANTS = [
     Mutant(
         "settle_hour_prompt_tokens_are_completion_tokens",
         "settle.lua",
-        "redis.call('HINCRBY', KEYS[4], 'prompt_tokens', prompt)",
-        "redis.call('HINCRBY', KEYS[4], 'prompt_tokens', completion)",
+        "redis.call('HINCRBY', KEYS[4], api .. 'prompt_tokens', prompt)",
+        "redis.call('HINCRBY', KEYS[4], api .. 'prompt_tokens', completion)",
     ),
     Mutant("settle_key_totals_under_the_model", "settle.lua", "'k:' .. api_key_id .. ':'", "'k:' .. ARGV[5] .. ':'"),
+    Mutant(
+        "settle_keeps_every_api_under_chat",
+        "settle.lua",
+        "local api = 'a:' .. ARGV[15] .. ':'",
+        "local api = 'a:chat.completions:'",
+    ),
+    Mutant(
+        "settle_accepts_any_api_name",
+        "settle.lua",
+        " or not string.match(ARGV[15], '^[a-z][a-z.]*$') then",
+        " then",
+    ),
     Mutant("settle_hour_totals_never_expire", "settle.lua", "redis.call('EXPIRE', KEYS[4], ARGV[7])\n", "\n"),
     Mutant("settle_record_ids_collide_in_one_ms", "settle.lua", "if last_ms >= now then", "if last_ms > now then"),
     Mutant(

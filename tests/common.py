@@ -156,6 +156,15 @@ class Gateway:
             "/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {key}", **headers}
         )
 
+    async def post(self, path: str, key: str, body: object):  # type: ignore[no-untyped-def]
+        return await self.client.post(path, json=body, headers={"Authorization": f"Bearer {key}"})
+
+    async def credits_used_micros(self, key: str) -> int:
+        """What /v1/usage reports the key's account spent in the billing period."""
+        response = await self.client.get("/v1/usage", headers={"Authorization": f"Bearer {key}"})
+        assert response.status == 200
+        return int((await response.json())["total_credits_used_micros"])
+
 
 StartGateway = Callable[..., Awaitable[Gateway]]
 

@@ -7,6 +7,7 @@ from prometheus_client.parser import text_string_to_metric_families
 # The fixed vocabularies, written out here: a refusal before a hold, a webhook attempt's outcome.
 REFUSAL_STATUSES = ("400", "401", "402", "404", "408", "413", "415", "502", "503")
 WEBHOOK_OUTCOMES = ("delivered", "failed", "failed_for_good", "skipped")
+APIS = ("chat.completions", "responses", "embeddings", "completions", "messages")
 
 
 def fixed_vocabulary_at_zero(text: str) -> dict[str, set[tuple[str, ...]]]:
@@ -15,8 +16,8 @@ def fixed_vocabulary_at_zero(text: str) -> dict[str, set[tuple[str, ...]]]:
         "gateway_requests_refused_total": ("status",),
         "gateway_webhook_deliveries_total": ("outcome",),
         "gateway_usage_clamped_total": ("model", "kind"),
-        "gateway_tokens_total": ("model", "kind"),
-        "gateway_credits_charged_total": ("model",),
+        "gateway_tokens_total": ("model", "api", "kind"),
+        "gateway_credits_charged_total": ("model", "api"),
         "gateway_redis_errors_total": (),
     }
     found: dict[str, set[tuple[str, ...]]] = {name: set() for name in wanted}
@@ -34,7 +35,7 @@ def expected_at_zero(models: list[str]) -> dict[str, set[tuple[str, ...]]]:
         "gateway_requests_refused_total": {(status,) for status in REFUSAL_STATUSES},
         "gateway_webhook_deliveries_total": {(outcome,) for outcome in WEBHOOK_OUTCOMES},
         "gateway_usage_clamped_total": {(model, kind) for model in models for kind in ("prompt", "completion")},
-        "gateway_tokens_total": {(model, kind) for model in models for kind in kinds},
-        "gateway_credits_charged_total": {(model,) for model in models},
+        "gateway_tokens_total": {(model, api, kind) for model in models for api in APIS for kind in kinds},
+        "gateway_credits_charged_total": {(model, api) for model in models for api in APIS},
         "gateway_redis_errors_total": {()},
     }

@@ -1,5 +1,6 @@
 """A gateway killed with SIGKILL loses no money: its holds come back within the configured time, and what it
-had spooled is charged once, by the next process started on the same spool directory."""
+had spooled is charged once, by the next process started on the same spool directory. The traffic is chat
+completions and legacy completions, half each."""
 
 from __future__ import annotations
 
@@ -109,10 +110,13 @@ async def test_holds_of_a_killed_gateway_come_back_in_time(
     deployment = Deployment(processes, http, controlled_redis.url, "--tokens", "200", "--chunk-delay-ms", "50")
     base = await deployment.gateway()
     account_id, key = await deployment.tenant(base)
-    body = {"model": "mock-model", "messages": [{"role": "user", "content": "Tell me a long story."}], "stream": True}
+    chat = {"model": "mock-model", "messages": [{"role": "user", "content": "Tell me a long story."}], "stream": True}
+    # Legacy completions too; their max_tokens (default 16) set long enough for the stream to outlive the kill.
+    completion = {"model": "mock-model", "prompt": "Tell me a long story.", "max_tokens": 200, "stream": True}
     streams = []
-    for _ in range(10):  # no max_tokens: each holds for default_max_tokens
-        response = await http.post(f"{base}/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {key}"})
+    for index in range(10):  # chat sets no max_tokens: each holds for default_max_tokens
+        path, body = ("/v1/chat/completions", chat) if index % 2 else ("/v1/completions", completion)
+        response = await http.post(f"{base}{path}", json=body, headers={"Authorization": f"Bearer {key}"})
         assert response.status == 200
         await response.content.readuntil(b"\n\n")
         streams.append(response)
@@ -142,9 +146,14 @@ async def test_what_a_killed_gateway_spooled_is_charged_once_by_the_next(
     account_id, key = await deployment.tenant(base)
 
     async def chat(index: int) -> dict[str, int]:
-        body = {"model": "mock-model", "messages": [{"role": "user", "content": f"Hi {index}"}], "max_tokens": 8}
+        """A chat request, or every other time a legacy completion."""
+        body: dict[str, object] = {"model": "mock-model", "max_tokens": 8}
+        if index % 2:
+            path, body["messages"] = "/v1/chat/completions", [{"role": "user", "content": f"Hi {index}"}]
+        else:
+            path, body["prompt"] = "/v1/completions", f"Hi {index}"
         headers = {"Authorization": f"Bearer {key}"}
-        async with http.post(f"{base}/v1/chat/completions", json=body, headers=headers) as response:
+        async with http.post(f"{base}{path}", json=body, headers=headers) as response:
             assert response.status == 200, await response.text()
             usage: dict[str, int] = (await response.json())["usage"]
             return usage

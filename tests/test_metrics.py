@@ -56,8 +56,16 @@ async def test_request_token_and_credit_counters_equal_the_usage_api(start_gatew
     assert _sum(samples["gateway_credits_charged_total"]) == pytest.approx(usage["total_credits_used"], abs=1e-9)
     # Every kind has its series from a model's first request on, at 0 when none were billed (a rate of 0 for
     # Prometheus, not a missing series), and so does the failing model's credits.
-    kinds = {(labels["model"], labels["kind"]) for labels, _ in samples["gateway_tokens_total"]}
-    assert {kind for model, kind in kinds if model == "m-broken"} == {"prompt", "completion", "cached", "reasoning"}
+    kinds = {(labels["model"], labels["api"], labels["kind"]) for labels, _ in samples["gateway_tokens_total"]}
+    assert {kind for model, api, kind in kinds if model == "m-broken" and api == "chat.completions"} == {
+        "prompt",
+        "completion",
+        "cached",
+        "reasoning",
+    }
+    # All of it was chat: the other APIs' series are there, at 0.
+    assert _sum(requests, api="chat.completions") == len(tenant.sent)
+    assert _sum(samples["gateway_tokens_total"], api="messages") == 0
     assert _sum(samples["gateway_credits_charged_total"], model="m-broken") == 0
     assert any(labels["model"] == "m-broken" for labels, _ in samples["gateway_credits_charged_total"])
     forwarded = len(tenant.sent)
@@ -115,7 +123,7 @@ async def test_counters_carry_the_account_only_when_asked(start_gateway: StartGa
     account, key = await gateway.new_account()
     assert (await gateway.chat(key, {"model": "m-main", "messages": user_message()})).status == 200
     [(labels, value)] = (await _samples(gateway))["gateway_requests_total"]
-    assert labels == {"model": "m-main", "status": "200", "account": account} and value == 1
+    assert labels == {"model": "m-main", "api": "chat.completions", "status": "200", "account": account} and value == 1
     plain = await start_gateway()
     _, other_key = await plain.new_account()
     await plain.chat(other_key, {"model": "m-main", "messages": user_message()})

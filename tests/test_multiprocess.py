@@ -136,8 +136,8 @@ async def _check_books(redis_url: str, cluster: bool, processes: GatewayProcesse
     assert holds == {}
     assert len(records) == served and all(record["status"] == "200" for record in records)
     assert sum(int(record["credits_micros"]) for record in records) == spent
-    assert sum(int(day.get("credits", 0)) for day in aggregates) == spent
-    assert sum(int(day.get("requests", 0)) for day in aggregates) == served
+    assert sum(int(day.get("a:chat.completions:credits", 0)) for day in aggregates) == spent
+    assert sum(int(day.get("a:chat.completions:requests", 0)) for day in aggregates) == served
     query = f"start={min(days)}&end={max(days)}"
     for base in bases:
         async with http.get(f"{base}/v1/usage?{query}", headers={"Authorization": f"Bearer {key}"}) as response:

@@ -85,10 +85,16 @@ def test_the_walkthrough_with_the_mock_on_another_port(tmp_path: Path, redis_url
         with redirect_stdout(printed):
             exec(snippet, {})  # the README's own lines, as a reader would paste them
     output = printed.getvalue()
-    assert "prompt_tokens=9" in output and "completion_tokens=" in output, output
+    *others, last = output.strip().splitlines()
+    assert "prompt_tokens=9" in last and "completion_tokens=" in last, output
+    # The embeddings batch: "Hello!" (2 tokens) and "How are you?" (4) at 1,500 credits per million.
+    assert others[0] == "6 0.009", output
+    # The legacy completion: "Say this is a test" (5 tokens) at 1,500, 8 tokens of reply at 6,000.
+    assert "prompt_tokens=5" in others[1] and others[1].endswith(" 0.0555"), output
     # cost and the balance after it: 9 prompt tokens at 1,500 and the mock's reply at 6,000 credits per million.
-    cost, remaining = output.split()[-2:]
-    assert float(cost) > 0 and float(remaining) == pytest.approx(1000 - float(cost))
+    cost, remaining = last.split()[-2:]
+    spent = float(cost) + sum(float(line.split()[-1]) for line in others)
+    assert float(cost) > 0 and float(remaining) == pytest.approx(1000 - spent)
 
 
 class _Receiver(http.server.BaseHTTPRequestHandler):

@@ -15,6 +15,7 @@ from gateway.billing import keyspace
 from gateway.billing.client import RedisClient
 from gateway.billing.fastcall import ScriptCall
 from gateway.billing.keyspace import as_text
+from gateway.billing.record import LEGACY_API
 from gateway.billing.scripts import (
     GrantCall,
     GrantOutcome,
@@ -84,6 +85,7 @@ class Ledger:
         ttl_s: int,
         model: str = "",
         request_hash: str = "",
+        api: str = LEGACY_API,
     ) -> ReserveOutcome:
         """Authenticate the API key and hold `hold_micros`, or report why not. Nothing is held unless HELD.
 
@@ -104,6 +106,7 @@ class Ledger:
             now_ms,
             request_hash if rules is not None else "",
             rules.request_state_ms if rules is not None else 0,
+            api,
         )
         outcome = ReserveOutcome.from_reply(await self._reserve(call.keys(), call.argv()))
         self._appended(outcome.alerts)

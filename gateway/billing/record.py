@@ -24,6 +24,12 @@ class Usage:
 
 NO_USAGE = Usage(0, 0)
 
+# The APIs a request can be metered on (each `proxy.apis` plug-in's `name`): a fixed vocabulary, so the usage
+# aggregates, their `api` filter and the metrics' `api` label stay bounded.
+API_NAMES = ("chat.completions", "responses", "embeddings", "completions", "messages")
+# What usage recorded before requests carried their API was: the only API there was.
+LEGACY_API = "chat.completions"
+
 REQUEST_HASH = "req_hash"  # the normalised request
 CONVERSATION_HASH = "conv_hash"  # the messages but the last ("" for one message)
 MESSAGES = "messages"  # how many

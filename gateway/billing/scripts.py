@@ -21,7 +21,7 @@ from importlib import resources
 from gateway.billing import keyspace
 from gateway.billing.keyspace import as_text
 from gateway.billing.periods import period_id
-from gateway.billing.record import CONVERSATION_HASH, PREVIOUS_CONVERSATION_HASH, REQUEST_HASH
+from gateway.billing.record import CONVERSATION_HASH, LEGACY_API, PREVIOUS_CONVERSATION_HASH, REQUEST_HASH
 
 Argv = list[str | int]
 MAX_SAFE_INTEGER = 2**53 - 1  # Lua numbers are doubles: integers are exact up to here
@@ -49,20 +49,34 @@ def money_script(name: str, *more: str) -> str:
 
 @dataclass(frozen=True)
 class Hold:
-    """A reservation not yet settled, stored in the holds hash as "amount_micros:deadline_ms:api_key_id:model"."""
+    """A reservation not yet settled, stored in the holds hash as "amount_micros:deadline_ms:api_key_id:model",
+    followed by HOLD_API_SEPARATOR and the API unless the API is LEGACY_API (holds taken before the API was kept
+    have none: they were chat's)."""
 
     amount_micros: int
     deadline_ms: int  # after this the request behind it is surely over: the sweeper may release it
     api_key_id: str  # never contains ':'
-    model: str
+    model: str  # never contains HOLD_API_SEPARATOR (config_checks refuses control characters in model names)
+    api: str = LEGACY_API
 
     def encode(self) -> str:
-        return f"{self.amount_micros}:{self.deadline_ms}:{self.api_key_id}:{self.model}"
+        return f"{self.amount_micros}:{self.deadline_ms}:{self.api_key_id}:{hold_model(self.model, self.api)}"
 
     @classmethod
     def parse(cls, text: str) -> Hold:
-        amount, deadline, api_key_id, model = text.split(":", 3)
-        return cls(int(amount), int(deadline), api_key_id, model)
+        amount, deadline, api_key_id, rest = text.split(":", 3)
+        model, _, api = rest.partition(HOLD_API_SEPARATOR)
+        return cls(int(amount), int(deadline), api_key_id, model, api or LEGACY_API)
+
+
+# Between a hold's model and its API: a control character, so no model name holds it and a gateway that predates
+# it reads the pair as an (unknown) model name rather than failing.
+HOLD_API_SEPARATOR = "\x1f"
+
+
+def hold_model(model: str, api: str) -> str:
+    """The model field of a hold as reserve.lua stores it: the model, and the API unless it is LEGACY_API."""
+    return model if api == LEGACY_API else f"{model}{HOLD_API_SEPARATOR}{api}"
 
 
 class ReserveStatus(enum.IntEnum):
@@ -113,6 +127,7 @@ class ReserveCall:
     now_ms: int
     request_hash: str = ""
     request_state_ms: int = 0
+    api: str = LEGACY_API
 
     def keys(self) -> list[str]:
         account_id = self.account_id
@@ -135,7 +150,7 @@ class ReserveCall:
             whole(self.hold_micros, "hold"),
             whole(self.min_hold_micros, "least hold"),
             whole(self.deadline_ms, "deadline"),
-            self.model,
+            hold_model(self.model, self.api),
             self.account_id,
             whole(self.now_ms, "now"),
             period_id(self.now_ms),
@@ -187,6 +202,7 @@ class Settlement:
     failed: bool = False
     record: Mapping[str, str | int] = field(default_factory=dict)  # extra request-record fields
     mode: SettleMode = SettleMode.CHARGE
+    api: str = LEGACY_API  # the API the request was made on (billing.record.API_NAMES)
 
     @classmethod
     def release(cls, account_id: str, request_id: str) -> Settlement:
@@ -262,6 +278,7 @@ class SettleCall:
             max(self.now_ms - retention.settled_ids_ms, 0),
             period_id(self.now_ms),
             settlement.account_id,
+            settlement.api,
         ]
         if self.insights is not None and self.counts_insights:
             argv += self.insights.argv()

@@ -70,6 +70,7 @@ class Sweeper:
                     account_id=account_id,
                     request_id=request_id,
                     model=hold.model,
+                    api=hold.api,
                     cost_micros=0,
                     prompt_tokens=0,
                     completion_tokens=0,

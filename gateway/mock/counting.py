@@ -13,7 +13,8 @@ reports compares two implementations:
   TypeScript namespace and counted, plus 9, less 4 when a system message is present; `tool_choice` "none"
   adds 1, a named function 7 and its name.
 Neither covers content parts and assistant tool calls; here a text part counts its text, and a tool call its
-function's name and arguments.
+function's name and arguments. An embeddings `input` or a completions `prompt` counts each string's tokens and
+each token array's length, with no framing.
 """
 
 from __future__ import annotations
@@ -60,6 +61,22 @@ def encoding_for_model(model: str) -> tiktoken.Encoding:
 
 def count_text(model: str, text: str) -> int:
     return len(encoding_for_model(model).encode(text, disallowed_special=()))
+
+
+def input_items(value: object) -> list[object]:
+    """The inputs of an `input` (or a completions `prompt`): a string or a token array is one."""
+    if isinstance(value, list) and value and isinstance(value[0], str | list):
+        return list(value)
+    return [value]
+
+
+def count_input(model: str, items: list[object]) -> int:
+    """Each string's tokens, each token array's length."""
+    return sum(count_text(model, item) if isinstance(item, str) else _length(item) for item in items)
+
+
+def _length(item: object) -> int:
+    return len(item) if isinstance(item, list) else 0
 
 
 def count_prompt(body: Mapping[str, object]) -> int:

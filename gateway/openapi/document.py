@@ -9,6 +9,7 @@ import orjson
 from aiohttp import web
 
 from gateway.admin.service import MAX_NAME_LENGTH
+from gateway.billing.record import API_NAMES
 from gateway.dashboard.assets import STATIC_FILES
 from gateway.insights.report import KINDS
 from gateway.openapi.builders import (
@@ -40,6 +41,7 @@ from gateway.openapi.builders import (
     record,
     ref,
 )
+from gateway.openapi.text_apis import TEXT_API_SCHEMAS, text_api_operations
 from gateway.openapi.webhooks import WEBHOOK_SCHEMAS, webhook_operations
 from gateway.proxy.apis.chat import MAX_DEPTH, MAX_N, ROLES
 from gateway.usage.export import COLUMNS, ExportFormat
@@ -93,6 +95,16 @@ RESPONSES_REQUEST = obj(
 }
 RESPONSE_ID = path("id", STRING, "A response id this account got through the gateway (any other: 404).")
 USAGE = "requests prompt_tokens completion_tokens"
+API_NAME: Schema = {"enum": list(API_NAMES)}
+API_FILTERED = nullable(API_NAME) | {"description": "The `api` the figures are filtered on; null: every API."}
+
+
+def with_api(listing_schema: Schema) -> Schema:
+    """A usage listing that names the `api` it is filtered on."""
+    properties = listing_schema["properties"] | {"api": API_FILTERED}  # type: ignore[operator]
+    return listing_schema | {"properties": properties, "required": list(properties)}
+
+
 API_KEY_FIELDS: dict[str, Schema] = {
     "id": KEY_ID,
     "object": {"const": "api_key"},
@@ -186,6 +198,8 @@ SCHEMAS: dict[str, Schema] = {
             strings="period_start period_end",
             integers="total_requests total_tokens",
             credits="total_credits_used credits_remaining",
+            api=API_FILTERED,
+            api_breakdown=array(ref("ApiUsage")),
         ),
         {"daily_breakdown": array(ref("UsageBucket")), "hourly_breakdown": array(ref("UsageBucket"))},
     )
@@ -194,7 +208,8 @@ SCHEMAS: dict[str, Schema] = {
         record(integers="requests tokens", credits="credits"), {"date": STRING, "hour": STRING}
     ),
     "ModelUsage": record(strings="model", integers=f"{USAGE} total_tokens", credits="credits_used"),
-    "ModelUsageList": listing(ref("ModelUsage"), "period_start", "period_end"),
+    "ModelUsageList": with_api(listing(ref("ModelUsage"), "period_start", "period_end")),
+    "ApiUsage": record(integers=f"{USAGE} total_tokens", credits="credits_used", api=API_NAME),
     "KeyUsage": record(
         strings="key_id",
         integers=f"{USAGE} tokens",
@@ -204,7 +219,7 @@ SCHEMAS: dict[str, Schema] = {
         revoked={"type": "boolean"},
         last_used_at=nullable(STRING),
     ),
-    "KeyUsageList": listing(ref("KeyUsage"), "period_start", "period_end"),
+    "KeyUsageList": with_api(listing(ref("KeyUsage"), "period_start", "period_end")),
     "Insight": record(
         strings="title tip",
         integers="requests",
@@ -222,6 +237,7 @@ SCHEMAS: dict[str, Schema] = {
         integers="accounts active_accounts total_requests total_tokens",
         credits="total_credits_used",
         object={"const": "usage_summary"},
+        api=API_FILTERED,
         top_accounts=array(ref("AccountUsage")),
         top_models=array(ref("ModelUsage")),
     ),
@@ -243,6 +259,7 @@ END = query(
     "(hourly: of today); with only `start`, the end of the current day (hourly: hour).",
 )
 ACCOUNT = query("account", ACCOUNT_ID, "The account to read: required with the admin token; a key reads its own.")
+API_FILTER = query("api", API_NAME, "One API's usage only (default: every API's).")
 GRANULARITY = query("granularity", {"enum": [g.value for g in Granularity]}, "Default: day.")
 DAY_ONLY = query("granularity", {"enum": [Granularity.DAY.value]}, "These sums are kept per day only.")
 KEY = query("key", KEY_ID, "One of the account's API keys: its insights only (default: the whole account).")
@@ -273,7 +290,7 @@ def operations() -> list[Operation]:
     cached: dict[str, Schema] = {"304": {"description": "Not modified: `If-None-Match` names the current `ETag`."}}
     credits = obj({"amount": CREDITS_IN, "note": STRING}, required=("amount",))
     new_account = obj({"name": NAME, "credits": CREDITS_IN}, required=("name",))
-    ranged = [START, END, DAY_ONLY, ACCOUNT]
+    ranged = [START, END, DAY_ONLY, API_FILTER, ACCOUNT]
     both, one_account = TENANT_OR_ADMIN, [ACCOUNT_PATH]
     return [
         op(
@@ -346,6 +363,7 @@ def operations() -> list[Operation]:
             fails=(400, 404, 502, 504),
             others=passed_through,
         ),
+        *text_api_operations(),
         op("GET /v1/models", "The configured models", TENANT, ref("ModelList")),
         op("GET /v1/models/{model}", "One configured model", TENANT, ref("Model"), [MODEL], fails=(404,)),
         op(
@@ -353,7 +371,7 @@ def operations() -> list[Operation]:
             "Usage totals per day or per hour",
             both,
             ref("UsageReport"),
-            [START, END, GRANULARITY, ACCOUNT],
+            [START, END, GRANULARITY, API_FILTER, ACCOUNT],
             fails=READ_ERRORS,
         ),
         op(
@@ -380,7 +398,7 @@ def operations() -> list[Operation]:
             "The request records, oldest first",
             both,
             rows,
-            [START, END, FORMAT, ACCOUNT],
+            [START, END, FORMAT, API_FILTER, ACCOUNT],
             fails=READ_ERRORS,
         ),
         op(
@@ -388,7 +406,7 @@ def operations() -> list[Operation]:
             "Totals, top accounts and top models",
             ADMIN,
             ref("UsageSummary"),
-            [START, END, DAY_ONLY, LIMIT],
+            [START, END, DAY_ONLY, API_FILTER, LIMIT],
             fails=(400,),
         ),
         op(
@@ -480,7 +498,7 @@ def build_document() -> Schema:
         },
         "paths": paths(),
         "components": {
-            "schemas": SCHEMAS | WEBHOOK_SCHEMAS,
+            "schemas": SCHEMAS | TEXT_API_SCHEMAS | WEBHOOK_SCHEMAS,
             "securitySchemes": {
                 "apiKey": bearer("A tenant's API key: `Authorization: Bearer sk-gw-...`.", "sk-gw-<account>-<secret>"),
                 "adminToken": bearer("The operator's `server.admin_token` (GATEWAY_ADMIN_TOKEN)."),

@@ -41,6 +41,8 @@ from gateway.insights.fingerprints import Fingerprint
 from gateway.proxy.answers import AnswerStore
 from gateway.proxy.apis import Api, ApiRequest
 from gateway.proxy.apis.chat import CHAT
+from gateway.proxy.apis.completions import COMPLETIONS
+from gateway.proxy.apis.embeddings import EMBEDDINGS
 from gateway.proxy.apis.responses import RESPONSES
 from gateway.proxy.exchange import Exchange
 from gateway.proxy.meter import Meter
@@ -115,6 +117,7 @@ async def _metered_request(request: web.Request, api: Api, started: float) -> we
             request_id_of(request),
             parsed,
             prompt_tokens,
+            api=api.name,
             request_hash=fingerprint.request_hash,
         )
     except REDIS_UNAVAILABLE as exc:  # the key check of a large body: Redis is away
@@ -126,6 +129,8 @@ async def _metered_request(request: web.Request, api: Api, started: float) -> we
         raise
     ticket = Ticket(api, parsed, model, reservation, prompt_tokens, fingerprint, started)
     counter = app[TOKEN_COUNTER].completion_counter(parsed.model)
+    if parsed.echo is not None:
+        counter.expect_echo(*parsed.echo)
     return await Exchange(request, Meter(ticket, counter, app[BILLER], settings, app[ANSWERS])).run()
 
 
@@ -295,6 +300,8 @@ def add_routes(app: web.Application) -> None:
     app.cleanup_ctx.append(biller_ctx)
     app.cleanup_ctx.append(answers_ctx)
     add_api_route(app, "/v1/chat/completions", CHAT)
+    add_api_route(app, "/v1/embeddings", EMBEDDINGS)
+    add_api_route(app, "/v1/completions", COMPLETIONS)
     add_api_route(app, "/v1/responses", RESPONSES, count_path="/v1/responses/input_tokens")
     add_stored_routes(app)
     app.router.add_get("/v1/models", get_models)

@@ -55,6 +55,7 @@ async def hold_credits(
     chat: ApiRequest,
     prompt_tokens: int,
     *,
+    api: str,
     request_hash: str = "",
 ) -> Reservation:
     """Authenticate and hold the most this request can cost; raise 401, 402 or 503 otherwise.
@@ -66,8 +67,10 @@ async def hold_credits(
     """
     price = model.price
     per_choice = output_bound(chat, model, settings, prompt_tokens)
-    # With the client's bound the hold is all or nothing; without, one token per choice is the least it takes.
-    minimum = price.cost_micros(prompt_tokens, (per_choice if chat.max_tokens is not None else 1) * chat.n)
+    # With the client's bound (or no output at all) the hold is all or nothing; without, one token per choice is
+    # the least it takes.
+    exact = chat.max_tokens is not None or not chat.produces_output
+    minimum = price.cost_micros(prompt_tokens, (per_choice if exact else 1) * chat.n)
     hold = price.cost_micros(prompt_tokens, per_choice * chat.n)
     for _ in range(MAX_RESERVE_TRIES):
         try:
@@ -81,6 +84,7 @@ async def hold_credits(
                 ttl_s=settings.limits.reservation_ttl_seconds,
                 model=model.name,
                 request_hash=request_hash,
+                api=api,
             )
         except REDIS_UNAVAILABLE as exc:
             # The call may still run (a frozen Redis wakes up): release what it holds once Redis takes it.
@@ -89,7 +93,7 @@ async def hold_credits(
         if outcome.status is ReserveStatus.UNKNOWN_KEY:
             raise AuthError()
         if outcome.status is ReserveStatus.HELD:
-            forced = None if chat.max_tokens is not None else per_choice
+            forced = None if exact else per_choice
             return Reservation(
                 api_key.account_id,
                 outcome.api_key_id,
@@ -117,7 +121,10 @@ async def hold_credits(
 def output_bound(chat: ApiRequest, model: ModelConfig, settings: Settings, prompt_tokens: int) -> int:
     """Completion tokens per choice the gateway holds for: the client's max_tokens, else the model's cap, else
     the gateway's default (which it then forwards, so the upstream cannot produce more), never past what the
-    model's context window leaves after the prompt. `check_context` has refused what cannot fit at all."""
+    model's context window leaves after the prompt; 0 for an API without output. `check_context` has refused what
+    cannot fit at all."""
+    if not chat.produces_output:
+        return 0
     if chat.max_tokens is not None:
         return chat.max_tokens
     bound = model.max_output_tokens or settings.limits.default_max_tokens
@@ -128,7 +135,8 @@ def output_bound(chat: ApiRequest, model: ModelConfig, settings: Settings, promp
 
 def check_context(chat: ApiRequest, model: ModelConfig, prompt_tokens: int) -> None:
     """400 context_length_exceeded, as OpenAI words it, when the prompt passes the model's `max_input_tokens`, or
-    the prompt and the client's max_tokens (else one output token) pass its `context_window`."""
+    the prompt and the client's max_tokens (else one output token; none for an API without output) pass its
+    `context_window`."""
     if model.max_input_tokens is not None and prompt_tokens > model.max_input_tokens:
         raise ContextLengthExceeded(
             f"This model's maximum input length is {model.max_input_tokens} tokens. However, your messages "
@@ -138,7 +146,8 @@ def check_context(chat: ApiRequest, model: ModelConfig, prompt_tokens: int) -> N
     window = model.context_window
     if window is None:
         return
-    if prompt_tokens >= window:
+    least_output = 1 if chat.produces_output else 0
+    if prompt_tokens + least_output > window:
         raise ContextLengthExceeded(
             f"This model's maximum context length is {window} tokens. However, your messages resulted in "
             f"{prompt_tokens} tokens. Please reduce the length of the messages.",
@@ -234,6 +243,7 @@ class Biller:
             status=status,
             latency_ms=int((self.clock() - ticket.started) * 1000),
             stream=ticket.request.stream,
+            api=ticket.api.name,
             insight=insight,
         )
 
@@ -248,6 +258,7 @@ async def bill(
     status: int,
     latency_ms: int,
     stream: bool,
+    api: str,
     insight: Mapping[str, str | int] | None = None,
 ) -> SettleOutcome:
     """Charge `usage` against the hold, once (spooled when Redis cannot take it now). Shielded, so a handler
@@ -258,6 +269,7 @@ async def bill(
         account_id=reservation.account_id,
         request_id=reservation.request_id,
         model=model.name,
+        api=api,
         # settle.lua charges at most hold + balance, both below 2^53; the cap keeps its numbers exact.
         cost_micros=min(cost, MAX_SAFE_INTEGER),
         prompt_tokens=usage.prompt_tokens,

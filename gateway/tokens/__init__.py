@@ -7,8 +7,9 @@
     completion_tokens = completion.count_completion_tokens()
 
 Modules: `encodings` (offline vocabularies), `models` (model name -> encoding and prompt format),
-`prompt` (request bodies), `functions` (tool and function definitions), `images` and `imagesize` (image
-parts), `completion` (responses), `payload` (the JSON shapes read), `counter` (the facade above).
+`prompt` (chat request bodies), `inputs` (embeddings inputs and legacy completions prompts), `functions` (tool
+and function definitions), `images` and `imagesize` (image parts), `completion` (responses), `payload` (the JSON
+shapes read), `counter` (the facade above).
 
 May import: nothing else of the gateway. Only the standard library and tiktoken; no I/O but reading the
 packaged vocabularies.

@@ -6,13 +6,17 @@ stream) is collected as string fragments and encoded once, joined, when the coun
 Encoding per chunk would both cost a tokenizer call per chunk and overcount, because BPE merges
 across chunk boundaries. Choices are told apart by `index`, so `n > 1` sums over all of them.
 
+Legacy completions (`text_completion`) carry each choice's `text`, whole or streamed in pieces. With `echo`
+the text starts with the choice's prompt, which is not completion: `expect_echo` says which prompt each choice
+starts with, and that prefix is left out of the count.
+
 Reasoning models also bill hidden reasoning tokens that no response text shows; for those the
 upstream's own `usage` is the only exact figure.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import tiktoken
 
@@ -21,6 +25,9 @@ from gateway.tokens.payload import JSONObject
 _TEXT_FIELDS = ("content", "refusal", "reasoning_content", "reasoning")
 # A channel: (choice index, field, tool-call index); fragments of one channel are joined before encoding.
 _Channel = tuple[int, str, int]
+_TEXT = "text"  # a legacy completion choice's text
+# A prompt as the client sent it: text, or a token array.
+Prompt = str | Sequence[int]
 
 
 def _index(item: JSONObject, position: int) -> int:
@@ -43,6 +50,7 @@ class CompletionCounter:
         self._encoding = encoding
         self._fragments: dict[_Channel, list[str]] = {}
         self._count: int | None = 0
+        self._echoed: tuple[Sequence[Prompt], int] = ((), 1)  # the prompts, and choices per prompt
 
     def add_chunk(self, chunk: JSONObject) -> None:
         """Record one parsed `chat.completion.chunk`; only appends strings."""
@@ -52,12 +60,47 @@ class CompletionCounter:
         """Record one parsed non-streamed `chat.completion`."""
         self._add_choices(body, "message")
 
+    def add_text_completion(self, payload: JSONObject) -> None:
+        """Record one parsed legacy `text_completion`, whole or a stream chunk: each choice's `text`."""
+        choices = payload.get("choices") if isinstance(payload, Mapping) else None
+        if not isinstance(choices, list):
+            return
+        for position, choice in enumerate(choices):
+            if isinstance(choice, Mapping):
+                self._append((_index(choice, position), _TEXT, 0), choice.get("text"))
+
+    def expect_echo(self, prompts: Sequence[Prompt], choices_per_prompt: int) -> None:
+        """The texts echo their prompts (a completions request with `echo`): choice i starts with prompt
+        i // choices_per_prompt, which is left out of the count."""
+        self._echoed = (prompts, max(choices_per_prompt, 1))
+        self._count = None
+
     def count_completion_tokens(self) -> int:
         """Tokens of everything recorded so far; encodes only when new text arrived since the last call."""
         if self._count is None:
-            encode = self._encoding.encode_ordinary
-            self._count = sum(len(encode("".join(parts))) for parts in self._fragments.values())
+            self._count = sum(self._tokens(channel, "".join(parts)) for channel, parts in self._fragments.items())
         return self._count
+
+    def _tokens(self, channel: _Channel, text: str) -> int:
+        encode = self._encoding.encode_ordinary
+        prompts, per_prompt = self._echoed
+        slot = channel[0] // per_prompt
+        if channel[1] != _TEXT or slot >= len(prompts):
+            return len(encode(text))
+        prompt = prompts[slot]
+        prefix = prompt if isinstance(prompt, str) else self._decoded(prompt)
+        if prefix is not None and text.startswith(prefix):
+            return len(encode(text[len(prefix) :]))
+        # Not echoed as expected: the whole text, less the prompt's own tokens.
+        prompt_tokens = len(encode(prompt)) if isinstance(prompt, str) else len(prompt)
+        return max(len(encode(text)) - prompt_tokens, 0)
+
+    def _decoded(self, tokens: Sequence[int]) -> str | None:
+        """A token array as the text the upstream echoes, None for ids this vocabulary does not have."""
+        try:
+            return self._encoding.decode(list(tokens))
+        except (KeyError, ValueError, OverflowError):
+            return None
 
     def _add_choices(self, payload: JSONObject, field: str) -> None:
         choices = payload.get("choices") if isinstance(payload, Mapping) else None

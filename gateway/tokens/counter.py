@@ -9,6 +9,7 @@ import tiktoken
 from gateway.tokens.completion import CompletionCounter
 from gateway.tokens.encodings import get_encoding
 from gateway.tokens.images import image_profile
+from gateway.tokens.inputs import count_input_tokens
 from gateway.tokens.models import ModelResolver, chat_format
 from gateway.tokens.payload import JSONObject
 from gateway.tokens.prompt import PromptPlan, count_prompt_tokens
@@ -18,7 +19,7 @@ _MAX_PLANS = 4096
 
 
 class TokenCounter:
-    """Counts tokens of chat requests and responses per model; pure, safe to share across requests.
+    """Counts tokens of requests and responses per model; pure, safe to share across requests.
 
         counter = TokenCounter(model_encodings={"my-deployment": "gpt-4o"})
         prompt = counter.count_prompt_tokens("my-deployment", body)
@@ -54,6 +55,15 @@ class TokenCounter:
     def count_prompt_tokens(self, model: str, body: JSONObject) -> int:
         """Prompt tokens of a whole /v1/chat/completions request body, as the API bills them."""
         return count_prompt_tokens(self._plan(model), body)
+
+    def count_input_tokens(self, model: str, value: object) -> int:
+        """Tokens of an embeddings `input` or a completions `prompt` (a string, a list of strings, a token array
+        or a list of token arrays), as the API bills them: the text's tokens, a token array's length."""
+        return count_input_tokens(self._plan(model).encoding, value)
+
+    def count_text_tokens(self, model: str, text: str) -> int:
+        """Tokens of plain text (special-token strings count as ordinary text)."""
+        return self._plan(model).count(text)
 
     def completion_counter(self, model: str) -> CompletionCounter:
         """A fresh accumulator for the completion of one request to `model`."""

@@ -25,6 +25,7 @@ from aiohttp import web
 from gateway.billing import keyspace
 from gateway.billing.client import RedisClient
 from gateway.billing.pricing import format_credits
+from gateway.billing.record import LEGACY_API
 from gateway.billing.scripts import lua_source
 from gateway.errors import InvalidRequest
 
@@ -43,9 +44,11 @@ COLUMNS = (
     "credits_micros",
     "status",
     "latency_ms",
+    "api",
 )
 # A row as exported, in COLUMNS order.
-Row = tuple[str, str, str, str, int, int, int, str, int, int, int]
+Row = tuple[str, str, str, str, int, int, int, str, int, int, int, str]
+API_COLUMN = COLUMNS.index("api")
 # Excel and LibreOffice read a cell starting with one of these as a formula (or DDE call).
 FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
 
@@ -62,6 +65,7 @@ class ProjectedRecord(NamedTuple):
     credits_micros: str
     status: str
     latency_ms: str
+    api: str  # '' in records from before requests carried their API: chat completions'
 
 
 PROJECTED_FIELDS = ProjectedRecord._fields[1:]  # what the script is asked for, in this order
@@ -89,8 +93,9 @@ def parse_format(value: str | None) -> ExportFormat:
         raise InvalidRequest("'format' must be 'csv', 'json' or 'ndjson'.", param="format") from None
 
 
-def page_rows(page: list[str]) -> list[Row]:
-    """Rows from a flat page (see export_page.lua). `credits` is the exact decimal text of `credits_micros`."""
+def page_rows(page: list[str], api: str | None = None) -> list[Row]:
+    """Rows from a flat page (see export_page.lua), of `api` only if given. `credits` is the exact decimal text of
+    `credits_micros`."""
     rows = []
     for offset in range(0, len(page), WIDTH):
         record = ProjectedRecord._make(page[offset : offset + WIDTH])
@@ -109,9 +114,10 @@ def page_rows(page: list[str]) -> list[Row]:
                 credits_micros,
                 int(record.status or 0),
                 int(record.latency_ms or 0),
+                record.api or LEGACY_API,
             )
         )
-    return rows
+    return rows if api is None else [row for row in rows if row[API_COLUMN] == api]
 
 
 def iso_ms(ms: int) -> str:
@@ -130,9 +136,8 @@ def encode_tail(fmt: ExportFormat) -> bytes:
     return b"]\n" if fmt is ExportFormat.JSON else b""
 
 
-def encode_page(fmt: ExportFormat, page: list[str], *, first: bool) -> bytes:
-    """One page of records in `fmt`; JSON array elements after the first page start with a comma."""
-    rows = page_rows(page)
+def encode_page(fmt: ExportFormat, rows: list[Row], *, first: bool) -> bytes:
+    """One page of rows in `fmt`; JSON array elements after the first page start with a comma."""
     if fmt is ExportFormat.CSV:
         return encode_csv(map(spreadsheet_row, rows))
     # One growing buffer: each record's bytes are freed as soon as they are copied in (orjson over-allocates
@@ -198,8 +203,11 @@ async def stream_export(
     span: tuple[int, int],
     fmt: ExportFormat,
     headers: Mapping[str, str],
+    *,
+    api: str | None = None,
 ) -> web.StreamResponse:
-    """Write the records of `span` (ms, [first, end)) to the client page by page, with `headers` added.
+    """Write the records of `span` (ms, [first, end)), of `api` only if given, to the client page by page, with
+    `headers` added.
 
     The first page is read before the response starts, so a Redis failure there is still a clean 500. A client
     that goes away stops the loop; a failure after the start cuts the body short, so the client sees it.
@@ -212,8 +220,10 @@ async def stream_export(
         await response.write(encode_head(fmt))
         first = True
         while page is not None:
-            await response.write(encode_page(fmt, page, first=first))
-            first = False
+            rows = page_rows(page, api)
+            if rows:
+                await response.write(encode_page(fmt, rows, first=first))
+                first = False
             page = await anext(pages, None)
         await response.write(encode_tail(fmt))
     except ConnectionResetError:

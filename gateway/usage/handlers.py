@@ -2,7 +2,8 @@
 
 A tenant key reads its own account only: `?account=` naming any other account is refused (403) before
 anything is read. The admin token reads any account with `?account=ID`, and `/admin/usage/summary` ranks
-accounts and models across the gateway. Every endpoint takes `start` / `end` (see `usage.ranges`).
+accounts and models across the gateway. Every endpoint takes `start` / `end` (see `usage.ranges`) and `api`
+(one of billing.record.API_NAMES: that API's usage only).
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from aiohttp import web
 
 from gateway.admin.auth import AccountScope, account_scope, require_admin
 from gateway.app_state import ACCOUNTS, CLOCK, REDIS, SETTINGS, USAGE_READER
-from gateway.errors import json_response
+from gateway.billing.record import API_NAMES
+from gateway.errors import InvalidRequest, json_response
 from gateway.numbers import parse_query_count
 from gateway.usage import views
 from gateway.usage.export import parse_format, stream_export
@@ -46,6 +48,16 @@ def _range(request: web.Request, now: datetime, granularity: Granularity, *, exa
     )
 
 
+def api_filter(request: web.Request) -> str | None:
+    """The `api` parameter: one API's usage only (None: every API's); 400 for a name that is no API."""
+    api = request.query.get("api")
+    if api is None:
+        return None
+    if api not in API_NAMES:
+        raise InvalidRequest(f"'api' must be one of {', '.join(API_NAMES)}.", param="api")
+    return api
+
+
 def _daily_range(request: web.Request, now: datetime) -> UsageRange:
     """Per-model and per-key sums are kept per day only."""
     return _range(request, now, parse_granularity(request.query.get("granularity"), (Granularity.DAY,)))
@@ -55,7 +67,8 @@ async def get_usage(request: web.Request) -> web.Response:
     target = await usage_target(request)
     now = _now(request)
     usage_range = _range(request, now, parse_granularity(request.query.get("granularity")))
-    range_usage = await request.app[USAGE_READER].account_usage(target.account_id, usage_range, now)
+    api = api_filter(request)
+    range_usage = await request.app[USAGE_READER].account_usage(target.account_id, usage_range, now, api=api)
     return json_response(views.usage_view(usage_range, range_usage, target.balance_micros), headers=target.headers)
 
 
@@ -63,22 +76,25 @@ async def get_model_usage(request: web.Request) -> web.Response:
     target = await usage_target(request)
     now = _now(request)
     usage_range = _daily_range(request, now)
-    range_usage = await request.app[USAGE_READER].account_usage(target.account_id, usage_range, now)
-    return json_response(views.model_usage_view(usage_range, range_usage.models), headers=target.headers)
+    api = api_filter(request)
+    range_usage = await request.app[USAGE_READER].account_usage(target.account_id, usage_range, now, api=api)
+    return json_response(views.model_usage_view(usage_range, range_usage.models, api), headers=target.headers)
 
 
 async def get_api_key_usage(request: web.Request) -> web.Response:
     target = await usage_target(request)
     now = _now(request)
     usage_range = _daily_range(request, now)
-    api_key_usage = await request.app[USAGE_READER].api_key_usage(target.account_id, usage_range, now)
-    return json_response(views.api_key_usage_view(usage_range, api_key_usage), headers=target.headers)
+    api = api_filter(request)
+    api_key_usage = await request.app[USAGE_READER].api_key_usage(target.account_id, usage_range, now, api=api)
+    return json_response(views.api_key_usage_view(usage_range, api_key_usage, api), headers=target.headers)
 
 
 async def get_usage_export(request: web.Request) -> web.StreamResponse:
     """Request records of the range; records past `redis.request_log_retention_days` are not exported."""
     target = await usage_target(request)
     fmt = parse_format(request.query.get("format"))
+    api = api_filter(request)
     now = _now(request)
     usage_range = _range(request, now, Granularity.DAY, exact=True)
     first_ms, end_ms = usage_range.ms_bounds()
@@ -87,7 +103,9 @@ async def get_usage_export(request: web.Request) -> web.StreamResponse:
         first_ms = max(first_ms, int(now.timestamp() * 1000) - retention_days * 86_400_000)
     filename = f"{views.export_filename(target.account_id, usage_range)}.{fmt.value}"
     headers = {**target.headers, "Content-Disposition": f'attachment; filename="{filename}"'}
-    return await stream_export(request, request.app[REDIS], target.account_id, (first_ms, end_ms), fmt, headers)
+    return await stream_export(
+        request, request.app[REDIS], target.account_id, (first_ms, end_ms), fmt, headers, api=api
+    )
 
 
 async def get_admin_usage_summary(request: web.Request) -> web.Response:
@@ -96,12 +114,13 @@ async def get_admin_usage_summary(request: web.Request) -> web.Response:
     limit = parse_query_count(request.query.get("limit"), "limit", default=10, maximum=MAX_SUMMARY_LIMIT)
     now = _now(request)
     usage_range = _daily_range(request, now)
+    api = api_filter(request)
     account_ids = await request.app[ACCOUNTS].account_ids()
-    accounts, models = await request.app[USAGE_READER].summary(account_ids, usage_range, now)
+    accounts, models = await request.app[USAGE_READER].summary(account_ids, usage_range, now, api=api)
     totals = Counts()
     for account in accounts:
         totals.merge(account.counts)
-    return json_response(views.summary_view(usage_range, totals, accounts, models, limit))
+    return json_response(views.summary_view(usage_range, totals, accounts, models, limit, api))
 
 
 async def usage_ctx(app: web.Application) -> AsyncIterator[None]:

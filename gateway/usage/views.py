@@ -18,6 +18,7 @@ def usage_view(usage_range: UsageRange, range_usage: RangeUsage, balance_micros:
     totals = range_usage.totals
     return {
         **usage_range.view(),
+        "api": range_usage.api,
         "total_requests": totals.requests,
         "total_tokens": totals.total_tokens,
         "total_credits_used": credits_number(totals.credits_micros),
@@ -25,6 +26,19 @@ def usage_view(usage_range: UsageRange, range_usage: RangeUsage, balance_micros:
         "credits_remaining": credits_number(balance_micros),
         "credits_remaining_micros": balance_micros,
         "hourly_breakdown" if hourly else "daily_breakdown": breakdown,
+        "api_breakdown": [api_entry(name, counts) for name, counts in _ranked(range_usage.apis)],
+    }
+
+
+def api_entry(name: str, counts: Counts) -> dict[str, object]:
+    return {
+        "api": name,
+        "requests": counts.requests,
+        "prompt_tokens": counts.prompt_tokens,
+        "completion_tokens": counts.completion_tokens,
+        "total_tokens": counts.total_tokens,
+        "credits_used": credits_number(counts.credits_micros),
+        "credits_used_micros": counts.credits_micros,
     }
 
 
@@ -39,9 +53,10 @@ def _bucket(start: datetime, counts: Counts, *, hourly: bool) -> dict[str, objec
     }
 
 
-def model_usage_view(usage_range: UsageRange, per_model: dict[str, Counts]) -> dict[str, object]:
-    """`GET /v1/usage/models`: one entry per model used in the range, most credits first."""
-    return {"object": "list", **usage_range.view(), "data": [model_entry(name, c) for name, c in _ranked(per_model)]}
+def model_usage_view(usage_range: UsageRange, per_model: dict[str, Counts], api: str | None) -> dict[str, object]:
+    """`GET /v1/usage/models`: one entry per model used in the range (on `api`, if given), most credits first."""
+    data = [model_entry(name, counts) for name, counts in _ranked(per_model)]
+    return {"object": "list", **usage_range.view(), "api": api, "data": data}
 
 
 def model_entry(name: str, counts: Counts) -> dict[str, object]:
@@ -56,8 +71,9 @@ def model_entry(name: str, counts: Counts) -> dict[str, object]:
     }
 
 
-def api_key_usage_view(usage_range: UsageRange, api_key_usage: ApiKeyUsage) -> dict[str, object]:
-    """`GET /v1/usage/keys`: every API key of the account (revoked ones too), most credits first."""
+def api_key_usage_view(usage_range: UsageRange, api_key_usage: ApiKeyUsage, api: str | None) -> dict[str, object]:
+    """`GET /v1/usage/keys`: every API key of the account (revoked ones too), most credits first (on `api`, if
+    given)."""
     records = {record.id: record for record in api_key_usage.records}
     per_key = {key_id: Counts() for key_id in records} | api_key_usage.range_usage.api_keys
     data = []
@@ -79,7 +95,7 @@ def api_key_usage_view(usage_range: UsageRange, api_key_usage: ApiKeyUsage) -> d
                 "last_used_at": None if last_used is None else iso_utc(datetime.fromtimestamp(last_used / 1000, UTC)),
             }
         )
-    return {"object": "list", **usage_range.view(), "data": data}
+    return {"object": "list", **usage_range.view(), "api": api, "data": data}
 
 
 def summary_view(
@@ -88,8 +104,10 @@ def summary_view(
     accounts: list[AccountSummary],
     per_model: dict[str, Counts],
     limit: int,
+    api: str | None,
 ) -> dict[str, object]:
-    """`GET /admin/usage/summary`: gateway-wide totals, top accounts and top models by credits."""
+    """`GET /admin/usage/summary`: gateway-wide totals, top accounts and top models by credits (on `api`, if
+    given)."""
     used = sorted(
         (account for account in accounts if account.counts.requests),
         key=lambda a: (-a.counts.credits_micros, -a.counts.requests, a.account_id),
@@ -97,6 +115,7 @@ def summary_view(
     return {
         "object": "usage_summary",
         **usage_range.view(),
+        "api": api,
         "accounts": len(accounts),
         "active_accounts": len(used),
         "total_requests": totals.requests,

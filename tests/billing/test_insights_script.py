@@ -167,7 +167,7 @@ async def test_a_bad_number_is_refused_before_any_write(redis_client: Redis, fie
     await ledger.reserve(account, sha, "r1", hold_micros=100, min_hold_micros=100, ttl_s=60)
     settlement = Settlement(account, "r1", "m", 100, 10, 5, record={"req_hash": "h1", "alt_model": "x", field: -1})
     call = SettleCall(settlement, ledger.now_ms(), RETENTION, RULES)
-    assert len(call.keys()) == 13 and call.argv()[14:19] == [600_000, 120_000, 3, 5, 86_400_000]
+    assert len(call.keys()) == 13 and call.argv()[15:20] == [600_000, 120_000, 3, 5, 86_400_000]
     before = await redis_client.dbsize()
     with pytest.raises(ResponseError, match=f"invalid {field}"):
         await ledger._settle(call.keys(), call.argv())

@@ -21,8 +21,12 @@ async def test_reserve_holds_and_settle_charges_the_real_cost(redis_client: Redi
     assert (outcome.settled, outcome.balance_micros, outcome.charged_micros) == (True, 880, 120)
     assert await ledger.reserved(account) == 0
     day = await redis_client.hgetall(keyspace.usage_day(account, datetime.fromtimestamp(ledger.clock(), UTC)))
-    assert day["requests"] == "1" and day["credits"] == "120" and day["m:m:credits"] == "120"
-    assert day["prompt_tokens"] == "10" and day["completion_tokens"] == "5"
+    assert (
+        day["a:chat.completions:requests"] == "1"
+        and day["a:chat.completions:credits"] == "120"
+        and day["a:chat.completions:m:m:credits"] == "120"
+    )
+    assert day["a:chat.completions:prompt_tokens"] == "10" and day["a:chat.completions:completion_tokens"] == "5"
     records = await redis_client.xrange(keyspace.request_log(account))
     assert len(records) == 1 and records[0][1]["credits_micros"] == "120"
     assert records[0][0].startswith(str(int(ledger.clock() * 1000)))

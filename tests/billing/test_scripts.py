@@ -47,7 +47,7 @@ async def test_settle_lua_reads_the_hold_python_writes(redis_client: Redis) -> N
     outcome = await ledger.settle(settlement(account, "r1", 120))
     assert (outcome.settled, outcome.balance_micros, outcome.charged_micros) == (True, 880, 120)
     day = await redis_client.hgetall(keyspace.usage_day(account, datetime.fromtimestamp(ledger.clock(), UTC)))
-    assert day["k:key_abc:credits"] == "120"
+    assert day["a:chat.completions:k:key_abc:credits"] == "120"
     assert await ledger.reserved(account) == 0
 
 
@@ -83,7 +83,7 @@ def test_each_script_header_lists_what_its_call_sends(name: str) -> None:
 
 def test_settle_call_appends_the_record_fields_as_pairs() -> None:
     call = SettleCall(Settlement("acct_1", "r1", "m", 1, 2, 3, record={"status": 200}), 4, RETENTION)
-    assert call.argv()[-2:] == ["status", 200] and len(call.argv()) == 16
+    assert call.argv()[-2:] == ["status", 200] and len(call.argv()) == 17
 
 
 def test_whole_takes_exactly_the_integers_from_0_to_2_53_minus_1() -> None:
@@ -102,9 +102,11 @@ def test_reserve_call_argv() -> None:
 def test_settle_call_argv_for_a_failed_request_with_record_fields() -> None:
     settlement = Settlement("acct_1", "r1", "m", 120, 10, 5, failed=True, record={"status": 500})
     argv = SettleCall(settlement, NOW_MS, RETENTION).argv()
-    # ..., failed 1, no retention cutoff 0, mode, settled-ids cutoff now - 3,000 ms, period, account, record fields
+    # ..., failed 1, no retention cutoff 0, mode, settled-ids cutoff now - 3,000 ms, period, account, API, record
+    # fields
     assert argv == [
         *("r1", 120, 10, 5, "m", NOW_MS, 7200, 50, 1, 0, "charge", NOW_MS - 3_000, "202609", "acct_1"),
+        "chat.completions",
         *("status", 500),
     ]
 
@@ -127,7 +129,10 @@ def test_settle_call_cutoffs_with_age_retention() -> None:
 
 def test_release_argv() -> None:
     argv = SettleCall(Settlement.release("acct_1", "r1"), NOW_MS, RETENTION).argv()
-    assert argv == ["r1", 0, 0, 0, "", NOW_MS, 7200, 50, 0, 0, "release", NOW_MS - 3_000, "202609", "acct_1"]
+    assert argv == [
+        *("r1", 0, 0, 0, "", NOW_MS, 7200, 50, 0, 0, "release", NOW_MS - 3_000, "202609", "acct_1"),
+        "chat.completions",
+    ]
     assert Settlement.release("acct_1", "r1").mode is SettleMode.RELEASE
 
 

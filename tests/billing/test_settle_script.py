@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import pytest
 from redis.asyncio import Redis
+from redis.exceptions import ResponseError
 
 from gateway.billing import Ledger, ReserveStatus, Settlement, keyspace
 from tests.billing.common import RETENTION, funded_ledger, settlement
@@ -34,8 +36,9 @@ async def test_a_capped_charge_lands_identically_everywhere(redis_client: Redis)
     assert (outcome.charged_micros, outcome.balance_micros) == (500, 0)
     assert await ledger.balance(account) == 0
     day = await redis_client.hgetall(_day(ledger, account))
-    assert day["credits"] == day["m:m:credits"] == day[f"k:{key_id}:credits"] == "500"
-    assert (await redis_client.hgetall(_hour(ledger, account)))["credits"] == "500"
+    chat = "a:chat.completions:"
+    assert day[f"{chat}credits"] == day[f"{chat}m:m:credits"] == day[f"{chat}k:{key_id}:credits"] == "500"
+    assert (await redis_client.hgetall(_hour(ledger, account)))[f"{chat}credits"] == "500"
     [(_, record)] = await redis_client.xrange(keyspace.request_log(account))
     assert record["credits_micros"] == "500" and record["cost_micros"] == "10000"
 
@@ -53,7 +56,7 @@ async def test_a_cost_above_the_hold_takes_the_rest_from_the_balance(redis_clien
     outcome = await ledger.settle(settlement(account, "r1", 450))
     # 450 charged: the hold's 400 and 50 of the 100 beside it
     assert (outcome.charged_micros, outcome.balance_micros) == (450, 50)
-    assert (await redis_client.hgetall(_day(ledger, account)))["credits"] == "450"
+    assert (await redis_client.hgetall(_day(ledger, account)))["a:chat.completions:credits"] == "450"
 
 
 async def test_a_cost_below_the_hold_returns_the_rest(redis_client: Redis) -> None:
@@ -85,8 +88,13 @@ async def test_an_error_counts_once_in_every_total_and_a_success_in_none(redis_c
     assert not [name for name in day if name.endswith("errors")]
     await ledger.settle(settlement(account, "failed", 10, failed=True))
     day = await redis_client.hgetall(_day(ledger, account))
-    assert day["errors"] == day["m:m:errors"] == day[f"k:{key_id}:errors"] == "1"
-    assert day["requests"] == "2"
+    assert (
+        day["a:chat.completions:errors"]
+        == day["a:chat.completions:m:m:errors"]
+        == day[f"a:chat.completions:k:{key_id}:errors"]
+        == "1"
+    )
+    assert day["a:chat.completions:requests"] == "2"
 
 
 async def test_hour_totals_count_the_request_and_expire(redis_client: Redis) -> None:
@@ -94,7 +102,13 @@ async def test_hour_totals_count_the_request_and_expire(redis_client: Redis) -> 
     await _held(ledger, account, sha, 300)
     await ledger.settle(settlement(account, "r1", 120))  # 10 prompt and 5 completion tokens
     hour = await redis_client.hgetall(_hour(ledger, account))
-    assert hour == {"requests": "1", "prompt_tokens": "10", "completion_tokens": "5", "credits": "120"}
+    chat = "a:chat.completions:"
+    assert hour == {
+        f"{chat}requests": "1",
+        f"{chat}prompt_tokens": "10",
+        f"{chat}completion_tokens": "5",
+        f"{chat}credits": "120",
+    }
     assert 0 < await redis_client.ttl(_hour(ledger, account)) <= RETENTION.hour_ttl_s
 
 
@@ -103,8 +117,13 @@ async def test_key_totals_and_last_use_are_under_the_key_id(redis_client: Redis)
     key_id = await _held(ledger, account, sha, 300)
     await ledger.settle(settlement(account, "r1", 120))
     day = await redis_client.hgetall(_day(ledger, account))
-    assert day[f"k:{key_id}:requests"] == "1" and day[f"k:{key_id}:prompt_tokens"] == "10"
-    assert day[f"k:{key_id}:completion_tokens"] == "5" and day["m:m:requests"] == "1"
+    assert (
+        day[f"a:chat.completions:k:{key_id}:requests"] == "1"
+        and day[f"a:chat.completions:k:{key_id}:prompt_tokens"] == "10"
+    )
+    assert (
+        day[f"a:chat.completions:k:{key_id}:completion_tokens"] == "5" and day["a:chat.completions:m:m:requests"] == "1"
+    )
     last_used = await redis_client.hgetall(keyspace.api_key_last_used(account))
     assert last_used == {key_id: str(ledger.now_ms())}
 
@@ -148,3 +167,27 @@ async def test_a_settlement_crossing_a_usage_threshold_reports_its_alert_once(re
         "1000",
         "50",
     )
+
+
+async def test_usage_is_kept_under_the_api_of_the_request(redis_client: Redis) -> None:
+    ledger, account, sha = await funded_ledger(redis_client, 1_000)
+    key_id = await _held(ledger, account, sha, 300)
+    await ledger.settle(settlement(account, "r1", 250, api="embeddings"))
+    day = await redis_client.hgetall(_day(ledger, account))
+    api = "a:embeddings:"
+    assert day[f"{api}credits"] == day[f"{api}m:m:credits"] == day[f"{api}k:{key_id}:credits"] == "250"
+    assert not [name for name in day if not name.startswith(api)]
+    hour = await redis_client.hgetall(_hour(ledger, account))
+    assert (hour[f"{api}requests"], hour[f"{api}credits"]) == ("1", "250")
+    [(_, record)] = await redis_client.xrange(keyspace.request_log(account))
+    assert record["api"] == "embeddings"
+
+
+async def test_an_api_name_that_could_break_the_field_names_is_refused_before_any_write(redis_client: Redis) -> None:
+    ledger, account, sha = await funded_ledger(redis_client, 1_000)
+    await _held(ledger, account, sha, 300)
+    before = await redis_client.dbsize()
+    for api in ("", "a:b", "Messages", "k:key_1"):
+        with pytest.raises(ResponseError, match="invalid settle arguments"):
+            await ledger.settle(settlement(account, "r1", 250, api=api))
+    assert await redis_client.dbsize() == before and await ledger.reserved(account) == 300

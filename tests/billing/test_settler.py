@@ -79,7 +79,7 @@ async def test_a_settlement_redis_could_not_take_counts_on_the_day_it_ended(
     assert await Settler(ledger, spools[0], observer).replay() == 0
     assert observer.settled_ids == ["r1"] and observer.charged == [120]
     day = await redis_client.hgetall(keyspace.usage_day(account, ended_day))
-    assert day["credits"] == "120" and day["requests"] == "1"
+    assert day["a:chat.completions:credits"] == "120" and day["a:chat.completions:requests"] == "1"
     [(record_id, _)] = await redis_client.xrange(keyspace.request_log(account))
     assert record_id == f"{ended_ms}-0"
     assert await ledger.balance(account) == 880
@@ -120,7 +120,7 @@ async def test_an_orphan_settlement_counts_on_the_day_it_ended(redis_client: Red
     clock.now += DAY_S
     await Settler(ledger, successor).replay()
     day = await redis_client.hgetall(keyspace.usage_day(account, ended_day))
-    assert day["credits"] == "120"
+    assert day["a:chat.completions:credits"] == "120"
     assert not await redis_client.exists(keyspace.usage_day(account, datetime.fromtimestamp(clock.now, UTC)))
 
 

@@ -98,11 +98,29 @@ async def test_an_abandoned_request_counts_as_one_error_with_no_tokens_and_no_ch
     _clock(ledger).now += 60
     await Sweeper(redis_client, Settler(ledger, spool), interval_s=30, grace_ms=0).sweep()
     day = await redis_client.hgetall(keyspace.usage_day(account, datetime.fromtimestamp(ledger.clock(), UTC)))
-    key = f"k:{held.api_key_id}:"
-    assert day["requests"] == day["errors"] == day["m:gpt-x:errors"] == day[f"{key}errors"] == "1"
-    assert day["prompt_tokens"] == day["completion_tokens"] == day["credits"] == "0"
+    api = "a:chat.completions:"
+    key = f"{api}k:{held.api_key_id}:"
+    assert day[f"{api}requests"] == day[f"{api}errors"] == day[f"{api}m:gpt-x:errors"] == day[f"{key}errors"] == "1"
+    assert day[f"{api}prompt_tokens"] == day[f"{api}completion_tokens"] == day[f"{api}credits"] == "0"
     [(_, record)] = await redis_client.xrange(keyspace.request_log(account))
     assert record["prompt_tokens"] == record["completion_tokens"] == record["credits_micros"] == "0"
+
+
+async def test_an_abandoned_request_keeps_the_api_it_was_made_on(redis_client: Redis, spool: Spool) -> None:
+    ledger, account, sha = await funded_ledger(redis_client, 1_000)
+    # A model name with ':' in it: the hold's fields are split from the left, its API from the right.
+    await ledger.reserve(
+        account, sha, "r1", hold_micros=300, min_hold_micros=300, ttl_s=1, model="ft:x:y", api="messages"
+    )
+    await ledger.reserve(account, sha, "r2", hold_micros=100, min_hold_micros=100, ttl_s=1, model="gpt-x")
+    assert (await ledger.holds_of([account]))[0]["r1"].api == "messages"
+    _clock(ledger).now += 60
+    assert await Sweeper(redis_client, Settler(ledger, spool), interval_s=30, grace_ms=0).sweep() == 2
+    records = {record["request_id"]: record for _, record in await redis_client.xrange(keyspace.request_log(account))}
+    assert (records["r1"]["api"], records["r1"]["model"]) == ("messages", "ft:x:y")
+    assert (records["r2"]["api"], records["r2"]["model"]) == ("chat.completions", "gpt-x")
+    day = await redis_client.hgetall(keyspace.usage_day(account, datetime.fromtimestamp(ledger.clock(), UTC)))
+    assert day["a:messages:m:ft:x:y:errors"] == day["a:chat.completions:m:gpt-x:errors"] == "1"
 
 
 async def _accounts_with_expired_holds(redis: Redis, ledger: Ledger, count: int) -> list[str]:

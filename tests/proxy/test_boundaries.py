@@ -100,7 +100,13 @@ async def test_a_capped_charge_lands_identically_everywhere(start_gateway: Start
     day = await gateway.redis.hgetall(keyspace.usage_day(account, when))
     hour = await gateway.redis.hgetall(keyspace.usage_hour(account, when))
     key_id = record["key_id"]
-    assert day["credits"] == day["m:m-main:credits"] == day[f"k:{key_id}:credits"] == hour["credits"] == "24"
+    assert (
+        day["a:chat.completions:credits"]
+        == day["a:chat.completions:m:m-main:credits"]
+        == day[f"a:chat.completions:k:{key_id}:credits"]
+        == hour["a:chat.completions:credits"]
+        == "24"
+    )
     auth = {"Authorization": f"Bearer {key}"}
     reported = await (await gateway.client.get("/v1/usage", headers=auth)).json()
     models = await (await gateway.client.get("/v1/usage/models", headers=auth)).json()

@@ -41,4 +41,4 @@ async def test_200_concurrent_requests_on_a_balance_that_pays_for_some(start_gat
     status, view = await gateway.admin("GET", f"/admin/accounts/{account}")
     assert view["reserved_credits"] == 0
     day = await gateway.app[REDIS].hgetall(keyspace.usage_day(account, gateway.clock.utc()))
-    assert int(day["credits"]) == charged and int(day["requests"]) == served
+    assert int(day["a:chat.completions:credits"]) == charged and int(day["a:chat.completions:requests"]) == served

@@ -1,5 +1,6 @@
 """The books survive faults: absurd upstream usage, Redis going away for 1 s or 10 s, and Redis frozen in the
-middle of a reserve or a settle. After each, what left the balance equals what the clients saw succeed."""
+middle of a reserve or a settle. After each, what left the balance equals what the clients saw succeed. Chat
+completions and legacy completions both: the traffic mixes them, and each other fault has a completions case."""
 
 from __future__ import annotations
 
@@ -57,11 +58,28 @@ def _bill(usage: dict[str, object]) -> tuple[str, str]:
     return str(usage["cost"]), str(usage["credits_remaining"])
 
 
-async def _send(gateway: Gateway, key: str, text: str, *, stream: bool) -> Seen:
-    body: dict[str, object] = {"model": "m-main", "messages": user_message(text), "max_tokens": 8}
+# The gateway's own prompt count of "Hello!" per API: chat's 9 (3 per message + "user" + "Hello" "!" + 3 priming
+# the reply), the bare text's 2 for legacy completions.
+HELLO_TOKENS = {"chat": HELLO_PROMPT_TOKENS, "completions": 2}
+
+
+async def _send(gateway: Gateway, key: str, text: str, *, stream: bool, api: str = "chat") -> Seen:
+    """One request of `api`: chat completions, or legacy completions (`prompt` instead of `messages`)."""
+    body: dict[str, object] = {"model": "m-main", "max_tokens": 8}
+    body |= {"messages": user_message(text)} if api == "chat" else {"prompt": text}
     if stream:
         body |= {"stream": True, "stream_options": {"include_usage": True}}
-    return await _seen(await gateway.chat(key, body), stream)
+    path = "/v1/chat/completions" if api == "chat" else "/v1/completions"
+    return await _seen(await gateway.post(path, key, body), stream)
+
+
+def _day_credits(day: dict[str, str]) -> int:
+    """The day's credits over every API (its `a:API:credits` fields)."""
+    return sum(
+        int(value)
+        for name, value in day.items()
+        if name.startswith("a:") and name.count(":") == 2 and name.endswith(":credits")
+    )
 
 
 async def _books(gateway: Gateway, account: str, key: str) -> tuple[int, int, int, int]:
@@ -71,35 +89,48 @@ async def _books(gateway: Gateway, account: str, key: str) -> tuple[int, int, in
     day = await gateway.redis.hgetall(keyspace.usage_day(account, gateway.clock.utc()))
     response = await gateway.client.get("/v1/usage", headers={"Authorization": f"Bearer {key}"})
     reported = (await response.json())["total_credits_used_micros"]
-    return left, sum(int(fields["credits_micros"]) for _, fields in records), int(day.get("credits", 0)), reported
+    return (
+        left,
+        sum(int(fields["credits_micros"]) for _, fields in records),
+        _day_credits(day),
+        reported,
+    )
+
+
+ABSURD = [
+    {"prompt_tokens": 10**12, "completion_tokens": 10**12, "total_tokens": 2 * 10**12},
+    {"prompt_tokens": 2**63 - 1, "completion_tokens": 2**63 - 1},
+    {"prompt_tokens": 2**64 - 1, "completion_tokens": 5},
+]
+# Billed at the bounds: the prompt at most its own count * 4 + 256 (prompt_clamp_ratio, prompt_clamp_slack), the
+# completion at most max_tokens * n = 8 tokens. Chat: 9 * 4 + 256 = 292 prompt tokens, 292 * 1,000.25 = 292,073;
+# with 8 completion tokens + 16,001.2 = 308,074.2 -> 308,075, with 5 + 10,000.75 = 302,073.75 -> 302,074.
+# Completions: 2 * 4 + 256 = 264 prompt tokens, 264 * 1,000.25 = 264,066, + 16,001.2 = 280,067.2 -> 280,068.
+CLAMPED = {"chat": (292, {8: 308_075, 5: 302_074}), "completions": (264, {8: 280_068})}
 
 
 @pytest.mark.parametrize(
-    "reported",
-    [
-        {"prompt_tokens": 10**12, "completion_tokens": 10**12, "total_tokens": 2 * 10**12},
-        {"prompt_tokens": 2**63 - 1, "completion_tokens": 2**63 - 1},
-        {"prompt_tokens": 2**64 - 1, "completion_tokens": 5},
-    ],
+    ("reported", "stream", "api"),
+    [(reported, stream, "chat") for reported in ABSURD for stream in (False, True)]
+    + [(ABSURD[0], True, "completions")],
 )
-@pytest.mark.parametrize("stream", [False, True])
-async def test_absurd_upstream_usage_is_clamped(start_gateway: StartGateway, reported: object, stream: bool) -> None:
+async def test_absurd_upstream_usage_is_clamped(
+    start_gateway: StartGateway, reported: dict[str, int], stream: bool, api: str
+) -> None:
     gateway = await start_gateway(main={"reported_usage": reported})
     account, key = await gateway.new_account()
-    seen = await _send(gateway, key, "Hello!", stream=stream)
-    # Billed at the bounds: prompt 9 * 4 + 256 = 292 (prompt_clamp_ratio, prompt_clamp_slack); completion at
-    # most max_tokens * n = 8. Cost 292 * 1,000.25 + 8 * 2,000.15 = 292,073 + 16,001.2 = 308,074.2 -> 308,075.
-    assert (seen.status, seen.prompt_tokens) == (200, 292)
+    seen = await _send(gateway, key, "Hello!", stream=stream, api=api)
+    prompt_bound, costs = CLAMPED[api]
+    assert (seen.status, seen.prompt_tokens) == (200, prompt_bound)
     record = await gateway.last_record(account)
-    assert record["gateway_prompt_tokens"] == str(HELLO_PROMPT_TOKENS)
-    assert record["clamped"] == ("prompt,completion" if reported["completion_tokens"] > 8 else "prompt")  # type: ignore[index]
-    # With 5 completion tokens: 292,073 + 10,000.75 = 302,073.75 -> 302,074.
-    expected = 308_075 if reported["completion_tokens"] > 8 else 302_074  # type: ignore[index]
+    assert record["gateway_prompt_tokens"] == str(HELLO_TOKENS[api])
+    assert record["clamped"] == ("prompt,completion" if reported["completion_tokens"] > 8 else "prompt")
+    expected = costs[min(reported["completion_tokens"], 8)]
     assert int(record["credits_micros"]) == expected == INITIAL_MICROS - await gateway.balance_micros(account)
     metrics = await (await gateway.client.get("/metrics")).text()
     assert 'gateway_usage_clamped_total{kind="prompt",model="m-main"} 1.0' in metrics
     # The account keeps working, and the books agree.
-    assert (await _send(gateway, key, "Hello!", stream=stream)).status == 200
+    assert (await _send(gateway, key, "Hello!", stream=stream, api=api)).status == 200
     left, records, day, usage = await _books(gateway, account, key)
     assert left == records == day == usage == 2 * expected
 
@@ -126,11 +157,17 @@ async def test_unusable_upstream_usage_is_replaced_by_the_gateways_count(
     assert record["usage_source"] == "gateway" and record["credits_micros"] == "21004"
 
 
+def _api(index: int) -> str:
+    """Traffic mixes the APIs: of every four requests (or workers), two are legacy completions, one streamed."""
+    return "completions" if index % 4 >= 2 else "chat"
+
+
 async def _traffic(gateway: Gateway, key: str, stop: asyncio.Event, seen: list[Seen], worker: int) -> None:
     count = 0
     while not stop.is_set():
         count += 1
-        seen.append(await _send(gateway, key, f"worker {worker} request {count}", stream=worker % 2 == 0))
+        text = f"worker {worker} request {count}"
+        seen.append(await _send(gateway, key, text, stream=worker % 2 == 0, api=_api(worker)))
 
 
 @pytest.mark.parametrize("outage_s", [1, 10])
@@ -155,7 +192,9 @@ async def test_redis_outage_during_traffic_loses_nothing(
     # A burst right after the restart: pooled connections that died with Redis cost no request anything.
     controlled_redis.stop()
     controlled_redis.start()
-    burst = await asyncio.gather(*(_send(gateway, key, f"burst {i}", stream=i % 2 == 0) for i in range(25)))
+    burst = await asyncio.gather(
+        *(_send(gateway, key, f"burst {i}", stream=i % 2 == 0, api=_api(i)) for i in range(25))
+    )
     seen += burst
     assert {s.status for s in burst} == {200}
 
@@ -217,15 +256,20 @@ async def test_frozen_redis_during_reserve_charges_nothing(
     assert (await _send(gateway, key, "Hello!", stream=False)).status == 200
 
 
-@pytest.mark.parametrize("stream", [False, True])
+# 9 * 1,000.25 + 8 * 2,000.15 = 9,002.25 + 16,001.2 = 25,003.45, rounded up (chat); the bare "Hello!" of legacy
+# completions: 2 * 1,000.25 + 16,001.2 = 18,001.7, rounded up.
+SETTLED = {"chat": (25_004, "0.025004", "999.974996"), "completions": (18_002, "0.018002", "999.981998")}
+
+
+@pytest.mark.parametrize(("stream", "api"), [(False, "chat"), (True, "chat"), (True, "completions")])
 async def test_frozen_redis_during_settle_charges_once(
-    start_gateway: StartGateway, controlled_redis: ControlledRedis, stream: bool
+    start_gateway: StartGateway, controlled_redis: ControlledRedis, stream: bool, api: str
 ) -> None:
     gateway = await start_gateway(
         {"redis": {"url": controlled_redis.url, "timeout": 0.5}}, main={"latency_ms": 600, "completion_tokens": 8}
     )
     account, key = await gateway.new_account()
-    request = asyncio.ensure_future(_send(gateway, key, "Hello!", stream=stream))
+    request = asyncio.ensure_future(_send(gateway, key, "Hello!", stream=stream, api=api))
     upstream = gateway.upstreams["main"].state
     while not upstream.requests:  # the hold is taken; the upstream is thinking
         await asyncio.sleep(0.01)
@@ -239,10 +283,10 @@ async def test_frozen_redis_during_settle_charges_once(
     await asyncio.sleep(0.5)  # let the replay of the spooled copy happen too
     await gateway.wait_settled(account)
     left, records, day, usage = await _books(gateway, account, key)
-    # 9 * 1,000.25 + 8 * 2,000.15 = 9,002.25 + 16,001.2 = 25,003.45, rounded up.
-    assert left == records == day == usage == seen.cost_micros == 25_004
+    cost, billed, remaining = SETTLED[api]
+    assert left == records == day == usage == seen.cost_micros == cost
     # The bill on the answer was projected from the hold while its settlement waited, and came true.
-    assert seen.billed == "0.025004" and seen.remaining == "999.974996"
+    assert (seen.billed, seen.remaining) == (billed, remaining)
     assert await gateway.redis.xlen(keyspace.request_log(account)) == 1
     assert ADMIN_TOKEN  # the admin API read the balance above
 

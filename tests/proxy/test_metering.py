@@ -62,7 +62,15 @@ async def _hold(
 ) -> tuple[Reservation, Ledger, str]:
     ledger, account, sha = await funded_ledger(redis, balance)
     reservation = await hold_credits(
-        ledger, RecordingSettler(), SETTINGS, model, ParsedApiKey(account, sha), "r1", request, PROMPT
+        ledger,
+        RecordingSettler(),
+        SETTINGS,
+        model,
+        ParsedApiKey(account, sha),
+        "r1",
+        request,
+        PROMPT,
+        api="chat.completions",
     )  # type: ignore[arg-type]
     return reservation, ledger, account
 
@@ -135,7 +143,15 @@ async def test_a_refusal_that_fires_credits_exhausted_wakes_the_webhook_sender(r
     ledger.on_alerts = appended.set  # as the app wires it: the ledger tells the webhook sender
     with pytest.raises(InsufficientCredits):
         await hold_credits(
-            ledger, RecordingSettler(), SETTINGS, MODEL, ParsedApiKey(account, sha), "r1", chat(), PROMPT
+            ledger,
+            RecordingSettler(),
+            SETTINGS,
+            MODEL,
+            ParsedApiKey(account, sha),
+            "r1",
+            chat(),
+            PROMPT,
+            api="chat.completions",
         )  # type: ignore[arg-type]
     assert appended.is_set()
 
@@ -145,6 +161,7 @@ async def test_an_unknown_key_is_a_401(redis_client: Redis) -> None:
     with pytest.raises(AuthError):
         await hold_credits(
             ledger, RecordingSettler(), SETTINGS, MODEL, ParsedApiKey(account, "0" * 64), "r1", chat(), PROMPT,
+            api="chat.completions",
         )  # type: ignore[arg-type]  # fmt: skip
 
 
@@ -158,6 +175,7 @@ async def test_a_reserve_redis_did_not_answer_is_a_503_and_releases_that_request
     with pytest.raises(ServiceUnavailable):
         await hold_credits(
             FrozenLedger(), settler, SETTINGS, MODEL, ParsedApiKey("acct_1", "sha"), "r1", chat(), PROMPT,
+            api="chat.completions",
         )  # type: ignore[arg-type]  # fmt: skip
     assert settler.deferred == [Settlement.release("acct_1", "r1")]
 
@@ -225,7 +243,9 @@ async def test_bill_prices_the_usage_and_hands_over_the_whole_record() -> None:
     settler = RecordingSettler()
     usage = Usage(4, 1, cached_tokens=2, reasoning_tokens=1, source="upstream", clamped=("prompt",))
     estimate = Usage(5, 2)
-    charged = await bill(settler, RESERVATION, MODEL, usage, estimate, status=200, latency_ms=42, stream=True)  # type: ignore[arg-type]
+    charged = await bill(
+        settler, RESERVATION, MODEL, usage, estimate, status=200, latency_ms=42, stream=True, api="chat.completions"
+    )  # type: ignore[arg-type]
     # 2 x 2.5 + 2 x 1.25 + 1 x 10 = 17.5 -> 18
     assert settler.settled == [
         Settlement(
@@ -257,14 +277,32 @@ async def test_bill_prices_the_usage_and_hands_over_the_whole_record() -> None:
 @pytest.mark.parametrize(("status", "failed"), [(200, False), (399, False), (400, True), (401, True), (502, True)])
 async def test_a_request_failed_when_its_status_is_400_or_more(status: int, failed: bool) -> None:
     settler = RecordingSettler()
-    await bill(settler, RESERVATION, MODEL, Usage(1, 0), Usage(1, 0), status=status, latency_ms=1, stream=False)  # type: ignore[arg-type]
+    await bill(
+        settler,
+        RESERVATION,
+        MODEL,
+        Usage(1, 0),
+        Usage(1, 0),
+        status=status,
+        latency_ms=1,
+        stream=False,
+        api="chat.completions",
+    )  # type: ignore[arg-type]
     assert settler.settled[0].failed is failed
 
 
 async def test_a_cost_past_2_53_is_billed_at_2_53_minus_1() -> None:
     settler = RecordingSettler()
     charged = await bill(
-        settler, RESERVATION, MODEL, Usage(0, 2**60), Usage(0, 0), status=200, latency_ms=1, stream=False
+        settler,
+        RESERVATION,
+        MODEL,
+        Usage(0, 2**60),
+        Usage(0, 0),
+        status=200,
+        latency_ms=1,
+        stream=False,
+        api="chat.completions",
     )  # type: ignore[arg-type]
     assert settler.settled[0].cost_micros == MAX_SAFE_INTEGER
     # projected like settle.lua charges it: at most the hold and the balance beside it, 160 + 840
@@ -279,9 +317,18 @@ async def test_hold_and_bill_through_a_real_settler(redis_client: Redis, tmp_pat
         settler = Settler(ledger, spool)
         reservation = await hold_credits(
             ledger, settler, SETTINGS, MODEL, ParsedApiKey(account, sha), "r1", chat(max_tokens=5, n=3), PROMPT,
+            api="chat.completions",
         )  # fmt: skip
         outcome = await bill(
-            settler, reservation, MODEL, Usage(4, 7), Usage(4, 7), status=200, latency_ms=1, stream=False
+            settler,
+            reservation,
+            MODEL,
+            Usage(4, 7),
+            Usage(4, 7),
+            status=200,
+            latency_ms=1,
+            stream=False,
+            api="chat.completions",
         )
     finally:
         spool.close()
@@ -299,9 +346,18 @@ async def test_bill_reports_the_alerts_its_settlement_appended(redis_client: Red
         settler = Settler(ledger, spool)
         reservation = await hold_credits(
             ledger, settler, SETTINGS, MODEL, ParsedApiKey(account, sha), "r1", chat(max_tokens=60), PROMPT,
+            api="chat.completions",
         )  # fmt: skip
         charged = await bill(
-            settler, reservation, MODEL, Usage(4, 55), Usage(4, 55), status=200, latency_ms=1, stream=False
+            settler,
+            reservation,
+            MODEL,
+            Usage(4, 55),
+            Usage(4, 55),
+            status=200,
+            latency_ms=1,
+            stream=False,
+            api="chat.completions",
         )
     finally:
         spool.close()

@@ -70,6 +70,7 @@ async def test_plain_create_is_billed_from_the_mocks_usage(start_gateway: StartG
     assert await usage_total(gateway, key) == (1, 33_005)
     record = await gateway.last_record(account)
     assert record["usage_source"] == "upstream" and record["prompt_tokens"] == str(HELLO_PROMPT_TOKENS)
+    assert record["api"] == "responses"
     # No bound given: the gateway forwarded one (the suite's default_max_tokens), as for chat.
     assert mock_of(gateway).requests[-1]["max_output_tokens"] == 256
     await client.close()

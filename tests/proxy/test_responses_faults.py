@@ -30,13 +30,19 @@ async def _usage(gateway: Gateway, key: str, *, stream: bool) -> dict[str, Any]:
 
 
 async def _books(gateway: Gateway, account: str, key: str) -> tuple[int, int, int, int]:
-    """(what left the balance, sum of the records, the day aggregate, what /v1/usage reports), in micros."""
+    """(what left the balance, sum of the records, the day's aggregate for Responses, what /v1/usage reports), in
+    micros."""
     left = INITIAL_MICROS - await gateway.balance_micros(account)
     records = await gateway.redis.xrange(keyspace.request_log(account))
     day = await gateway.redis.hgetall(keyspace.usage_day(account, gateway.clock.utc()))
     response = await gateway.client.get("/v1/usage", headers={"Authorization": f"Bearer {key}"})
     reported = (await response.json())["total_credits_used_micros"]
-    return left, sum(int(fields["credits_micros"]) for _, fields in records), int(day.get("credits", 0)), reported
+    return (
+        left,
+        sum(int(fields["credits_micros"]) for _, fields in records),
+        int(day.get("a:responses:credits", 0)),
+        reported,
+    )
 
 
 @pytest.mark.parametrize("stream", [False, True])

@@ -1,10 +1,13 @@
-"""Streams that do not end well: the client leaves, the upstream cuts off or goes silent."""
+"""Streams that do not end well: the client leaves, the upstream cuts off or goes silent (chat completions, and
+legacy completions for the first two)."""
 
 from __future__ import annotations
 
 import asyncio
 
 import orjson
+import pytest
+from aiohttp import ClientResponse
 
 from gateway.app_state import LEDGER
 from gateway.billing import keyspace
@@ -21,10 +24,25 @@ async def _settled_record(gateway: Gateway, account: str) -> dict[str, str]:
     raise AssertionError("the request never settled")
 
 
-async def test_client_disconnect_mid_stream_is_charged_for_what_was_sent(start_gateway: StartGateway) -> None:
+# A stream of each API: its path, its body, and the gateway's own prompt count of it ("Hello!": chat's framing
+# makes it 9 tokens, a bare completions prompt 2).
+STREAMS = {
+    "chat": ("/v1/chat/completions", {"messages": user_message()}, HELLO_PROMPT_TOKENS),
+    "completions": ("/v1/completions", {"prompt": "Hello!", "max_tokens": 300}, 2),
+}
+
+
+async def _stream(gateway: Gateway, key: str, api: str) -> tuple[ClientResponse, int]:
+    """A streamed request of `api`; its response and its prompt tokens."""
+    path, fields, prompt_tokens = STREAMS[api]
+    return await gateway.post(path, key, {"model": "m-main", "stream": True, **fields}), prompt_tokens
+
+
+@pytest.mark.parametrize("api", ["chat", "completions"])
+async def test_client_disconnect_mid_stream_is_charged_for_what_was_sent(start_gateway: StartGateway, api: str) -> None:
     gateway = await start_gateway(main={"completion_tokens": 200, "chunk_delay_ms": 20})
     account, key = await gateway.new_account()
-    response = await gateway.chat(key, {"model": "m-main", "messages": user_message(), "stream": True})
+    response, prompt_tokens = await _stream(gateway, key, api)
     for _ in range(5):
         await response.content.readuntil(b"\n\n")
     response.close()
@@ -32,8 +50,8 @@ async def test_client_disconnect_mid_stream_is_charged_for_what_was_sent(start_g
     assert record["status"] == "499" and record["usage_source"] == "gateway"
     sent = int(record["completion_tokens"])
     assert 4 <= sent < 200
-    assert record["prompt_tokens"] == str(HELLO_PROMPT_TOKENS)
-    assert int(record["credits_micros"]) == REFERENCE.cost_micros(HELLO_PROMPT_TOKENS, sent)
+    assert record["prompt_tokens"] == str(prompt_tokens)
+    assert int(record["credits_micros"]) == REFERENCE.cost_micros(prompt_tokens, sent)
     assert await gateway.balance_micros(account) == 1000 * 10**6 - int(record["credits_micros"])
     # Closing the upstream response cancelled the upstream request.
     state = gateway.upstreams["main"].state
@@ -44,18 +62,25 @@ async def test_client_disconnect_mid_stream_is_charged_for_what_was_sent(start_g
     assert state.aborted_streams == 1 and state.finished_streams == 0
 
 
-async def test_a_cut_upstream_stream_bills_what_arrived_and_tells_the_client(start_gateway: StartGateway) -> None:
+# Chat: one role chunk, then ten one-token chunks; 9 * 1,000.25 + 10 * 2,000.15 = 29,003.75, rounded up.
+# Completions: eleven one-token chunks; 2 * 1,000.25 + 11 * 2,000.15 = 2,000.5 + 22,001.65 = 24,002.15, rounded up.
+CUT = {"chat": (10, 29_004), "completions": (11, 24_003)}
+
+
+@pytest.mark.parametrize("api", ["chat", "completions"])
+async def test_a_cut_upstream_stream_bills_what_arrived_and_tells_the_client(
+    start_gateway: StartGateway, api: str
+) -> None:
     gateway = await start_gateway(main={"completion_tokens": 50, "cut_after_chunks": 11})
     account, key = await gateway.new_account()
-    response = await gateway.chat(key, {"model": "m-main", "messages": user_message(), "stream": True})
+    response, prompt_tokens = await _stream(gateway, key, api)
     events = [e for e in (await response.read()).split(b"\n\n") if e]
     last = orjson.loads(events[-1][6:])
     assert last["error"]["code"] == "upstream_error"
     record = await _settled_record(gateway, account)
-    # One role chunk, then ten one-token chunks.
-    assert record["status"] == "502" and record["completion_tokens"] == "10"
-    # 9 * 1,000.25 + 10 * 2,000.15 = 9,002.25 + 20,001.5 = 29,003.75, rounded up.
-    assert int(record["credits_micros"]) == REFERENCE.cost_micros(HELLO_PROMPT_TOKENS, 10) == 29_004
+    tokens, cost = CUT[api]
+    assert record["status"] == "502" and record["completion_tokens"] == str(tokens)
+    assert int(record["credits_micros"]) == REFERENCE.cost_micros(prompt_tokens, tokens) == cost
 
 
 async def test_an_upstream_silent_mid_stream_times_out(start_gateway: StartGateway) -> None:

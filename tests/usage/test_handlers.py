@@ -27,6 +27,8 @@ USAGE_FIELDS = {
     "credits_remaining",
     "credits_remaining_micros",
     "daily_breakdown",
+    "api",
+    "api_breakdown",
 }
 DAY_FIELDS = {"date", "requests", "tokens", "credits", "credits_micros"}
 MODEL_FIELDS = {

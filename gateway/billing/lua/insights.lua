@@ -5,11 +5,11 @@
 -- the day's first example request ids (space-separated, at most rules.examples). Types: dup, retry, unused, long,
 -- mix, and per model 'mix:m:<model>' and 'cache:m:<model>'. Amounts are micro-credits.
 
--- The rules, ARGV 15-19, checked before any write.
+-- The rules, ARGV 16-20, checked before any write.
 local function insight_rules()
-  return {duplicate = whole(ARGV[15], 'duplicate window'), retry = whole(ARGV[16], 'retry window'),
-    retry_min = whole(ARGV[17], 'retry loop min'), examples = whole(ARGV[18], 'examples'),
-    idle = whole(ARGV[19], 'conversation idle')}
+  return {duplicate = whole(ARGV[16], 'duplicate window'), retry = whole(ARGV[17], 'retry window'),
+    retry_min = whole(ARGV[18], 'retry loop min'), examples = whole(ARGV[19], 'examples'),
+    idle = whole(ARGV[20], 'conversation idle')}
 end
 
 -- The record fields from ARGV[first] on, by name; those read as numbers are checked before any write.

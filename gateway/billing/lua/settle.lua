@@ -7,12 +7,14 @@
 --       7 hour hash ttl (s), 8 request log max length, 9 failed (1 when the request ended in an error),
 --       10 request log retention cutoff (ms; records older may be trimmed; 0: none),
 --       11 mode ("charge" or "release"), 12 settled-ids cutoff (ms; ids settled before it are forgotten),
---       13 billing period (YYYYMM of now), 14 account id,
---       15.. extra request-record fields as name, value pairs
+--       13 billing period (YYYYMM of now), 14 account id, 15 API (billing.record.API_NAMES),
+--       16.. extra request-record fields as name, value pairs
 -- With insights (a fingerprinted charge: billing.scripts.SettleCall.counts_insights; see insights.lua), KEYS
 --   10-13 are the day's insights hash, the fingerprint's state, the conversation's state and its previous turn's
---   state, and ARGV 15-19 are the rules: duplicate window (ms), retry window (ms), retry loop min, examples kept,
---   conversation idle time (ms); the record fields then start at ARGV 20.
+--   state, and ARGV 16-20 are the rules: duplicate window (ms), retry window (ms), retry loop min, examples kept,
+--   conversation idle time (ms); the record fields then start at ARGV 21.
+-- Aggregates are kept per API: the day hash's `a:<api>:<stat>`, `a:<api>:m:<model>:<stat>` and
+-- `a:<api>:k:<key id>:<stat>`, the hour hash's `a:<api>:<stat>` (usage.reader sums them).
 -- Reply {settled, balance_after, charged, alerts}: alerts is how many webhook events were appended.
 -- settled 0 means there was no hold (settled already, or never held):
 -- nothing moved. The id of a request without a hold, or released, is remembered, so that a reserve that runs
@@ -27,14 +29,14 @@ whole(ARGV[10], 'retention cutoff')
 whole(ARGV[12], 'settled-ids cutoff')
 whole(ARGV[13], 'period')
 local mode = ARGV[11]
-local first_field, rules, fields = 15, nil, nil
+local first_field, rules, fields = 16, nil, nil
 if #KEYS > 9 then
   rules = insight_rules()
-  first_field = 20
+  first_field = 21
   fields = insight_fields(first_field)
 end
 if (mode ~= 'charge' and mode ~= 'release') or (ARGV[9] ~= '0' and ARGV[9] ~= '1')
-    or (#ARGV - first_field + 1) % 2 ~= 0 then
+    or (#ARGV - first_field + 1) % 2 ~= 0 or not string.match(ARGV[15], '^[a-z][a-z.]*$') then
   error('invalid settle arguments')
 end
 
@@ -68,7 +70,8 @@ if charge > balance + hold then
 end
 local after = redis.call('HINCRBY', KEYS[1], 'balance', hold - charge)
 
-for _, prefix in ipairs({'', 'm:' .. ARGV[5] .. ':', 'k:' .. api_key_id .. ':'}) do
+local api = 'a:' .. ARGV[15] .. ':'
+for _, prefix in ipairs({api, api .. 'm:' .. ARGV[5] .. ':', api .. 'k:' .. api_key_id .. ':'}) do
   redis.call('HINCRBY', KEYS[3], prefix .. 'requests', 1)
   redis.call('HINCRBY', KEYS[3], prefix .. 'prompt_tokens', prompt)
   redis.call('HINCRBY', KEYS[3], prefix .. 'completion_tokens', completion)
@@ -77,10 +80,10 @@ for _, prefix in ipairs({'', 'm:' .. ARGV[5] .. ':', 'k:' .. api_key_id .. ':'})
     redis.call('HINCRBY', KEYS[3], prefix .. 'errors', 1)
   end
 end
-redis.call('HINCRBY', KEYS[4], 'requests', 1)
-redis.call('HINCRBY', KEYS[4], 'prompt_tokens', prompt)
-redis.call('HINCRBY', KEYS[4], 'completion_tokens', completion)
-redis.call('HINCRBY', KEYS[4], 'credits', charge)
+redis.call('HINCRBY', KEYS[4], api .. 'requests', 1)
+redis.call('HINCRBY', KEYS[4], api .. 'prompt_tokens', prompt)
+redis.call('HINCRBY', KEYS[4], api .. 'completion_tokens', completion)
+redis.call('HINCRBY', KEYS[4], api .. 'credits', charge)
 redis.call('EXPIRE', KEYS[4], ARGV[7])
 redis.call('HSET', KEYS[5], api_key_id, ARGV[6])
 
@@ -96,7 +99,7 @@ if last then
   end
 end
 local record = {'XADD', KEYS[6], 'MAXLEN', '~', ARGV[8], id,
-  'request_id', ARGV[1], 'key_id', api_key_id, 'model', ARGV[5], 'prompt_tokens', ARGV[3],
+  'request_id', ARGV[1], 'key_id', api_key_id, 'model', ARGV[5], 'api', ARGV[15], 'prompt_tokens', ARGV[3],
   'completion_tokens', ARGV[4], 'credits_micros', charge, 'cost_micros', ARGV[2]}
 for i = first_field, #ARGV do
   record[#record + 1] = ARGV[i]

@@ -21,7 +21,7 @@ implementation; `responses.py` adds stored answers.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -47,10 +47,17 @@ class ApiRequest:
     stream: bool
     # The client asked for the bill inside the stream (chat: stream_options.include_usage).
     client_wants_usage: bool
-    # The output bound per choice as the client set it (max_tokens and the like); None when it set none, and the
-    # gateway then sets one (the field is `ModelConfig.max_tokens_field`) from the balance and the model's caps.
+    # The output bound per choice as the client set it (max_tokens and the like, or the API's own default); None
+    # when it set none, and the gateway then sets one (`Api.upstream_body` forwards it) from the balance and the
+    # model's caps.
     max_tokens: int | None
-    n: int  # choices per request: the hold covers n x the output bound
+    n: int  # completions generated per request: the hold covers n x the output bound
+    # False for an API whose answers have no output tokens (embeddings): the hold covers the prompt alone, no
+    # output bound is forwarded, and reported completion tokens are not believed (clamped to 0).
+    produces_output: bool = True
+    # The answer's texts begin with the request's prompts (legacy completions' `echo`): (the prompts, choices per
+    # prompt). The echoed part is not output; the gateway's own count leaves it out.
+    echo: tuple[Sequence[str | Sequence[int]], int] | None = None
 
 
 class StreamFormat(Protocol):

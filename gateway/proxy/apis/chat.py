@@ -188,24 +188,10 @@ def _detail(details: object, name: str) -> int:
     return value if _count(value) and isinstance(value, int) else 0
 
 
-def decode_request(raw: bytes) -> dict[str, object]:
-    """The request body's JSON object, nested at most MAX_DEPTH levels; InvalidRequest otherwise."""
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidRequest("We could not parse the JSON body of your request. The body must be valid JSON.") from exc
-    if not isinstance(body, dict):
-        raise InvalidRequest("The request body must be a JSON object.")
-    _check_depth(body)
-    return body
-
-
 def parse_chat_request(raw: bytes) -> ApiRequest:
     """Decode and check the body; raise InvalidRequest naming the offending field."""
-    body = decode_request(raw)
-    model = body.get("model")
-    if not isinstance(model, str) or not model:
-        raise InvalidRequest("'model' is required and must be a non-empty string.", param="model")
+    body = decode_body(raw)
+    model = required_model(body)
     _check_messages(body.get("messages"))
     stream = optional_field(body, "stream", bool, False)
     options = optional_field(body, "stream_options", dict, {})
@@ -221,6 +207,26 @@ def parse_chat_request(raw: bytes) -> ApiRequest:
             raise InvalidRequest(f"'{name}' must be a positive integer.", param=name)
     max_tokens = max(limits) or None
     return ApiRequest(body, model, stream, stream and include_usage, max_tokens, n)
+
+
+def decode_body(raw: bytes) -> JSON:
+    """The request body as a JSON object nesting at most MAX_DEPTH levels; InvalidRequest otherwise."""
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequest("We could not parse the JSON body of your request. The body must be valid JSON.") from exc
+    if not isinstance(body, dict):
+        raise InvalidRequest("The request body must be a JSON object.")
+    _check_depth(body)
+    return body
+
+
+def required_model(body: JSON) -> str:
+    """The body's `model`: a non-empty string, else InvalidRequest naming it."""
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise InvalidRequest("'model' is required and must be a non-empty string.", param="model")
+    return model
 
 
 def _check_depth(body: dict[str, object]) -> None:
@@ -253,7 +259,7 @@ def _check_messages(messages: object) -> None:
 
 
 def optional_field(body: dict[str, object], name: str, kind: type[T], default: T) -> T:
-    """`body[name]` checked to be a `kind` (a JSON boolean is no integer), `default` when absent or null."""
+    """The field's value, `default` when absent or null; InvalidRequest naming it when of another JSON type."""
     value = body.get(name)
     if value is None:
         return default

@@ -36,7 +36,7 @@ from gateway.config import ModelConfig, UpstreamConfig
 from gateway.errors import GatewayError, InvalidRequest
 from gateway.insights.fingerprints import Fingerprint, take_fingerprint
 from gateway.proxy.apis import JSON, ApiRequest
-from gateway.proxy.apis.chat import decode_request, optional_field, with_bill
+from gateway.proxy.apis.chat import decode_body, optional_field, required_model, with_bill
 from gateway.proxy.priced_fields import RESPONSES_PRICED_FIELDS
 from gateway.proxy.sse import DONE, Event
 from gateway.tokens import CompletionCounter, TokenCounter
@@ -252,10 +252,8 @@ def _detail(details: object, name: str) -> int:
 
 def parse_responses_request(raw: bytes) -> ApiRequest:
     """Decode and check the body as far as the gateway relies on it; InvalidRequest naming the field."""
-    body = decode_request(raw)
-    model = body.get("model")
-    if not isinstance(model, str) or not model:
-        raise InvalidRequest("'model' is required and must be a non-empty string.", param="model")
+    body = decode_body(raw)
+    model = required_model(body)
     for name, message in REFUSED.items():
         if body.get(name) is not None:
             raise InvalidRequest(message, param=name)
