@@ -412,3 +412,24 @@ async def test_an_incomplete_response_is_billed_at_its_bound(start_gateway: Star
     assert await gateway.balance_micros(account) == START - 19_003 == START - billed(final.usage)
     assert mock_of(gateway).requests[-1]["max_output_tokens"] == 5  # the client's own bound, untouched
     await client.close()
+
+
+async def test_the_usage_api_tells_responses_from_chat(start_gateway: StartGateway) -> None:
+    gateway = await start_gateway(main={"completion_tokens": 12})
+    account, key = await gateway.new_account()
+    client = client_for(gateway, key)
+    response = await client.responses.create(model="m-main", input="Hello!")
+    chat = await client.chat.completions.create(model="m-main", messages=[{"role": "user", "content": "Hello!"}])
+    assert response.usage is not None and chat.usage is not None
+    chat_cost = REFERENCE.cost_micros(chat.usage.prompt_tokens, chat.usage.completion_tokens)
+    await settled_record(gateway, account, 2)
+    headers = {"Authorization": f"Bearer {key}"}
+    by_api = {}
+    for api in ("responses", "chat.completions"):
+        answer = await gateway.client.get("/v1/usage", params={"api": api}, headers=headers)
+        body = await answer.json()
+        by_api[api] = (body["total_requests"], body["total_credits_used_micros"])
+    assert by_api == {"responses": (1, billed(response.usage)), "chat.completions": (1, chat_cost)}
+    assert await usage_total(gateway, key) == (2, billed(response.usage) + chat_cost)
+    assert await gateway.balance_micros(account) == START - billed(response.usage) - chat_cost
+    await client.close()
