@@ -8,10 +8,10 @@ parses, counts and fingerprints; price with `priced_fields`) -> `metering` (hold
 split with `sse`, the meter counting what was sent) -> the meter settles once through the Biller of `metering`
 (settle.lua), whose charge rides on the answer. `preview` prices a request without sending it. `apis/` holds the
 Api protocol and one module per API (`apis/chat.py`, `apis/embeddings.py`, `apis/completions.py`,
-`apis/responses.py`; `apis/inputs.py` checks the text inputs embeddings and completions share). `answers`
-remembers which account owns each answer id the provider keeps (Responses' response ids) and its context size;
-`stored` serves the routes on those answers (retrieve, delete, cancel, input items), forwarded only for their
-owner and never billed.
+`apis/responses.py`, its request in `apis/response_items.py`; `apis/inputs.py` checks the text inputs
+embeddings and completions share). `answers` remembers which account owns each answer id the provider keeps
+(Responses' response ids) and its context size; `stored` serves the routes on those answers (retrieve, delete,
+cancel, input items), forwarded only for their owner and never billed.
 
 May import: `billing`, `tokens`, the shared modules, `admin.accounts`, `admin.auth`, `insights.fingerprints`
 and `insights.signals`; `exchange`, `handlers`, `stored` and `upstream` also the app state. The caller comes
