@@ -5,7 +5,7 @@
 Resources are set by the cleanup contexts that own them (`storage.redis_ctx`, `proxy.upstream.upstream_ctx`)
 or by `create_app`; nothing else writes them. The services handlers call are built once, at start-up, by a
 cleanup context of their package (`admin_ctx`, `usage_ctx`, `insights_ctx`, `webhooks_ctx`, `biller_ctx`,
-each in its package's handlers, after `redis_ctx`): a handler reads them and never builds one.
+`answers_ctx`, each in its package's handlers, after `redis_ctx`): a handler reads them and never builds one.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from gateway.billing.settler import Settler
 from gateway.config import Settings
 from gateway.insights.reader import InsightsReader
 from gateway.metrics import METRICS
+from gateway.proxy.answers import AnswerStore
 from gateway.proxy.metering import Biller
 from gateway.tokens import TokenCounter
 from gateway.usage.reader import UsageReader
@@ -44,11 +45,13 @@ USAGE_READER = web.AppKey("usage_reader", UsageReader)
 INSIGHTS_READER = web.AppKey("insights_reader", InsightsReader)
 WEBHOOK_SERVICE = web.AppKey("webhook_service", WebhookService)
 BILLER = web.AppKey("biller", Biller)
+ANSWERS = web.AppKey("answers", AnswerStore)
 # Set when a settlement appended webhook events, so the sender delivers them now rather than at its next round.
 OUTBOX_WAKEUP = web.AppKey("outbox_wakeup", asyncio.Event)
 
 __all__ = [
     "ACCOUNTS",
+    "ANSWERS",
     "ADMIN_SERVICE",
     "BILLER",
     "CLOCK",

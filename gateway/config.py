@@ -130,6 +130,8 @@ class RedisConfig:
     request_log_maxlen: int = setting(1_000_000, check.positive)
     request_log_retention_days: int = setting(0, check.non_negative)  # 0: request records are capped by count only
     hourly_retention_days: int = setting(35, check.positive)
+    # Response ids the gateway relayed (their owner and context size) are kept this long, as OpenAI keeps them.
+    response_retention_days: int = setting(30, check.positive)
     # One Redis call; a timed-out call is "unknown", never "did not happen".
     timeout: float = setting(5.0, check.seconds)
     # Connections per process (per node with a cluster); a call waits up to `timeout` for a free one.

@@ -103,6 +103,7 @@ EVERY_SETTING: dict[str, tuple[str, object]] = {
     "redis.request_log_maxlen": ("500", 500),
     "redis.request_log_retention_days": ("7", 7),
     "redis.hourly_retention_days": ("10", 10),
+    "redis.response_retention_days": ("7", 7),
     "redis.timeout": ("0.5", 0.5),
     "redis.max_connections": ("64", 64),
     "limits.default_max_tokens": ("512", 512),

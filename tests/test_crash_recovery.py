@@ -5,6 +5,7 @@ completions and legacy completions, half each."""
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 import time
 
@@ -176,3 +177,39 @@ async def test_what_a_killed_gateway_spooled_is_charged_once_by_the_next(
     assert not spool_file.exists()  # replayed, then deleted
     await asyncio.sleep(3)  # the successor keeps sweeping: nothing is released or charged again
     assert len(await _records(controlled_redis.url, account_id)) == 10
+
+
+async def test_spooled_responses_of_a_killed_gateway_are_charged_once_by_the_next(
+    processes: GatewayProcesses, controlled_redis: ControlledRedis, http: aiohttp.ClientSession
+) -> None:
+    deployment = Deployment(processes, http, controlled_redis.url, "--tokens", "6", "--latency-ms", "1500")
+    base = await deployment.gateway()
+    account_id, key = await deployment.tenant(base)
+
+    async def respond(index: int) -> dict[str, int]:
+        body = {"model": "mock-model", "input": f"Hi {index}", "max_output_tokens": 8, "stream": index % 2 == 0}
+        headers = {"Authorization": f"Bearer {key}"}
+        async with http.post(f"{base}/v1/responses", json=body, headers=headers) as response:
+            assert response.status == 200, await response.text()
+            if not body["stream"]:
+                usage: dict[str, int] = (await response.json())["usage"]
+                return usage
+            last = (await response.read()).strip().split(b"\n\n")[-1]
+            return dict(json.loads(last.split(b"data: ", 1)[1])["response"]["usage"])
+
+    requests = [asyncio.ensure_future(respond(index)) for index in range(6)]
+    await _until_held(controlled_redis.url, account_id, 6)  # the upstream takes 1.5 s to answer
+    controlled_redis.stop()  # ...so every settlement finds Redis gone and goes to the spool
+    usages = await asyncio.gather(*requests)  # the answers are delivered all the same
+    deployment.kill()
+    [spool_file] = list((processes.tmp_path / "spool").glob("*.spool"))
+    assert len(read_entries(spool_file)) == 6
+
+    controlled_redis.start()
+    successor = await deployment.gateway()
+    balance, _ = await deployment.whole_again(successor, account_id, within_s=10)
+    seen = sum(REFERENCE.cost_micros(usage["input_tokens"], usage["output_tokens"]) for usage in usages)
+    assert CREDITS * 1_000_000 - balance == seen
+    records = await _records(controlled_redis.url, account_id)
+    assert len(records) == 6 and sum(int(r["credits_micros"]) for r in records) == seen
+    assert not spool_file.exists()

@@ -91,6 +91,13 @@ def insight_conversation(account_id: str, conversation_hash: str) -> str:
     return f"{account_tag(account_id)}:ins:c:{conversation_hash}"
 
 
+def stored_answer(account_id: str, answer_id: str) -> str:
+    """String with a TTL (`redis.response_retention_days`): JSON of an answer the provider keeps (a Responses
+    response id) that a request of this account got: the model it was made with, the context size the provider
+    billed for it (input + output tokens) and when it was created (ms). Absent: not this account's answer."""
+    return f"{account_tag(account_id)}:answer:{answer_id}"
+
+
 def request_log(account_id: str) -> str:
     """Stream of request records, capped by length."""
     return f"{account_tag(account_id)}:requests"

@@ -3,8 +3,9 @@
 It answers /v1/chat/completions, the legacy /v1/completions and Anthropic's /v1/messages plainly or as SSE, and
 /v1/embeddings (`embeddings`, `completions`, `messages`), with or without usage, with configurable latency and
 length, and can misbehave on purpose (fail, stall, cut the stream: `exchange`) so tests and benchmarks have a real
-server to talk to. Replies are made of common English words that are one token each, so a reply of N words is N
-tokens; usage is counted with the real tokenizer over the whole reply.
+server to talk to; it also speaks the Responses API (`responses`). Replies are made of common English words that
+are one token each, so a reply of N words is N tokens; usage is counted with the real tokenizer over the whole
+reply.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from gateway.mock.embeddings import embeddings
 from gateway.mock.exchange import MOCK_OPTIONS, MOCK_STATE, MockState, accepted_body, send_stream, wants_usage
 from gateway.mock.options import MockOptions
 from gateway.mock.reply import Reply, dumps
+from gateway.mock.responses import add_responses_routes
 
 # The app's keys and state live in `exchange`, beside the routes that use them; they are imported from here too.
 __all__ = ["MOCK_OPTIONS", "MOCK_STATE", "MockState", "create_mock_app", "run_mock_upstream"]
@@ -35,6 +37,7 @@ def create_mock_app(options: MockOptions | None = None) -> web.Application:
         app.router.add_post(f"{prefix}/completions", completions)
         app.router.add_get(f"{prefix}/models", list_models)
         app.router.add_post(f"{prefix}/messages", messages.messages)
+    add_responses_routes(app, app[MOCK_OPTIONS])
     return app
 
 

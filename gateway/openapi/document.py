@@ -74,8 +74,27 @@ CHAT_REQUEST = obj(
     "bounds the output itself. Fields that change the provider's price (`service_tier`, `audio`, `modalities`, "
     "`web_search_options`, `store`) are refused unless the model's config prices them."
 }
-
-
+RESPONSES_REQUEST = obj(
+    {
+        "model": {"type": "string", "minLength": 1, "description": "A model configured on the gateway."},
+        "input": nullable({"anyOf": [STRING, array({"type": "object"})]}),
+        "instructions": nullable(STRING),
+        "tools": nullable(array(obj({"type": STRING}, extra=True))),
+        "max_output_tokens": nullable({"type": "integer", "minimum": 1}),
+        "stream": nullable({"type": "boolean"}),
+        "store": nullable({"type": "boolean"}),
+        "previous_response_id": nullable({"type": "string", "minLength": 1}),
+    },
+    required=("model",),
+    extra=True,
+) | {
+    "description": "OpenAI's Responses request. The gateway checks the fields named here (and the items of `input` "
+    "and `tools`) and forwards the rest. Without `max_output_tokens` the gateway bounds the output itself. A "
+    "`previous_response_id` must be one this account got through the gateway (else 404); its context is held and "
+    "billed as input. `conversation`, `prompt` and `background: true` are refused; built-in tools and "
+    "`service_tier` unless the model's config prices them."
+}
+RESPONSE_ID = path("id", STRING, "A response id this account got through the gateway (any other: 404).")
 USAGE = "requests prompt_tokens completion_tokens"
 API_NAME: Schema = {"enum": list(API_NAMES)}
 API_FILTERED = nullable(API_NAME) | {"description": "The `api` the figures are filtered on; null: every API."}
@@ -118,6 +137,29 @@ SCHEMAS: dict[str, Schema] = {
         required=("prompt_tokens", "completion_tokens", "total_tokens"),
         extra=True,
     ),
+    "ResponsesRequest": RESPONSES_REQUEST,
+    "Response": obj(
+        {"id": STRING, "object": {"const": "response"}, "output": array({"type": "object"}), "usage": {}},
+        required=("id", "object"),
+        extra=True,
+    )
+    | {"description": "OpenAI's response object; a created one's `usage` is a ResponseUsage with the bill."},
+    "ResponseUsage": obj(
+        {
+            "input_tokens": INTEGER,
+            "output_tokens": INTEGER,
+            "total_tokens": INTEGER,
+            "cost": NUMBER | {"description": "Credits charged for this request (exact decimal)."},
+            "credits_remaining": NUMBER | {"description": "The balance after this request, in credits."},
+        },
+        required=("input_tokens", "output_tokens"),
+        extra=True,
+    ),
+    "ResponseDeleted": obj(
+        {"id": STRING, "object": {"const": "response.deleted"}, "deleted": {"type": "boolean"}}, extra=True
+    ),
+    "ResponseInputItems": obj({"object": {"const": "list"}, "data": array({"type": "object"})}, extra=True),
+    "InputTokens": obj({"object": {"const": "response.input_tokens"}, "input_tokens": INTEGER}),
     "Model": record(
         strings="id owned_by",
         integers="created",
@@ -239,6 +281,10 @@ def operations() -> list[Operation]:
         {"data": {"type": "string", "description": "A chat.completion.chunk as JSON, then [DONE]."}}, extra=True
     )
     chat = MediaTypes({"application/json": ref("ChatCompletion"), "text/event-stream": event})
+    typed_event = obj(
+        {"event": STRING, "data": {"type": "string", "description": "The event as JSON (its `type` is `event`)."}},
+        extra=True,
+    )
     row = obj({column: {} for column in COLUMNS})
     rows = MediaTypes({"text/csv": STRING, "application/json": array(row), "application/x-ndjson": row})
     passed_through = {"default": content(ref("Error"), "An upstream error, passed through with its status (free).")}
@@ -265,6 +311,59 @@ def operations() -> list[Operation]:
             ref("TokenCount"),
             body=ref("ChatCompletionRequest"),
             fails=(*BODY_ERRORS, 404),
+        ),
+        op(
+            "POST /v1/responses",
+            "A metered response (typed SSE events with `stream: true`; the bill in the terminal event's usage)",
+            TENANT,
+            MediaTypes({"application/json": ref("Response"), "text/event-stream": typed_event}),
+            body=ref("ResponsesRequest"),
+            fails=(*BODY_ERRORS, 402, 404, 502, 504),
+            others=passed_through,
+        ),
+        op(
+            "POST /v1/responses/input_tokens",
+            "A Responses body's input tokens, as the proxy would count and hold them (free, not sent)",
+            TENANT,
+            ref("InputTokens"),
+            body=ref("ResponsesRequest"),
+            fails=(*BODY_ERRORS, 404),
+        ),
+        op(
+            "GET /v1/responses/{id}",
+            "One of this account's responses, from the upstream (free)",
+            TENANT,
+            ref("Response"),
+            [RESPONSE_ID],
+            fails=(400, 404, 502, 504),
+            others=passed_through,
+        ),
+        op(
+            "DELETE /v1/responses/{id}",
+            "Delete one of this account's responses at the upstream (free)",
+            TENANT,
+            ref("ResponseDeleted"),
+            [RESPONSE_ID],
+            fails=(400, 404, 502, 504),
+            others=passed_through,
+        ),
+        op(
+            "POST /v1/responses/{id}/cancel",
+            "Cancel one of this account's responses at the upstream (free)",
+            TENANT,
+            ref("Response"),
+            [RESPONSE_ID],
+            fails=(400, 404, 502, 504),
+            others=passed_through,
+        ),
+        op(
+            "GET /v1/responses/{id}/input_items",
+            "The input items of one of this account's responses, from the upstream (free)",
+            TENANT,
+            ref("ResponseInputItems"),
+            [RESPONSE_ID],
+            fails=(400, 404, 502, 504),
+            others=passed_through,
         ),
         *text_api_operations(),
         *messages_operations(),

@@ -150,6 +150,9 @@ class Exchange:
         reported = self.api.read_answer(payload, meter.counter)
         if reported is not None:
             meter.take_usage(reported)
+        answer_id = self.api.answer_id(payload)
+        if answer_id is not None:
+            await meter.answer_seen(answer_id)  # recorded before the answer goes out
         usage = meter.answer_usage()
         # Encoded once before settling, so an answer that cannot be re-encoded (nested past orjson's limit) is
         # refused unbilled; with the bill in, the same structure encodes again.

@@ -4,7 +4,9 @@ bill), its price beforehand (`count_tokens`), and /v1/models with prices.
 Every metered request takes two Redis round trips on its happy path: the reserve script (which also
 authenticates the API key) and the settle script. A body larger than INLINE_COUNT_BYTES (or of unknown size)
 is only read once its key has been checked, one round trip more, and is counted on a thread: nothing heavy
-happens for a key that is not one. Error paths may take one more round trip to tell 401 from 400/404.
+happens for a key that is not one. Error paths may take one more round trip to tell 401 from 400/404. A request
+that continues an answer the provider keeps (`Api.prior_answer`) takes two more: its key is checked, then the
+answer's owner and context size are read (proxy/answers.py).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from aiohttp import web
 
 from gateway.admin.accounts import ParsedApiKey, Tenant
 from gateway.admin.auth import authenticate, bearer_api_key
-from gateway.app_state import ACCOUNTS, BILLER, CLOCK, LEDGER, METRICS, SETTINGS, SETTLER, TOKEN_COUNTER
+from gateway.app_state import ACCOUNTS, ANSWERS, BILLER, CLOCK, LEDGER, METRICS, REDIS, SETTINGS, SETTLER, TOKEN_COUNTER
 from gateway.bill_headers import CREDITS_REMAINING, CREDITS_USED, balance_headers, charge_headers
 from gateway.billing.pricing import credits_number
 from gateway.billing.settler import REDIS_UNAVAILABLE
@@ -27,6 +29,7 @@ from gateway.errors import (
     GatewayError,
     InsufficientCredits,
     ModelNotFound,
+    NotFound,
     PayloadTooLarge,
     ProviderKeyMissing,
     RequestTimeout,
@@ -35,16 +38,19 @@ from gateway.errors import (
     json_response,
 )
 from gateway.insights.fingerprints import Fingerprint
+from gateway.proxy.answers import AnswerStore
 from gateway.proxy.apis import Api, ApiRequest
 from gateway.proxy.apis.chat import CHAT
 from gateway.proxy.apis.completions import COMPLETIONS
 from gateway.proxy.apis.embeddings import EMBEDDINGS
 from gateway.proxy.apis.messages import MESSAGES
+from gateway.proxy.apis.responses import RESPONSES
 from gateway.proxy.exchange import Exchange
 from gateway.proxy.meter import Meter
 from gateway.proxy.metering import Biller, Ticket, check_context, hold_credits
 from gateway.proxy.preview import price_preview
 from gateway.proxy.priced_fields import priced_model
+from gateway.proxy.stored import add_stored_routes
 from gateway.request_ids import request_id_of
 from gateway.tokens import TokenCounter
 
@@ -104,6 +110,8 @@ async def _metered_request(request: web.Request, api: Api, started: float) -> we
             tenant = await authenticate(app[ACCOUNTS], api_key)
         parsed, model, size = await _checked_request(request, api, api_key, tenant)
         prompt_tokens, fingerprint = await _measure(app[TOKEN_COUNTER], api, parsed, size)
+        prior_tokens, tenant = await _prior_context(request, api, parsed, api_key, tenant)
+        prompt_tokens += prior_tokens
         await _check_forwardable(request, api_key, tenant, parsed, model, prompt_tokens)
         reservation = await hold_credits(
             app[LEDGER],
@@ -128,7 +136,7 @@ async def _metered_request(request: web.Request, api: Api, started: float) -> we
     counter = app[TOKEN_COUNTER].completion_counter(parsed.model)
     if parsed.echo is not None:
         counter.expect_echo(*parsed.echo)
-    return await Exchange(request, Meter(ticket, counter, app[BILLER], settings)).run()
+    return await Exchange(request, Meter(ticket, counter, app[BILLER], settings, app[ANSWERS])).run()
 
 
 async def _checked_request(
@@ -140,7 +148,7 @@ async def _checked_request(
     try:
         raw = await read_body(request, settings)
         parsed = api.parse_count(raw) if to_count else api.parse(raw)
-        model = priced_model(parsed, settings)
+        model = priced_model(parsed, settings, api.priced_fields)
         _check_api_family(api, model, settings)
     except GatewayError as error:
         tenant = tenant or await authenticate(request.app[ACCOUNTS], api_key)
@@ -157,6 +165,25 @@ def _check_api_family(api: Api, model: ModelConfig, settings: Settings) -> None:
             f"The model '{model.name}' is not served on this API ({api.name}): its upstream speaks another one.",
             param="model",
         )
+
+
+async def _prior_context(
+    request: web.Request, api: Api, parsed: ApiRequest, api_key: ParsedApiKey, tenant: Tenant | None
+) -> tuple[int, Tenant | None]:
+    """The context size of the answer the request continues (0 when none), and the tenant if it was checked. An
+    answer the key's account never got is 404, whoever else has it: the key is checked first, so the 404 never
+    tells another account's id from none."""
+    prior = api.prior_answer(parsed)
+    if prior is None:
+        return 0, tenant
+    field, answer_id = prior
+    tenant = tenant or await authenticate(request.app[ACCOUNTS], api_key)
+    stored = await request.app[ANSWERS].find(tenant.account_id, answer_id)
+    if stored is None:
+        raise NotFound(
+            f"{field} '{answer_id}' was not found.", param=field, headers=balance_headers(tenant.balance_micros)
+        )
+    return stored.context_tokens, tenant
 
 
 async def _check_forwardable(
@@ -227,6 +254,7 @@ async def _counted_request(request: web.Request, api: Api) -> web.Response:
     tenant = await authenticate(request.app[ACCOUNTS], api_key)  # first: this path is not the hot one
     parsed, model, size = await _checked_request(request, api, api_key, tenant, to_count=True)
     prompt_tokens = await _count_prompt_tokens(request.app[TOKEN_COUNTER], api, parsed, size)
+    prompt_tokens += (await _prior_context(request, api, parsed, api_key, tenant))[0]
     try:
         check_context(parsed, model, prompt_tokens)
     except GatewayError as error:
@@ -282,17 +310,28 @@ async def biller_ctx(app: web.Application) -> AsyncIterator[None]:
     yield
 
 
-def add_api_route(app: web.Application, path: str, api: Api) -> None:
-    """A metered route for `api` at `path`, and its price beforehand at `path/count_tokens`."""
+async def answers_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Build the store of relayed answer ids once, after Redis (storage.redis_ctx) is open."""
+    retention_s = app[SETTINGS].redis.response_retention_days * 86400
+    app[ANSWERS] = AnswerStore(app[REDIS], retention_s=retention_s, clock=app[CLOCK])
+    yield
+
+
+def add_api_route(app: web.Application, path: str, api: Api, count_path: str | None = None) -> None:
+    """A metered route for `api` at `path`, and its count beforehand (`Api.count_answer`) at `count_path`,
+    by default `path/count_tokens`."""
     app.router.add_post(path, metered(api))
-    app.router.add_post(f"{path}/count_tokens", counted(api))
+    app.router.add_post(count_path or f"{path}/count_tokens", counted(api))
 
 
 def add_routes(app: web.Application) -> None:
     app.cleanup_ctx.append(biller_ctx)
+    app.cleanup_ctx.append(answers_ctx)
     add_api_route(app, "/v1/chat/completions", CHAT)
     add_api_route(app, "/v1/embeddings", EMBEDDINGS)
     add_api_route(app, "/v1/completions", COMPLETIONS)
     add_api_route(app, "/v1/messages", MESSAGES)
+    add_api_route(app, "/v1/responses", RESPONSES, count_path="/v1/responses/input_tokens")
+    add_stored_routes(app)
     app.router.add_get("/v1/models", get_models)
     app.router.add_get("/v1/models/{model:.+}", get_model)

@@ -13,6 +13,10 @@ It is settled exactly once: the first `settle` starts the settlement, and every 
 is under way, its caller cancelled by a departing client) gets that same outcome. The exchange and the stream
 relay call it; neither keeps any part of the bill.
 
+An answer the provider keeps under an id (`answer_seen`, Responses) is recorded as the request's account's before
+the client sees the id, with the most context it can have (the prompt and the output bound); the settlement
+then records the context the provider billed (the billed input + output tokens).
+
     meter = Meter(ticket, counter, biller, settings)
     meter.forwarded = True; ...; meter.take_usage(reported)
     outcome = await meter.settle(200)
@@ -21,12 +25,17 @@ relay call it; neither keeps any part of the bill.
 from __future__ import annotations
 
 import asyncio
+import logging
 
 from gateway.billing.record import NO_USAGE, Usage
 from gateway.billing.scripts import SettleOutcome
+from gateway.billing.settler import REDIS_UNAVAILABLE
 from gateway.config import Settings
+from gateway.proxy.answers import AnswerStore, StoredAnswer, is_answer_id
 from gateway.proxy.metering import Biller, Ticket, bounded_usage
 from gateway.tokens import CompletionCounter
+
+log = logging.getLogger(__name__)
 
 CLIENT_CLOSED = 499  # nginx's code for "the client went away"; recorded, never sent
 
@@ -34,7 +43,14 @@ CLIENT_CLOSED = 499  # nginx's code for "the client went away"; recorded, never 
 class Meter:
     """Owns one request's bill: what it was held, counted and reported, and its one settlement."""
 
-    def __init__(self, ticket: Ticket, counter: CompletionCounter, biller: Biller, settings: Settings):
+    def __init__(
+        self,
+        ticket: Ticket,
+        counter: CompletionCounter,
+        biller: Biller,
+        settings: Settings,
+        answers: AnswerStore | None = None,
+    ):
         self.ticket = ticket
         self.counter = counter  # what the client was sent of the answer, counted as it goes
         self.biller = biller
@@ -43,6 +59,21 @@ class Meter:
         self.forwarded = False  # the request went upstream, so the upstream has (at least) read its prompt
         self.answered = False  # the upstream's answer reached the client, whole or in part
         self._settlement: asyncio.Future[SettleOutcome] | None = None
+        self.answers = answers
+        self.answer: tuple[str, StoredAnswer] | None = None  # the id the provider keeps the answer under
+
+    async def answer_seen(self, answer_id: str) -> None:
+        """The provider keeps the answer under `answer_id`: record it as the account's (once), before the client
+        is sent the id. Redis being away loses the record, not the answer: the id then answers 404 here."""
+        if self.answer is not None or self.answers is None or not is_answer_id(answer_id):
+            return
+        ticket = self.ticket
+        most = self.prompt_tokens + ticket.reservation.completion_limit
+        self.answer = (answer_id, StoredAnswer(ticket.model.name, most, self.answers.now_ms()))
+        try:
+            await self.answers.remember(ticket.reservation.account_id, *self.answer)
+        except REDIS_UNAVAILABLE:
+            log.warning("answer %s of %s not recorded: Redis is unavailable", answer_id, ticket.reservation.request_id)
 
     @property
     def prompt_tokens(self) -> int:
@@ -72,8 +103,19 @@ class Meter:
         """Settle on the first call, as the request ended with `status`; later calls wait for that same outcome."""
         if self._settlement is None:
             usage, estimate = self.billed_usage(status), self.estimate()
-            self._settlement = asyncio.ensure_future(self.biller.bill(self.ticket, usage, estimate, status))
+            self._settlement = asyncio.ensure_future(self._bill(usage, estimate, status))
         return await asyncio.shield(self._settlement)
+
+    async def _bill(self, usage: Usage, estimate: Usage, status: int) -> SettleOutcome:
+        outcome = await self.biller.bill(self.ticket, usage, estimate, status)
+        if self.answer is not None and self.answers is not None:
+            answer_id, answer = self.answer
+            try:
+                context = usage.prompt_tokens + usage.completion_tokens
+                await self.answers.set_context(self.ticket.reservation.account_id, answer_id, answer, context)
+            except REDIS_UNAVAILABLE:
+                log.warning("answer %s keeps its context bound: Redis is unavailable", answer_id)
+        return outcome
 
     @property
     def settled(self) -> bool:

@@ -1,9 +1,11 @@
 """Request fields that make the provider charge more than its plain text price, or by another meter.
 
 The gateway bills tokens at the model's configured prices. A field below would have the provider bill
-differently (a priority tier, audio, web search, stored completions, Anthropic's server tools billed per use),
-so it is refused with 400 unless the model's config lists it in `allowed_fields`, saying its prices already
-cover it.
+differently (a priority tier, audio, web search, stored completions, built-in tools billed per call, Anthropic's
+server tools billed per use), so it is refused with 400 unless the model's config lists it in `allowed_fields`,
+saying its prices already cover it. Each API names its own fields (`Api.priced_fields`): chat's, legacy
+completions', embeddings' and Messages' are `PRICED_FIELDS`, Responses' `RESPONSES_PRICED_FIELDS` (there `store`
+is free and on by default, and `tools` holds the built-in tools).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from collections.abc import Callable, Mapping
 
 from gateway.config import ModelConfig, Settings
 from gateway.errors import InvalidRequest, ModelNotFound
-from gateway.proxy.apis import ApiRequest
+from gateway.proxy.apis import ApiRequest, PricedFields
 
 # Anthropic's server tools billed per use beside tokens (web search per search, code execution per hour).
 PER_USE_TOOLS = ("web_search", "code_execution")
@@ -37,9 +39,23 @@ PRICED_FIELDS: dict[str, Callable[[object], bool]] = {
 }
 
 
-def refuse_priced_fields(body: Mapping[str, object], model: ModelConfig) -> None:
-    """400 for the first field that would change the price and that the model is not priced for."""
-    for name, changes_price in PRICED_FIELDS.items():
+def has_builtin_tools(value: object) -> bool:
+    """Whether a Responses `tools` list holds a tool the provider runs and bills per call (web_search,
+    file_search, code_interpreter, image_generation, ...): any but function and custom tools."""
+    return isinstance(value, list) and any(
+        not isinstance(tool, Mapping) or tool.get("type") not in ("function", "custom") for tool in value
+    )
+
+
+RESPONSES_PRICED_FIELDS: dict[str, Callable[[object], bool]] = {
+    "service_tier": PRICED_FIELDS["service_tier"],
+    "tools": has_builtin_tools,
+}
+
+
+def refuse_priced_fields(body: Mapping[str, object], model: ModelConfig, fields: PricedFields = PRICED_FIELDS) -> None:
+    """400 for the first of `fields` that would change the price and that the model is not priced for."""
+    for name, changes_price in fields.items():
         value = body.get(name)
         if value is not None and name not in model.allowed_fields and changes_price(value):
             raise InvalidRequest(
@@ -49,11 +65,11 @@ def refuse_priced_fields(body: Mapping[str, object], model: ModelConfig) -> None
             )
 
 
-def priced_model(chat: ApiRequest, settings: Settings) -> ModelConfig:
-    """The configured model that prices `chat`: 404 for a model not served here, 400 for a field its prices
-    do not cover."""
+def priced_model(chat: ApiRequest, settings: Settings, fields: PricedFields = PRICED_FIELDS) -> ModelConfig:
+    """The configured model that prices `chat`: 404 for a model not served here, 400 for one of `fields` its
+    prices do not cover."""
     model = settings.models.get(chat.model)
     if model is None:
         raise ModelNotFound(f"The model '{chat.model}' does not exist or is not served here.", param="model")
-    refuse_priced_fields(chat.body, model)
+    refuse_priced_fields(chat.body, model, fields)
     return model

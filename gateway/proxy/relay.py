@@ -125,6 +125,9 @@ class StreamRelay:
         chunk = _json_object(event.data) if event.data is not None else None
         raw = event.raw + b"\n\n"
         if chunk is not None:
+            answer_id = fmt.answer_id(chunk)
+            if answer_id is not None:
+                await self.meter.answer_seen(answer_id)  # recorded before the client is sent the id
             reported = fmt.usage(chunk)
             if reported is not None:
                 usage = self.meter.take_usage(reported)

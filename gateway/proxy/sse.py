@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 
+import orjson
+
 DONE = b"[DONE]"
+EVENT_NAME = re.compile(r"[A-Za-z0-9_.\-]{1,100}")
 
 
 @dataclass(frozen=True)
@@ -64,3 +69,18 @@ def parse_event(raw: bytes) -> Event:
 
 def encode_event(data: bytes) -> bytes:
     return b"data: " + data + b"\n\n"
+
+
+def restamped_event(event: Event, data: bytes) -> bytes:
+    """`event` with its data replaced by `data`, its other fields (`event:`, `id:`) kept: typed streams
+    (Responses, Anthropic's) name each event's type in its `event:` line."""
+    fields = [line for line in event.raw.split(b"\n") if line and not line.startswith((b"data:", b":"))]
+    return b"".join(line + b"\n" for line in fields) + encode_event(data)
+
+
+def encode_typed_event(event: Mapping[str, object], default: str) -> bytes:
+    """A typed stream's event (Responses', Anthropic's): its `type` as the `event:` line (`default` when it has no
+    usable one: a line break there would end the field), then its data."""
+    kind = event.get("type")
+    name = kind if isinstance(kind, str) and EVENT_NAME.fullmatch(kind) else default
+    return b"event: " + name.encode() + b"\n" + encode_event(orjson.dumps(event))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import logging
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
 import aiohttp
 import orjson
@@ -83,6 +83,28 @@ async def post_upstream(
             headers=upstream_headers(upstream, stream=stream),
             params=upstream.query or None,
             allow_redirects=False,  # a redirect is answered with 502, never followed with the body and key
+        )
+    except TimeoutError as exc:
+        raise UpstreamTimeout(f"Upstream {upstream.name!r} did not answer in time.") from exc
+    except aiohttp.ClientError as exc:
+        raise UpstreamError(f"Upstream {upstream.name!r} is unreachable.") from exc
+
+
+async def call_upstream(
+    session: aiohttp.ClientSession,
+    upstream: UpstreamConfig,
+    method: str,
+    path: str,
+    params: Sequence[tuple[str, str]] = (),
+) -> aiohttp.ClientResponse:
+    """A bodiless call (GET, DELETE, a POST action) to the upstream, as `post_upstream` makes its POSTs."""
+    try:
+        return await session.request(
+            method,
+            f"{upstream.base_url}{path}",
+            headers=upstream_headers(upstream, stream=False),
+            params=[*upstream.query.items(), *params] or None,
+            allow_redirects=False,
         )
     except TimeoutError as exc:
         raise UpstreamTimeout(f"Upstream {upstream.name!r} did not answer in time.") from exc

@@ -3,12 +3,8 @@ unmodified, against the gateway and the mock upstream."""
 
 from __future__ import annotations
 
-import pytest
-
 from tests.common import HELLO_PROMPT_TOKENS, REFERENCE, StartGateway
 from tests.node_clients.node import NodeClients, credits, ref, step
-
-pytestmark = pytest.mark.skip(reason="POST /v1/responses lands with the Responses API branch")
 
 HELLO = {"model": "m-main", "input": "Hello!"}
 START = 1000 * 10**6

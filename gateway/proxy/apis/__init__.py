@@ -6,14 +6,22 @@ Every metered route runs the same path (proxy/handlers.py): authenticate -> pars
 request's `Meter`) -> the bill on the answer (`Api.stamp_answer`, `StreamFormat.stamp`). An `Api` says only what
 differs between APIs; it never talks to Redis, aiohttp or the ledger, and is tested with plain dicts.
 
+Answers the provider keeps (Responses): an API whose answers have ids that later requests continue says so with
+`answer_id` (plain) and `StreamFormat.answer_id` (streamed); the meter records each such id, owned by the
+request's account, as soon as the gateway sees it and before the client does, with the context size the
+provider billed for it. A request that continues one (`prior_answer`) is authenticated first; an id its account
+never got is 404 `not_found`, and an owned one adds its context size to the prompt the hold, the clamp and the
+bill-on-cut count with. APIs without stored answers return None from all three.
+
 To add an API: write `proxy/apis/NAME.py` with a class that satisfies `Api` (and a `StreamFormat` if it streams),
-register it with `handlers.add_api_route(app, "/v1/PATH", NAME_API)`, and test it with the shared suites
-(tests/proxy). `chat.py` is the reference implementation.
+register it with `handlers.add_api_route(app, "/v1/PATH", NAME_API)` (`count_path=` for the API's own count
+route, answered by `count_answer`), and test it with the shared suites (tests/proxy). `chat.py` is the reference
+implementation; `responses.py` adds stored answers.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -26,6 +34,8 @@ from gateway.proxy.sse import Event
 from gateway.tokens import CompletionCounter, TokenCounter
 
 JSON = dict[str, object]
+# Request field -> whether this value of it changes the provider's price (proxy/priced_fields.py).
+PricedFields = Mapping[str, Callable[[object], bool]]
 
 
 @dataclass(frozen=True)
@@ -93,6 +103,11 @@ class StreamFormat(Protocol):
         blank line; APIs with typed events write their `event:` line too."""
         ...
 
+    def answer_id(self, chunk: Mapping[str, object]) -> str | None:
+        """The id the provider keeps the answer under, if this event names it (Responses: `response.created`);
+        None for APIs without stored answers."""
+        ...
+
 
 class Api(Protocol):
     """One metered API: its request, its upstream call, its answers' usage and where its bill is shown."""
@@ -102,6 +117,12 @@ class Api(Protocol):
     # The API family its models' upstream must speak (`UpstreamConfig.api`): "openai" or "anthropic". A model
     # of an upstream of the other family is not served on this route (404 model_not_found, before any hold).
     upstream_api: str
+
+    @property
+    def priced_fields(self) -> PricedFields:
+        """The request fields that change the provider's price: refused unless the model allows them
+        (proxy/priced_fields.py)."""
+        ...
 
     def parse(self, raw: bytes) -> ApiRequest:
         """Decode and check a request body; InvalidRequest naming the field otherwise."""
@@ -114,6 +135,16 @@ class Api(Protocol):
 
     def count_prompt(self, counter: TokenCounter, request: ApiRequest) -> int:
         """The prompt tokens the provider will bill for `request`, counted offline."""
+        ...
+
+    def prior_answer(self, request: ApiRequest) -> tuple[str, str] | None:
+        """The field and id of an earlier answer the provider keeps and this request continues (Responses:
+        `("previous_response_id", "resp_...")`), whose context the provider bills again as input; None if none."""
+        ...
+
+    def count_answer(self, request: ApiRequest, prompt_tokens: int, preview: JSON) -> JSON:
+        """The answer of the API's count route (`prompt_tokens` includes a prior answer's context; `preview`:
+        the gateway's price preview, proxy/preview.py), in the API's own shape."""
         ...
 
     def fingerprint(self, request: ApiRequest) -> Fingerprint:
@@ -135,6 +166,11 @@ class Api(Protocol):
         """Count a plain answer's completion into `counter`; the usage it reports, if usable."""
         ...
 
+    def answer_id(self, payload: Mapping[str, object]) -> str | None:
+        """The id the provider keeps a plain answer under (Responses: its `id`); None for APIs without stored
+        answers."""
+        ...
+
     def stamp_answer(self, payload: JSON, usage: Usage, bill: SettleOutcome) -> JSON:
         """The plain answer with its usage shown as billed and the bill (cost, credits remaining)."""
         ...
@@ -145,9 +181,4 @@ class Api(Protocol):
 
     def error_body(self, error: GatewayError) -> JSON:
         """An error in this API's own shape."""
-        ...
-
-    def count_answer(self, request: ApiRequest, prompt_tokens: int, preview: JSON) -> JSON:
-        """The answer of the route's `count_tokens`: the prompt's count, in this API's own shape; `preview` is
-        the price preview (proxy/preview.py), for APIs that show it."""
         ...

@@ -20,6 +20,7 @@ from gateway.config import ModelConfig, UpstreamConfig
 from gateway.errors import GatewayError, InvalidRequest
 from gateway.insights.fingerprints import Fingerprint, take_fingerprint
 from gateway.proxy.apis import JSON, ApiRequest
+from gateway.proxy.priced_fields import PRICED_FIELDS
 from gateway.proxy.sse import DONE, Event, encode_event
 from gateway.tokens import CompletionCounter, TokenCounter
 
@@ -38,6 +39,7 @@ class ChatCompletions:
     name = "chat.completions"
     upstream_path = "/chat/completions"
     upstream_api = "openai"
+    priced_fields = PRICED_FIELDS
 
     def parse(self, raw: bytes) -> ApiRequest:
         return parse_chat_request(raw)
@@ -47,6 +49,12 @@ class ChatCompletions:
 
     def count_prompt(self, counter: TokenCounter, request: ApiRequest) -> int:
         return counter.count_prompt_tokens(request.model, request.body)
+
+    def prior_answer(self, request: ApiRequest) -> tuple[str, str] | None:
+        return None  # a chat request carries its whole conversation
+
+    def count_answer(self, request: ApiRequest, prompt_tokens: int, preview: JSON) -> JSON:
+        return preview
 
     def fingerprint(self, request: ApiRequest) -> Fingerprint:
         return take_fingerprint(request.body)
@@ -77,6 +85,9 @@ class ChatCompletions:
         counter.add_response(payload)
         return usage_from_upstream(payload.get("usage"))
 
+    def answer_id(self, payload: Mapping[str, object]) -> str | None:
+        return None
+
     def stamp_answer(self, payload: JSON, usage: Usage, bill: SettleOutcome) -> JSON:
         shown = payload.get("usage")
         # Clients rely on `usage`: it shows what is billed.
@@ -89,9 +100,6 @@ class ChatCompletions:
 
     def error_body(self, error: GatewayError) -> JSON:
         return error.body()
-
-    def count_answer(self, request: ApiRequest, prompt_tokens: int, preview: JSON) -> JSON:
-        return preview
 
 
 class ChatStream:
@@ -135,6 +143,9 @@ class ChatStream:
 
     def encode(self, event: Mapping[str, object]) -> bytes:
         return encode_event(orjson.dumps(event))
+
+    def answer_id(self, chunk: Mapping[str, object]) -> str | None:
+        return None
 
 
 CHAT = ChatCompletions()

@@ -34,6 +34,7 @@ from gateway.proxy.apis.chat import (
     with_bill,
 )
 from gateway.proxy.apis.inputs import item_count, parse_inputs, text_fingerprint
+from gateway.proxy.priced_fields import PRICED_FIELDS
 from gateway.tokens import CompletionCounter, TokenCounter
 
 DEFAULT_MAX_TOKENS = 16  # OpenAI's, when the client sets none
@@ -46,6 +47,16 @@ class Completions:
     name = "completions"
     upstream_path = "/completions"
     upstream_api = "openai"
+    priced_fields = PRICED_FIELDS
+
+    def prior_answer(self, request: ApiRequest) -> tuple[str, str] | None:
+        return None  # the provider keeps nothing between requests
+
+    def count_answer(self, request: ApiRequest, prompt_tokens: int, preview: JSON) -> JSON:
+        return preview
+
+    def answer_id(self, payload: Mapping[str, object]) -> str | None:
+        return None
 
     def parse(self, raw: bytes) -> ApiRequest:
         return parse_completion_request(raw)
@@ -90,9 +101,6 @@ class Completions:
 
     def parse_count(self, raw: bytes) -> ApiRequest:
         return self.parse(raw)
-
-    def count_answer(self, request: ApiRequest, prompt_tokens: int, preview: JSON) -> JSON:
-        return preview
 
 
 class CompletionStream(ChatStream):

@@ -20,6 +20,7 @@ from gateway.insights.fingerprints import Fingerprint
 from gateway.proxy.apis import JSON, ApiRequest, StreamFormat
 from gateway.proxy.apis.chat import decode_body, required_model, usage_from_upstream, with_bill
 from gateway.proxy.apis.inputs import parse_inputs, text_fingerprint
+from gateway.proxy.priced_fields import PRICED_FIELDS
 from gateway.tokens import CompletionCounter, TokenCounter
 
 
@@ -29,6 +30,16 @@ class Embeddings:
     name = "embeddings"
     upstream_path = "/embeddings"
     upstream_api = "openai"
+    priced_fields = PRICED_FIELDS
+
+    def prior_answer(self, request: ApiRequest) -> tuple[str, str] | None:
+        return None  # the provider keeps nothing between requests
+
+    def count_answer(self, request: ApiRequest, prompt_tokens: int, preview: JSON) -> JSON:
+        return preview
+
+    def answer_id(self, payload: Mapping[str, object]) -> str | None:
+        return None
 
     def parse(self, raw: bytes) -> ApiRequest:
         body = decode_body(raw)
@@ -69,9 +80,6 @@ class Embeddings:
 
     def parse_count(self, raw: bytes) -> ApiRequest:
         return self.parse(raw)
-
-    def count_answer(self, request: ApiRequest, prompt_tokens: int, preview: JSON) -> JSON:
-        return preview
 
 
 EMBEDDINGS = Embeddings()

@@ -27,7 +27,8 @@ from gateway.errors import GatewayError, InvalidRequest
 from gateway.insights.fingerprints import Fingerprint, take_fingerprint
 from gateway.proxy.apis import JSON, ApiRequest
 from gateway.proxy.apis.chat import decode_body, with_bill
-from gateway.proxy.sse import Event
+from gateway.proxy.priced_fields import PRICED_FIELDS
+from gateway.proxy.sse import Event, encode_typed_event
 from gateway.tokens import CompletionCounter, TokenCounter
 from gateway.tokens.claude import estimate_input_tokens
 
@@ -54,6 +55,13 @@ class Messages:
     name = "messages"
     upstream_path = "/messages"
     upstream_api = "anthropic"
+    priced_fields = PRICED_FIELDS
+
+    def prior_answer(self, request: ApiRequest) -> tuple[str, str] | None:
+        return None  # a Messages request carries its whole conversation
+
+    def answer_id(self, payload: Mapping[str, object]) -> str | None:
+        return None
 
     def parse(self, raw: bytes) -> ApiRequest:
         return parse_messages_request(raw)
@@ -154,9 +162,10 @@ class MessagesStream:
                 counter.add_text(delta.get("thinking"), part=part, kind="thinking")
 
     def encode(self, event: Mapping[str, object]) -> bytes:
-        kind = event.get("type")
-        name = kind.encode() if isinstance(kind, str) and kind.isidentifier() else b"message"
-        return b"event: " + name + b"\ndata: " + orjson.dumps(event) + b"\n\n"
+        return encode_typed_event(event, "message")
+
+    def answer_id(self, chunk: Mapping[str, object]) -> str | None:
+        return None  # Anthropic keeps no answers between requests
 
     def _merged(self, chunk: Mapping[str, object]) -> dict[str, int]:
         """message_start's figures, overwritten by those this event reports (cumulative)."""

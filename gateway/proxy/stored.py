@@ -1,0 +1,92 @@
+"""Routes on answers the provider keeps (`GET` and `DELETE /v1/responses/{id}`, `POST .../cancel`,
+`GET .../input_items`): forwarded to the upstream of the model the answer was made with, never held or billed.
+
+All tenants share the provider key, so the provider would answer anyone: the gateway forwards only when the id
+is one it relayed to the caller's account (proxy/answers.py). Any other id, another account's or one that never
+existed, is the same 404 `not_found`, given before the upstream is asked. A deleted answer is forgotten.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+
+import aiohttp
+from aiohttp import web
+
+from gateway.admin.auth import authenticate, bearer_api_key
+from gateway.app_state import ACCOUNTS, ANSWERS, SETTINGS, UPSTREAM_SESSION
+from gateway.bill_headers import balance_headers
+from gateway.errors import InvalidRequest, NotFound, UpstreamAuthFailed, UpstreamError, UpstreamTimeout
+from gateway.proxy.upstream import call_upstream, relayed_headers, scrubbed_error_body
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+ERROR_BODY_LIMIT = 64 * 1024
+
+
+def stored_answer_handler(method: str, suffix: str = "") -> Handler:
+    """The handler of `method` on `/v1/responses/{id}` + `suffix`, for the caller's own answers only."""
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        app = request.app
+        tenant = await authenticate(app[ACCOUNTS], bearer_api_key(request.headers))
+        headers = balance_headers(tenant.balance_micros)
+        answer_id = request.match_info["id"]
+        stored = await app[ANSWERS].find(tenant.account_id, answer_id)
+        model = app[SETTINGS].models.get(stored.model) if stored is not None else None
+        if model is None:
+            raise NotFound(f"Response with id '{answer_id}' not found.", param="response_id", headers=headers)
+        if request.query.get("stream", "").lower() == "true":
+            message = "Streaming a stored response is not supported by this gateway: retrieve it without 'stream'."
+            raise InvalidRequest(message, param="stream", headers=headers)
+        upstream = app[SETTINGS].upstreams[model.upstream]
+        path = f"/responses/{answer_id}{suffix}"
+        response = await call_upstream(app[UPSTREAM_SESSION], upstream, method, path, list(request.query.items()))
+        async with response:
+            if response.status in (401, 403):
+                log.error("upstream %r refused the gateway's credentials (HTTP %d)", upstream.name, response.status)
+                raise UpstreamAuthFailed(headers=headers)
+            if 300 <= response.status < 400:
+                raise UpstreamError(f"The upstream answered with a redirect (HTTP {response.status}).", headers=headers)
+            limit = app[SETTINGS].limits.max_upstream_response_bytes if response.status < 400 else ERROR_BODY_LIMIT
+            body = await _read(response, limit)
+            if response.status >= 400:
+                body = scrubbed_error_body(body, upstream) or b""
+                if not body:
+                    raise UpstreamError(f"The upstream answered with HTTP {response.status}.", headers=headers)
+            elif method == "DELETE":
+                await app[ANSWERS].forget(tenant.account_id, answer_id)
+            return web.Response(
+                body=body,
+                status=response.status,
+                headers={**relayed_headers(response), **headers},
+                content_type="application/json",
+            )
+
+    return handle
+
+
+async def _read(response: aiohttp.ClientResponse, limit: int) -> bytes:
+    parts: list[bytes] = []
+    size = 0
+    try:
+        async for part in response.content.iter_any():
+            size += len(part)
+            if size > limit:
+                raise UpstreamError("The upstream response is larger than the gateway accepts.")
+            parts.append(part)
+    except TimeoutError as exc:
+        raise UpstreamTimeout("The upstream timed out while sending its response.") from exc
+    except aiohttp.ClientError as exc:
+        raise UpstreamError("The upstream connection failed while sending its response.") from exc
+    return b"".join(parts)
+
+
+def add_stored_routes(app: web.Application) -> None:
+    app.router.add_get("/v1/responses/{id}", stored_answer_handler("GET"))
+    app.router.add_delete("/v1/responses/{id}", stored_answer_handler("DELETE"))
+    app.router.add_post("/v1/responses/{id}/cancel", stored_answer_handler("POST", "/cancel"))
+    app.router.add_get("/v1/responses/{id}/input_items", stored_answer_handler("GET", "/input_items"))
