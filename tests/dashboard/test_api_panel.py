@@ -23,6 +23,7 @@ from tests.usage.traffic import Tenant, new_tenant
 
 MILLION = 10**6
 CHAT, EMBEDDINGS, COMPLETIONS = "chat.completions", "embeddings", "completions"
+LABELS = {CHAT: "Chat completions", EMBEDDINGS: "Embeddings", COMPLETIONS: "Completions (legacy)"}
 
 
 @dataclass(frozen=True)
@@ -95,7 +96,7 @@ async def rows(dashboard: Dashboard, table: str, attribute: str) -> dict[str | N
     return {name: values for name, values in found}
 
 
-def micros(value: str | None) -> int:
+def as_micros(value: str | None) -> int:
     assert value is not None
     return int(Decimal(value) * MILLION)
 
@@ -114,18 +115,18 @@ async def test_the_api_table_shows_each_apis_figures(
     assert [entry["api"] for entry in breakdown] == sorted(per_api, key=lambda api: -per_api[api][2])
     assert await dashboard.column("apis", "data-api") == [entry["api"] for entry in breakdown]
     shown = await rows(dashboard, "apis", "data-api")
-    total = sum(micros for _, _, micros in per_api.values())
-    assert total == usage["total_credits_used_micros"]
+    total = sum(spent for _, _, spent in per_api.values())
+    assert total == usage["total_credits_used_micros"] == as_micros((await dashboard.figures())["credits_period"])
     for entry in breakdown:
         requests, tokens, spent = per_api[entry["api"]]
         assert (entry["requests"], entry["total_tokens"], entry["credits_used_micros"]) == (requests, tokens, spent)
-        label, *figures, share = shown[entry["api"]]
-        assert label is None
-        assert (int(figures[0] or ""), int(figures[1] or ""), micros(figures[2])) == (requests, tokens, spent)
+        name, *figures, share = shown[entry["api"]]
+        assert name is None  # the name cell has no raw value
+        readable = await dashboard.page.inner_text(f'#apis tr[data-api="{entry["api"]}"] td:first-child')
+        assert readable == f"{LABELS[entry['api']]} {entry['api']}"
+        assert (int(figures[0] or ""), int(figures[1] or ""), as_micros(figures[2])) == (requests, tokens, spent)
         assert float(share or "") == spent / total
-    text = await dashboard.page.inner_text("#apis tbody")
-    for label in ("Chat completions", "Embeddings", "Completions (legacy)", "%"):
-        assert label in text
+    assert (await dashboard.page.inner_text("#apis tbody")).count("%") == 3
     assert await dashboard.page.locator("#apis tr[aria-current]").count() == 0  # no filter: no row is current
     await dashboard.screenshot(tmp_path, "dashboard-apis.png")
     dashboard.check_hygiene(*tenant.keys.values())
@@ -159,7 +160,7 @@ async def test_the_api_filter_narrows_figures_charts_tables_and_the_csv(
         requests, tokens, spent = sums(mine, "api")[api]
         figures = await dashboard.figures()
         assert (int(figures["requests_period"]), int(figures["tokens_period"])) == (requests, tokens)
-        assert micros(figures["credits_period"]) == spent and micros(figures["credits_today"]) == spent
+        assert as_micros(figures["credits_period"]) == spent and as_micros(figures["credits_today"]) == spent
         period = await read(gateway, "/v1/usage", tenant.auth(), api=api)
         assert (period["total_requests"], period["total_credits_used_micros"]) == (requests, spent)
         _, per_day, _ = await dashboard.chart_data("daily")
@@ -173,14 +174,14 @@ async def test_the_api_filter_narrows_figures_charts_tables_and_the_csv(
         assert set(by_model) == {m["model"] for m in listing["data"]}
         for model, (_, *cells) in (await rows(dashboard, "models", "data-model")).items():
             assert model is not None
-            assert (int(cells[0] or ""), int(cells[3] or ""), micros(cells[4])) == by_model[model]
+            assert (int(cells[0] or ""), int(cells[3] or ""), as_micros(cells[4])) == by_model[model]
         # The key table: every key of the account, with this API's figures only (0 for a key that never used it).
         by_key = sums(mine, "key_id")
         listing = await read(gateway, "/v1/usage/keys", tenant.auth(), api=api)
         assert await dashboard.column("keys", "data-key-id") == [k["key_id"] for k in listing["data"]]
         for key_id, (_, _, *cells, _) in (await rows(dashboard, "keys", "data-key-id")).items():
             assert key_id is not None
-            assert (int(cells[0] or ""), int(cells[1] or ""), micros(cells[2])) == by_key.get(key_id, (0, 0, 0))
+            assert (int(cells[0] or ""), int(cells[1] or ""), as_micros(cells[2])) == by_key.get(key_id, (0, 0, 0))
 
         # The per-API table still shows every API, this one marked as the current row.
         assert len(await dashboard.column("apis", "data-api")) == 3
