@@ -2,10 +2,11 @@
 
     python -m benchmarks.mock --port 8090 --tokens 16
 
-The mock records every request for the tests (`MockState.requests` and `.headers`). Over a benchmark's
-hundreds of thousands of requests those lists grow without bound, and the garbage collector's full passes over
-them pause the mock for up to hundreds of milliseconds, which would be measured as latency of the mock, and of
-the gateway in front of it. Here they keep the last few.
+It answers every API `create_mock_app` serves, with the same handlers. The mock records every request for the
+tests (`MockState.requests` and `.headers`). Over a benchmark's hundreds of thousands of requests those lists grow
+without bound, and the garbage collector's full passes over them pause the mock for up to hundreds of
+milliseconds, which would be measured as latency of the mock, and of the gateway in front of it. Here they keep
+the last few.
 """
 
 from __future__ import annotations

@@ -11,10 +11,8 @@ import socket
 import statistics
 import time
 
-STREAM_BODY = (
-    b'{"model":"mock-model","messages":[{"role":"user","content":"Hello!"}],'
-    b'"stream":true,"stream_options":{"include_usage":true}}'
-)
+from benchmarks.apis import ApiLoad
+
 LAST_CHUNK = b"\r\n0\r\n\r\n"  # the end of a chunked body
 
 
@@ -22,13 +20,13 @@ class ProbeError(RuntimeError):
     pass
 
 
-def first_byte_seconds(port: int, path: str, key: str, samples: int, warmup: int = 10) -> list[float]:
-    """`samples` times to the first streamed byte, in seconds, after `warmup` untimed requests."""
-    head = (
-        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n"
-        f"Authorization: Bearer {key}\r\nContent-Length: {len(STREAM_BODY)}\r\n\r\n"
-    )
-    request = head.encode() + STREAM_BODY
+def first_byte_seconds(port: int, load: ApiLoad, key: str, samples: int, warmup: int = 10) -> list[float]:
+    """`samples` times to the first streamed byte of `load` (a streamed one), in seconds, after `warmup` untimed
+    requests."""
+    body = load.body_bytes()
+    lines = [f"POST {load.path} HTTP/1.1", f"Host: 127.0.0.1:{port}", *load.header_lines(key)]
+    head = "\r\n".join([*lines, f"Content-Length: {len(body)}", "", ""])
+    request = head.encode() + body
     times = []
     with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

@@ -1,4 +1,4 @@
-"""Runs summed up per load (mode and concurrency) across rounds, and the Markdown table of the summary."""
+"""Runs summed up per load (API, mode and concurrency) across rounds, and the Markdown table of the summary."""
 
 from __future__ import annotations
 
@@ -7,11 +7,12 @@ from collections import defaultdict
 Record = dict[str, object]
 
 
-def _pairs(runs: list[Record]) -> dict[tuple[str, int], dict[int, dict[str, Record]]]:
-    """(mode, connections) -> round -> target -> run."""
-    grouped: dict[tuple[str, int], dict[int, dict[str, Record]]] = defaultdict(lambda: defaultdict(dict))
+def _pairs(runs: list[Record]) -> dict[tuple[str, str, int], dict[int, dict[str, Record]]]:
+    """(api, mode, connections) -> round -> target -> run, the loads in the order they first ran."""
+    grouped: dict[tuple[str, str, int], dict[int, dict[str, Record]]] = defaultdict(lambda: defaultdict(dict))
     for run in runs:
-        grouped[(str(run["mode"]), int(run["connections"]))][int(run["round"])][str(run["target"])] = run
+        load = (str(run["api"]), str(run["mode"]), int(run["connections"]))
+        grouped[load][int(run["round"])][str(run["target"])] = run
     return grouped
 
 
@@ -25,11 +26,12 @@ def _get(run: Record, *path: str) -> float:
 def summarize(runs: list[Record], probes: list[Record]) -> dict[str, object]:
     """Per load, each figure as its list over rounds; gateway figures beside the direct ones of the same round."""
     loads = []
-    for (mode, connections), rounds in sorted(_pairs(runs).items()):
+    for (api, mode, connections), rounds in _pairs(runs).items():
         both = [pair for _, pair in sorted(rounds.items()) if {"gateway", "direct"} <= pair.keys()]
         gateway, direct = [pair["gateway"] for pair in both], [pair["direct"] for pair in both]
         loads.append(
             {
+                "api": api,
                 "mode": mode,
                 "connections": connections,
                 "gateway_rps": [_get(run, "rps") for run in gateway],
@@ -107,7 +109,8 @@ def markdown(results: dict[str, object]) -> str:
         f"{machine['wrk']}; load average {machine['load_before']} before the run.",
         f"Gateway `serve --workers {config['workers']}`, full metering, Redis with AOF; mock upstream with no "
         f"latency, {config['completion_tokens']}-token replies. {config['rounds']} round(s) of {config['seconds']} s "
-        "per figure, gateway and direct interleaved; a range is min–max over rounds.",
+        "per figure, gateway and direct interleaved; a range is min–max over rounds. Each API's request is the one "
+        "of `benchmarks/apis.py`.",
         "",
         "| load | gateway req/s | direct req/s | gateway / direct | gateway p50 / p99 ms | added p50 / p99 ms "
         "| gateway CPU ms/req | Redis CPU ms/req |",
@@ -115,7 +118,8 @@ def markdown(results: dict[str, object]) -> str:
     ]
     for load in summary["loads"]:
         lines.append(
-            f"| {load['mode']} c={load['connections']} | {span(load['gateway_rps'])} | {span(load['direct_rps'])} "
+            f"| {load['api']} {load['mode']} c={load['connections']} "
+            f"| {span(load['gateway_rps'])} | {span(load['direct_rps'])} "
             f"| {span(load['ratio_to_direct'], 2)} "
             f"| {span(load['gateway_p50_ms'], 2)} / {span(load['gateway_p99_ms'], 2)} "
             f"| {span(load['added_p50_ms'], 2, True)} / {span(load['added_p99_ms'], 2, True)} "
@@ -125,14 +129,18 @@ def markdown(results: dict[str, object]) -> str:
     rss: dict[str, float] = summary["gateway_peak_rss_mb"]
     others: dict[str, float] = summary["others_cpu_percent"]
     errors = sum(sum(load["errors"].values()) for load in summary["loads"])
+    if first["gateway_median_ms"]:  # probed when streamed chat ran
+        lines += [
+            "",
+            "| chat stream first byte, c=1 | gateway median / p99 ms | direct median / p99 ms "
+            "| added median / p99 ms |",
+            "|---|---:|---:|---:|",
+            f"| {config['first_byte_samples']} requests per round "
+            f"| {span(first['gateway_median_ms'], 2)} / {span(first['gateway_p99_ms'], 2)} "
+            f"| {span(first['direct_median_ms'], 2)} / {span(first['direct_p99_ms'], 2)} "
+            f"| {span(first['added_median_ms'], 2, True)} / {span(first['added_p99_ms'], 2, True)} |",
+        ]
     lines += [
-        "",
-        "| stream first byte, c=1 | gateway median / p99 ms | direct median / p99 ms | added median / p99 ms |",
-        "|---|---:|---:|---:|",
-        f"| {config['first_byte_samples']} requests per round "
-        f"| {span(first['gateway_median_ms'], 2)} / {span(first['gateway_p99_ms'], 2)} "
-        f"| {span(first['direct_median_ms'], 2)} / {span(first['direct_p99_ms'], 2)} "
-        f"| {span(first['added_median_ms'], 2, True)} / {span(first['added_p99_ms'], 2, True)} |",
         "",
         f"Gateway peak RSS (VmHWM): {rss['per_process']:.0f} MB per process at most; all its processes "
         f"{rss['all_processes_after_first_run']:.0f} MB resident after the first run, "

@@ -1,13 +1,16 @@
 """The gateway's speed, measured from the outside, beside the mock upstream called directly.
 
     .venv/bin/python -m benchmarks.run [--duration 10] [--rounds 2] [--workers N] [--connections 1,64]
+        [--apis chat,embeddings,completions] [--modes plain,stream] [--api-connections 64]
 
-It starts Redis, the mock upstream (no latency) and `gateway serve --workers N` on 127.0.0.1 (stack.py). Each
-round runs plain and streamed requests at each concurrency with wrk (chat.lua), against the gateway and
-straight against the mock, one after the other, and probes the time to the first streamed byte at c=1
-(probe.py). Around each run it reads from /proc the CPU time of the gateway's processes, of redis-server and
-of the mock, and the gateway's peak RSS (procstat.py). It writes `latest.json` and `latest.md` to --out
-(default benchmarks/results/) and prints the table.
+It starts Redis, the mock upstream (no latency) and `gateway serve --workers N` on 127.0.0.1 (stack.py), and
+checks that both answer each selected API's request (apis.py) with 200: an API the gateway answers with 404 is
+refused before anything is measured. Each round runs every selected API and mode (chat at --connections, the
+others at --api-connections) with wrk (request.lua), against the gateway and straight against the mock, one
+after the other, and probes the time to the first streamed chat byte at c=1 (probe.py). Around each run it
+reads from /proc the CPU time of the gateway's processes, of redis-server and of the mock, and the gateway's
+peak RSS (procstat.py). It writes `latest.json` and `latest.md` to --out (default benchmarks/results/) and
+prints the table.
 """
 
 from __future__ import annotations
@@ -24,11 +27,10 @@ import time
 from pathlib import Path
 
 from benchmarks import probe, procstat, report
+from benchmarks.apis import APIS, DEFAULT_APIS, MODES, ApiLoad, selected
+from benchmarks.served import NotServed, check_served, url
 from benchmarks.stack import REPO, Stack, running_stack
 from benchmarks.wrk import Load, run_wrk, wrk_version
-
-CHAT_PATH = "/v1/chat/completions"
-MODES = ("plain", "stream")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -37,7 +39,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run (default 10)")
     parser.add_argument("--rounds", type=int, default=2, help="times each figure is measured (default 2)")
     parser.add_argument("--workers", type=int, default=cores, help=f"gateway worker processes (default {cores})")
-    parser.add_argument("--connections", default="1,64", help="concurrencies, comma-separated (default 1,64)")
+    parser.add_argument("--connections", default="1,64", help="chat's concurrencies, comma-separated (default 1,64)")
+    parser.add_argument("--apis", default=",".join(DEFAULT_APIS), help=f"of {','.join(APIS)} (default: %(default)s)")
+    parser.add_argument("--modes", default=",".join(MODES), help="plain, stream or both (default: %(default)s)")
+    parser.add_argument(
+        "--api-connections", default="64", help="the other APIs' concurrencies, comma-separated (default 64)"
+    )
     parser.add_argument("--wrk-threads", type=int, default=1, help="wrk threads (default 1: it leaves cores free)")
     parser.add_argument("--tokens", type=int, default=16, help="mock reply length in tokens (default 16)")
     parser.add_argument("--first-byte-samples", type=int, default=300, help="streamed requests timed per round")
@@ -117,7 +124,8 @@ def measure(stack: Stack, target: str, load: Load) -> dict[str, object]:
     others = max(0.0, busy - wrk_cpu - sum(cpu_ms.values()) / 1000)
     return {
         "target": target,
-        "mode": load.mode,
+        "api": load.request.api,
+        "mode": load.request.mode,
         "connections": load.connections,
         "requests": requests,
         "seconds": round(seconds, 3),
@@ -157,39 +165,49 @@ def quiet_measure(stack: Stack, target: str, load: Load, args: argparse.Namespac
     return min(attempts, key=lambda run: float(run["others_cpu_percent"]))
 
 
-def urls(stack: Stack) -> dict[str, str]:
-    return {
-        "gateway": f"http://127.0.0.1:{stack.gateway_port}{CHAT_PATH}",
-        "direct": f"http://127.0.0.1:{stack.mock_port}{CHAT_PATH}",
-    }
+def plan(loads: list[ApiLoad], chat_connections: list[int], api_connections: list[int]) -> list[tuple[ApiLoad, int]]:
+    """Each load at each of its API's concurrencies, in order."""
+    return [
+        (load, concurrency)
+        for load in loads
+        for concurrency in (chat_connections if load.api == "chat" else api_connections)
+    ]
 
 
-def benchmark(stack: Stack, args: argparse.Namespace, connections: list[int]) -> dict[str, object]:
-    targets = urls(stack)
-    ports = {"gateway": stack.gateway_port, "direct": stack.mock_port}
-    for mode in MODES if args.warmup else ():
-        for url in targets.values():
-            run_wrk(Load(url, mode, max(connections), args.warmup, args.wrk_threads, stack.key))
+def ports(stack: Stack) -> dict[str, int]:
+    """Where each target listens: the gateway, and the mock called directly."""
+    return {"gateway": stack.gateway_port, "direct": stack.mock_port}
+
+
+def benchmark(stack: Stack, args: argparse.Namespace, loads: list[tuple[ApiLoad, int]]) -> dict[str, object]:
+    targets = ports(stack)
+    for request in {load.label: load for load, _ in loads}.values() if args.warmup else ():
+        most = max(concurrency for load, concurrency in loads if load.label == request.label)
+        for port in targets.values():
+            run_wrk(Load(url(port, request), request, most, args.warmup, args.wrk_threads, stack.key))
+    streamed_chat = [load for load, _ in loads if load.label == "chat stream"][:1]
     runs: list[dict[str, object]] = []
     probes: list[dict[str, object]] = []
     for round_number in range(1, args.rounds + 1):
         # Interleaved: the two targets of a figure run back to back, first one, then the other, in turn.
         order = ["gateway", "direct"] if round_number % 2 else ["direct", "gateway"]
-        for mode in MODES:
-            for concurrency in connections:
-                for target in order:
-                    load = Load(targets[target], mode, concurrency, args.duration, args.wrk_threads, stack.key)
-                    runs.append(quiet_measure(stack, target, load, args, round_number))
-        for target in order:
-            wait_for_quiet(args.quiet_below, args.quiet_wait)
-            times = probe.first_byte_seconds(ports[target], CHAT_PATH, stack.key, args.first_byte_samples)
-            probes.append({"round": round_number, "target": target, **probe.summary_ms(times)})
-            print(f"round {round_number} first byte {target}: {probes[-1]}", file=sys.stderr, flush=True)
+        for request, concurrency in loads:
+            for target in order:
+                where = url(targets[target], request)
+                load = Load(where, request, concurrency, args.duration, args.wrk_threads, stack.key)
+                runs.append(quiet_measure(stack, target, load, args, round_number))
+        for request in streamed_chat:  # the time to the first byte, of chat's stream
+            for target in order:
+                wait_for_quiet(args.quiet_below, args.quiet_wait)
+                times = probe.first_byte_seconds(targets[target], request, stack.key, args.first_byte_samples)
+                probes.append({"round": round_number, "target": target, **probe.summary_ms(times)})
+                print(f"round {round_number} first byte {target}: {probes[-1]}", file=sys.stderr, flush=True)
     return {"runs": runs, "first_byte": probes}
 
 
 def _progress(run: dict[str, object]) -> str:
-    load = f"round {run['round']} attempt {run['attempt']} {run['target']:7} {run['mode']:6} c={run['connections']:<3}"
+    load = f"round {run['round']} attempt {run['attempt']} {run['target']:7} {run['api']} {run['mode']:6}"
+    load += f" c={run['connections']:<3}"
     return (
         f"{load} {run['rps']:>9} req/s latency {run['latency_ms']} errors {run['errors']} "
         f"cpu/req {run['cpu_ms_per_request']} others {run['others_cpu_percent']}% of the CPU"
@@ -199,6 +217,12 @@ def _progress(run: dict[str, object]) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     connections = [int(part) for part in args.connections.split(",")]
+    api_connections = [int(part) for part in args.api_connections.split(",")]
+    try:
+        loads = plan(selected(args.apis.split(","), args.modes.split(",")), connections, api_connections)
+    except ValueError as exc:
+        print(f"benchmarks.run: {exc}", file=sys.stderr)
+        return 2
     results: dict[str, object] = {
         "machine": machine(),
         "revision": revision(),
@@ -208,15 +232,22 @@ def main(argv: list[str] | None = None) -> int:
             "seconds": args.duration,
             "rounds": args.rounds,
             "connections": connections,
+            "api_connections": api_connections,
+            "loads": [f"{load.label} c={concurrency}" for load, concurrency in loads],
             "wrk_threads": args.wrk_threads,
             "completion_tokens": args.tokens,
             "first_byte_samples": args.first_byte_samples,
             "quiet_below_percent": args.quiet_below,
         },
     }
-    with tempfile.TemporaryDirectory(prefix="gateway-bench-") as workdir:
-        with running_stack(Path(workdir), args.workers, args.tokens) as stack:
-            results |= benchmark(stack, args, connections)
+    try:
+        with tempfile.TemporaryDirectory(prefix="gateway-bench-") as workdir:
+            with running_stack(Path(workdir), args.workers, args.tokens) as stack:
+                check_served(ports(stack), stack.key, [load for load, _ in loads])
+                results |= benchmark(stack, args, loads)
+    except NotServed as exc:
+        print(f"benchmarks.run: {exc}", file=sys.stderr)
+        return 2
     results["machine"]["load_after"] = round(os.getloadavg()[0], 2)
     results["summary"] = report.summarize(results["runs"], results["first_byte"])
     table = report.markdown(results)

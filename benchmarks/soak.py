@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 from benchmarks import procstat
+from benchmarks.apis import selected
 from benchmarks.run import machine, revision
 from benchmarks.stack import Stack, running_stack
 from benchmarks.wrk import Load, run_wrk
@@ -43,12 +44,13 @@ def rss_mib(stack: Stack) -> dict[str, float]:
 
 
 def soak(stack: Stack, args: argparse.Namespace) -> list[dict[str, object]]:
-    url = f"http://127.0.0.1:{stack.gateway_port}/v1/chat/completions"
+    chat = selected(["chat"], ["plain", "stream"])
     slices: list[dict[str, object]] = [{"requests_so_far": 0, "errors": 0, "rss_mib": rss_mib(stack)}]
     served = errors = 0
-    mode = "plain"
     while served < args.requests:
-        load = Load(url, mode, args.connections, args.slice_seconds, key=stack.key)
+        request = chat[(len(slices) - 1) % len(chat)]  # plain, stream, plain, ...
+        url = f"http://127.0.0.1:{stack.gateway_port}{request.path}"
+        load = Load(url, request, args.connections, args.slice_seconds, key=stack.key)
         started = time.monotonic()
         figures = run_wrk(load)
         done = int(str(figures["requests"]))
@@ -56,14 +58,13 @@ def soak(stack: Stack, args: argparse.Namespace) -> list[dict[str, object]]:
         errors += sum(int(n) for n in dict(figures["errors"]).values())  # type: ignore[call-overload]
         reading = {
             "requests_so_far": served,
-            "mode": mode,
+            "mode": request.mode,
             "rps": round(done / (time.monotonic() - started)),
             "errors": errors,
             "rss_mib": rss_mib(stack),
         }
         slices.append(reading)
         print(json.dumps(reading), flush=True)
-        mode = "stream" if mode == "plain" else "plain"
     return slices
 
 

@@ -27,14 +27,34 @@ from gateway.redis_server import EmbeddedRedis, free_port
 REPO = Path(__file__).resolve().parent.parent
 ADMIN_TOKEN = "bench-admin"
 CREDITS = 1_000_000_000  # 10^15 micro-credits: below 2^53, and ~10^10 requests of this size
+# A model per API (benchmarks/apis.py): chat and Responses, embeddings, legacy completions, and Anthropic Messages
+# from an `api = "anthropic"` upstream, all answered by the one mock. A gateway that does not know a key ignores it.
 CONFIG = """
 [upstreams.mock]
 base_url = "http://127.0.0.1:{mock_port}/v1"
+[upstreams.claude]
+base_url = "http://127.0.0.1:{mock_port}/v1"
+api = "anthropic"
 [models."mock-model"]
 upstream = "mock"
 upstream_model = "gpt-4o-mini"
 input_credits_per_million = 1500
 output_credits_per_million = 6000
+[models."mock-embedding"]
+upstream = "mock"
+upstream_model = "text-embedding-3-small"
+input_credits_per_million = 20
+output_credits_per_million = 0
+[models."mock-instruct"]
+upstream = "mock"
+upstream_model = "gpt-3.5-turbo-instruct"
+input_credits_per_million = 1500
+output_credits_per_million = 2000
+[models."mock-claude"]
+upstream = "claude"
+upstream_model = "claude-sonnet-mock"
+input_credits_per_million = 3000
+output_credits_per_million = 15000
 """
 
 

@@ -1,4 +1,4 @@
-"""Run wrk (the native load generator) with benchmarks/chat.lua and read the JSON its done() hook prints."""
+"""Run wrk (the native load generator) with benchmarks/request.lua and read the JSON its done() hook prints."""
 
 from __future__ import annotations
 
@@ -8,7 +8,9 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-SCRIPT = Path(__file__).resolve().parent / "chat.lua"
+from benchmarks.apis import ApiLoad
+
+SCRIPT = Path(__file__).resolve().parent / "request.lua"
 MARKER = "BENCH_JSON "
 
 
@@ -31,10 +33,11 @@ def wrk_version() -> str:
 
 @dataclass(frozen=True)
 class Load:
-    """One wrk run: `mode` is "plain" or "stream", `connections` the concurrency."""
+    """One wrk run: `request` (an API's request in one mode) sent to `url` (`url` ends with its path) at
+    concurrency `connections`."""
 
     url: str
-    mode: str
+    request: ApiLoad
     connections: int
     seconds: int
     threads: int = 1
@@ -45,7 +48,9 @@ def run_wrk(load: Load) -> dict[str, object]:
     """wrk's figures for the load: requests, duration_us, bytes, errors{...}, latency_us{p50, p90, p99, ...}."""
     threads = min(load.threads, load.connections)
     command = [wrk_binary(), f"-t{threads}", f"-c{load.connections}", f"-d{load.seconds}s", "--timeout", "10s"]
-    command += ["-s", str(SCRIPT), load.url, "--", load.mode, load.key]
+    for header in load.request.header_lines(load.key):
+        command += ["-H", header]
+    command += ["-s", str(SCRIPT), load.url, "--", load.request.body_bytes().decode()]
     done = subprocess.run(command, capture_output=True, text=True, timeout=load.seconds + 60)
     for line in done.stdout.splitlines():
         if line.startswith(MARKER):

@@ -129,6 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     insights.add_argument("--start", default=None, help="first UTC day (YYYY-MM-DD); default: the billing period")
     insights.add_argument("--end", default=None, help="last UTC day (inclusive)")
     insights.add_argument("--key", default=None, help="one API key's insights (its id, key_...)")
+    insights.add_argument("--api", default=None, help="one API's insights (chat.completions, responses, ...)")
 
     tokens = commands.add_group("tokens", "count tokens offline")
     count = tokens.add_parser("count", help="a chat-completions body's tokens and price range, as count_tokens")
@@ -180,7 +181,7 @@ async def _list_webhooks(services: Services, args: argparse.Namespace) -> dict[s
 
 async def _usage_insights(services: Services, args: argparse.Namespace) -> dict[str, object]:
     await services.admin.show_account(args.account)  # 404 for an account that does not exist
-    query = {name: value for name in ("start", "end", "key") if (value := getattr(args, name))}
+    query = {name: value for name in ("start", "end", "key", "api") if (value := getattr(args, name))}
     now = datetime.now(UTC)
     return await insights_report(services.insights, services.settings, args.account, query, now)
 

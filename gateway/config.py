@@ -47,7 +47,7 @@ def setting(default: T, checked: Check, *, env: str | None = None) -> T:
 
 @dataclass(frozen=True)
 class UpstreamConfig:
-    """One OpenAI-compatible upstream: where it is and how to authenticate to it."""
+    """One upstream: where it is, which API family it speaks, and how to authenticate to it."""
 
     name: str
     base_url: str
@@ -59,6 +59,10 @@ class UpstreamConfig:
     query: Mapping[str, str] = field(default_factory=dict)
     # Ask streams for a usage chunk (stream_options.include_usage); off for upstreams that reject the field.
     stream_usage: bool = True
+    # The API family it speaks: "openai" (chat completions and the rest) or "anthropic" (Messages: the key goes
+    # as `x-api-key`, with `anthropic-version`). A route serves only the models of upstreams of its family.
+    api: str = "openai"
+    anthropic_version: str = "2023-06-01"
 
     @property
     def key_missing(self) -> bool:
@@ -341,6 +345,8 @@ def _parse_scalar(text: str) -> object:
 
 # Optional keys of an [upstreams.NAME] and a [models."NAME"] table -> (field, check), defaults as in the classes.
 UPSTREAM_KEYS: dict[str, tuple[str, Check]] = {
+    "api": ("api", check.upstream_api),
+    "anthropic_version": ("anthropic_version", check.date_text),
     "auth_header": ("auth_header", check.lower_text),
     "query": ("query", check.string_table),
     "stream_usage": ("stream_usage", check.boolean),
@@ -403,6 +409,7 @@ def _model(name: str, table: Mapping[str, object], upstreams: Mapping[str, Upstr
         input_micros_per_million=_required_price(table, where, "input_credits_per_million"),
         output_micros_per_million=_required_price(table, where, "output_credits_per_million"),
         cached_input_micros_per_million=_optional_price(table, where, "cached_input_credits_per_million"),
+        cache_write_micros_per_million=_optional_price(table, where, "cache_write_credits_per_million"),
     )
     return ModelConfig(
         name=name,

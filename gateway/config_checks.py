@@ -7,6 +7,7 @@ holds it (seconds as float, a path as `Path`, a price as micro-credits). Section
 
 from __future__ import annotations
 
+import datetime
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -133,6 +134,17 @@ def at_least_two(value: object, where: str) -> int:
     if number < 2:
         raise ConfigError(f"{where} must be at least 2")
     return number
+
+
+def date_text(value: object, where: str) -> str:
+    """Text such as "2023-06-01", also as TOML reads it unquoted (an environment override): a date."""
+    return value.isoformat() if isinstance(value, datetime.date) else text(value, where)
+
+
+def upstream_api(value: object, where: str) -> str:
+    if value not in ("openai", "anthropic"):
+        raise ConfigError(f'{where} must be "openai" or "anthropic", got {value!r}')
+    return text(value, where)
 
 
 def max_tokens_field(value: object, where: str) -> str:

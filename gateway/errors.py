@@ -97,7 +97,9 @@ class AuthError(GatewayError):
 
 class MissingApiKey(AuthError):
     code = "missing_api_key"
-    default_message = "You didn't provide an API key. Send it as `Authorization: Bearer YOUR_KEY`."
+    default_message = (
+        "You didn't provide an API key. Send it as `Authorization: Bearer YOUR_KEY` or `x-api-key: YOUR_KEY`."
+    )
 
 
 class AdminAuthError(AuthError):

@@ -42,7 +42,7 @@ ABANDONED_STATUS = "0"  # what the sweeper records for a request whose gateway d
 # body, an upstream without its provider key (502), Redis unreachable (503).
 REFUSAL_STATUSES = ("400", "401", "402", "404", "408", "413", "415", "502", "503")
 WEBHOOK_OUTCOMES = ("delivered", "failed", "failed_for_good", "skipped")
-TOKEN_KINDS = ("prompt", "completion", "cached", "reasoning")
+TOKEN_KINDS = ("prompt", "completion", "cached", "reasoning", "cache_write")
 CLAMPED_KINDS = ("prompt", "completion")
 
 
@@ -69,7 +69,7 @@ class Metrics:
         )
         self.tokens = self._counter(
             "gateway_tokens",
-            "Tokens billed, by model, API and kind (prompt, completion, cached, reasoning).",
+            "Tokens billed, by model, API and kind (prompt, completion, cached, reasoning, cache_write).",
             ["model", "api", "kind"] + account,
         )
         self.credits = self._counter(
@@ -152,6 +152,7 @@ class Metrics:
             settlement.completion_tokens,
             int(record.get("cached_tokens", 0)),
             int(record.get("reasoning_tokens", 0)),
+            int(record.get("cache_write_tokens", 0)),
         )
         # A model not configured at start-up (a spooled settlement replayed after a config change) or an
         # account's series exists from its first request on, every kind at once; adding 0 would change nothing

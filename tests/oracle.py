@@ -21,16 +21,27 @@ class ReferencePrice:
     input: Fraction
     output: Fraction
     cached_input: Fraction | None = None
+    cache_write: Fraction | None = None
 
     @classmethod
-    def of(cls, input: str, output: str, cached_input: str | None = None) -> ReferencePrice:
-        return cls(Fraction(input), Fraction(output), None if cached_input is None else Fraction(cached_input))
+    def of(
+        cls, input: str, output: str, cached_input: str | None = None, cache_write: str | None = None
+    ) -> ReferencePrice:
+        return cls(
+            Fraction(input),
+            Fraction(output),
+            None if cached_input is None else Fraction(cached_input),
+            None if cache_write is None else Fraction(cache_write),
+        )
 
-    def cost_micros(self, prompt: int, completion: int, cached: int = 0) -> int:
+    def cost_micros(self, prompt: int, completion: int, cached: int = 0, cache_write: int = 0) -> int:
         """ceil(exact cost in micro-credits): the prices are credits per million tokens, i.e. micro-credits
-        per token, so the exact cost in micros is the plain sum of tokens times prices."""
+        per token, so the exact cost in micros is the plain sum of tokens times prices. `cached` (cache reads)
+        and `cache_write` are parts of `prompt`."""
         cached_price = self.input if self.cached_input is None else self.cached_input
-        exact = (prompt - cached) * self.input + cached * cached_price + completion * self.output
+        write_price = self.input if self.cache_write is None else self.cache_write
+        plain = prompt - cached - cache_write
+        exact = plain * self.input + cached * cached_price + cache_write * write_price + completion * self.output
         return math.ceil(exact)
 
     def affordable_completion_tokens(self, balance_micros: int, prompt: int) -> int:

@@ -30,7 +30,7 @@ def fixed_vocabulary_at_zero(text: str) -> dict[str, set[tuple[str, ...]]]:
 
 def expected_at_zero(models: list[str]) -> dict[str, set[tuple[str, ...]]]:
     """What `fixed_vocabulary_at_zero` finds before any event, with `models` configured."""
-    kinds = ("prompt", "completion", "cached", "reasoning")
+    kinds = ("prompt", "completion", "cached", "reasoning", "cache_write")
     return {
         "gateway_requests_refused_total": {(status,) for status in REFUSAL_STATUSES},
         "gateway_webhook_deliveries_total": {(outcome,) for outcome in WEBHOOK_OUTCOMES},

@@ -173,6 +173,8 @@ def test_override_replaces_values_of_a_section_and_keeps_the_rest() -> None:
         (BASE + "[usage]\nmax_range_days = 0\n", "usage.max_range_days"),
         (BASE + "[webhooks]\ntimeout = 31\n", "webhooks.timeout must be at most 30 seconds"),
         (BASE + "[webhooks]\nretry_schedule_seconds = [5, 0]\n", "webhooks.retry_schedule_seconds"),
+        (BASE.replace('api_key_env = "MY_OPENAI_KEY"', 'api = "claude"'), 'upstreams.openai.api must be "openai" or'),
+        (BASE + "cache_write_credits_per_million = -1\n", 'models."gpt-4o".cache_write_credits_per_million'),
     ],
 )
 def test_errors_name_the_key(tmp_path: Path, text: str, message: str) -> None:
@@ -226,3 +228,35 @@ def test_an_exact_name_wins_and_two_names_spelled_alike_are_refused(tmp_path: Pa
     alike += "output_credits_per_million = 1\n"
     with pytest.raises(ConfigError, match=r"GATEWAY__MODELS__GPT_4O__X could name any of gpt-4o, gpt\.4o"):
         _load(tmp_path, alike, {"GATEWAY__MODELS__GPT_4O__X": "1"})
+
+
+ANTHROPIC = """
+[upstreams.anthropic]
+base_url = "https://api.anthropic.com/v1"
+api_key_env = "MY_ANTHROPIC_KEY"
+api = "anthropic"
+[models."claude-sonnet-4-5"]
+upstream = "anthropic"
+input_credits_per_million = 3
+output_credits_per_million = 15
+cached_input_credits_per_million = 0.3
+cache_write_credits_per_million = 3.75
+"""
+
+
+def test_an_upstream_speaks_openai_unless_it_says_anthropic(tmp_path: Path) -> None:
+    settings = _load(tmp_path, BASE + ANTHROPIC, {"MY_ANTHROPIC_KEY": "sk-ant"})
+    openai, anthropic = settings.upstreams["openai"], settings.upstreams["anthropic"]
+    assert (openai.api, anthropic.api, anthropic.anthropic_version) == ("openai", "anthropic", "2023-06-01")
+    price = settings.models["claude-sonnet-4-5"].price
+    assert (price.cached_input_micros_per_million, price.cache_write_micros_per_million) == (300_000, 3_750_000)
+    assert settings.models["gpt-4o"].price.cache_write_micros_per_million is None
+    env = {
+        "GATEWAY__UPSTREAMS__OPENAI__API": "anthropic",
+        "GATEWAY__UPSTREAMS__ANTHROPIC__ANTHROPIC_VERSION": "2024-01-01",
+    }
+    overridden = _load(tmp_path, BASE + ANTHROPIC, env)
+    assert overridden.upstreams["openai"].api == "anthropic"
+    assert overridden.upstreams["anthropic"].anthropic_version == "2024-01-01"
+    with pytest.raises(ConfigError, match='upstreams.openai.api must be "openai" or "anthropic"'):
+        _load(tmp_path, BASE, {"GATEWAY__UPSTREAMS__OPENAI__API": "gemini"})

@@ -62,6 +62,7 @@ async def test_request_token_and_credit_counters_equal_the_usage_api(start_gatew
         "completion",
         "cached",
         "reasoning",
+        "cache_write",
     }
     # All of it was chat: the other APIs' series are there, at 0.
     assert _sum(requests, api="chat.completions") == len(tenant.sent)

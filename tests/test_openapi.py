@@ -34,6 +34,7 @@ from tests.common import ADMIN_TOKEN, FakeClock, StartGateway, make_settings
 
 T = TypeVar("T")
 MODEL = "m-main"  # the model make_settings configures for the upstream "main"
+CLAUDE_MODEL = "m-claude"  # and for "claude", the same mock speaking Anthropic's Messages API
 SCHEMA_CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
 
 
@@ -126,7 +127,11 @@ def fuzz_target(redis_url: str) -> Iterator[FuzzTarget]:
     apps = ServedApps()
     try:
         upstream = apps.serve(create_mock_app(MockOptions()))
-        settings = make_settings(redis_url, {"main": upstream + "/v1"})
+        settings = make_settings(
+            redis_url,
+            {"main": upstream + "/v1", "claude": upstream + "/v1"},
+            upstream_fields={"claude": {"api": "anthropic"}},
+        )
         target = FuzzTarget(apps.serve(create_app(settings, clock=FakeClock())))
         target.account_id = target.admin("POST", "/admin/accounts", {"name": "fuzzed", "credits": 1000})["id"]
         target.other_account_id = target.admin("POST", "/admin/accounts", {"name": "other", "credits": 5})["id"]
@@ -193,14 +198,18 @@ def _aim(case: schemathesis.Case, target: FuzzTarget) -> None:
     if "model" in path:
         path["model"] = MODEL
     if isinstance(case.body, dict) and isinstance(case.body.get("model"), str):
-        case.body["model"] = MODEL
+        case.body["model"] = CLAUDE_MODEL if case.operation.path.startswith("/v1/messages") else MODEL
 
 
-def _assert_openai_error(response: requests.Response) -> None:
+def _assert_error_shape(response: requests.Response, path: str) -> None:
+    """OpenAI's error shape, or on Anthropic's routes (/v1/messages*) Anthropic's."""
     body = response.json()
     assert isinstance(body, dict) and isinstance(body.get("error"), dict), response.text
     error = body["error"]
-    assert {"message", "type", "param", "code"} <= set(error), response.text
+    if path.startswith("/v1/messages") and response.status_code != 405:  # the router's 405 precedes the route
+        assert body.get("type") == "error" and {"message", "type"} <= set(error), response.text
+    else:
+        assert {"message", "type", "param", "code"} <= set(error), response.text
     assert isinstance(error["message"], str) and isinstance(error["type"], str), response.text
 
 
@@ -221,8 +230,8 @@ def test_fuzzed_requests_never_fail_the_gateway(case: schemathesis.Case, fuzz_ta
     assert response.status_code < 500, (case.as_curl_command(), text)
     assert "Traceback" not in text and 'File "' not in text, text
     if response.status_code >= 400:
-        _assert_openai_error(response)
+        _assert_error_shape(response, case.operation.path)
         assert fuzz_target.ledger() == before, f"a refused request moved money: {case.as_curl_command()}"
-    elif case.operation.path in ("/v1/chat/completions", "/v1/embeddings", "/v1/completions"):
+    elif case.operation.path in ("/v1/chat/completions", "/v1/embeddings", "/v1/completions", "/v1/messages"):
         fuzz_target.wait_until_settled()  # so the next refused request's books are its own
     case.validate_response(response, checks=SCHEMA_CHECKS)

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from gateway.mock import claude as mock_claude
 from gateway.redis_server import free_port
 from tests.processes import gateway_env, wait_http
 
@@ -84,8 +85,11 @@ def test_the_walkthrough_with_the_mock_on_another_port(tmp_path: Path, redis_url
         printed = io.StringIO()
         with redirect_stdout(printed):
             exec(snippet, {})  # the README's own lines, as a reader would paste them
+        claude = _python_block("Anthropic(base_url").replace("8080", str(port)).replace("sk-gw-...", str(key))
+        with redirect_stdout(printed):
+            exec(claude, {})
     output = printed.getvalue()
-    *others, last = output.strip().splitlines()
+    *others, last, claude_output = output.strip().splitlines()
     assert "prompt_tokens=9" in last and "completion_tokens=" in last, output
     # The embeddings batch: "Hello!" (2 tokens) and "How are you?" (4) at 1,500 credits per million.
     assert others[0] == "6 0.009", output
@@ -95,6 +99,10 @@ def test_the_walkthrough_with_the_mock_on_another_port(tmp_path: Path, redis_url
     cost, remaining = last.split()[-2:]
     spent = float(cost) + sum(float(line.split()[-1]) for line in others)
     assert float(cost) > 0 and float(remaining) == pytest.approx(1000 - spent)
+    # mock-claude: the mock's own count of the input at 3,000 and its 16 words at 15,000 credits per million.
+    body = {"messages": [{"role": "user", "content": "Hi!"}]}
+    input_tokens = mock_claude.count_input(body).tokens
+    assert claude_output.split() == [str(input_tokens), "16", repr((input_tokens * 3000 + 16 * 15000) / 10**6)]
 
 
 class _Receiver(http.server.BaseHTTPRequestHandler):

@@ -1,4 +1,5 @@
-"""Who is asking: a tenant's API key (checked against the account store) or the operator's admin token.
+"""Who is asking: a tenant's API key (checked against the account store; sent as a bearer token or as
+`x-api-key`) or the operator's admin token.
 
 Every handler package authenticates through here, so a key is parsed, checked and answered the same way
 everywhere: 401 for a missing, malformed, unknown or revoked key, before any other work.
@@ -13,6 +14,8 @@ from dataclasses import dataclass, field
 from gateway.admin.accounts import AccountStore, ParsedApiKey, Tenant, parse_api_key
 from gateway.bill_headers import balance_headers
 from gateway.errors import AdminAuthError, AuthError, InvalidRequest, MissingApiKey, NotFound, PermissionDenied
+
+API_KEY_HEADER = "x-api-key"  # Anthropic's SDKs send the key here
 
 
 def bearer_token(headers: Mapping[str, str]) -> str | None:
@@ -33,10 +36,20 @@ def token_matches(presented: str | None, expected: str | None) -> bool:
 
 
 def bearer_api_key(headers: Mapping[str, str]) -> ParsedApiKey:
-    """The API key from `Authorization: Bearer ...`; 401 when absent or not one of ours. No I/O."""
+    """The tenant's API key, sent as `Authorization: Bearer KEY` (OpenAI's SDKs; Anthropic's with `auth_token`) or
+    as `x-api-key: KEY` (Anthropic's SDKs by default), or both alike; 401 when absent, malformed, two different
+    keys, or not one of ours. No I/O."""
+    authorization, api_key = headers.get("Authorization"), headers.get(API_KEY_HEADER)
     token = bearer_token(headers)
+    if authorization and token is None:
+        raise AuthError()
+    if api_key is not None:
+        api_key = api_key.strip()
+        if not api_key or not api_key.isascii() or (token is not None and token != api_key):
+            raise AuthError()
+    token = token or api_key
     if token is None:
-        raise AuthError() if headers.get("Authorization") else MissingApiKey()
+        raise MissingApiKey()
     parsed = parse_api_key(token)
     if parsed is None:
         raise AuthError()

@@ -4,9 +4,11 @@ The ledger unit is the micro-credit (1 credit = 1,000,000 micros). Prices are he
 million tokens, so a price written in config with up to six decimals is an exact integer here.
 
 Rounding, the one rule: a request costs
-    ceil((uncached_prompt * input + cached_prompt * cached_input + completion * output) / 1_000_000)
-micro-credits, i.e. the exact product rounded up once per request to the next micro-credit. A request that
-used any priced token therefore never costs zero.
+    ceil((plain_prompt * input + cached_prompt * cached_input + cache_write * cache_write_price
+          + completion * output) / 1_000_000)
+micro-credits (plain_prompt: the prompt tokens neither read from nor written to the provider's cache), i.e. the
+exact product rounded up once per request to the next micro-credit. A request that used any priced token
+therefore never costs zero.
 """
 
 from __future__ import annotations
@@ -28,25 +30,47 @@ class Price:
     output_micros_per_million: int
     # None: cached prompt tokens cost the normal input price.
     cached_input_micros_per_million: int | None = None
+    # Prompt tokens the provider writes to its cache (Anthropic bills them apart); None: the input price.
+    cache_write_micros_per_million: int | None = None
 
-    def cost_micros(self, prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0) -> int:
-        """Exact cost of a request in micro-credits, rounded up once."""
+    @property
+    def cache_write_price(self) -> int:
+        """What a prompt token written to the provider's cache costs, per million."""
+        written = self.cache_write_micros_per_million
+        return self.input_micros_per_million if written is None else written
+
+    def cost_micros(
+        self, prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0, cache_write_tokens: int = 0
+    ) -> int:
+        """Exact cost of a request in micro-credits, rounded up once. `cached_tokens` (read from the provider's
+        cache) and `cache_write_tokens` (written to it) are parts of `prompt_tokens`."""
         cached = min(max(cached_tokens, 0), prompt_tokens)
+        written = min(max(cache_write_tokens, 0), prompt_tokens - cached)
         cached_price = self.input_micros_per_million
         if self.cached_input_micros_per_million is not None:
             cached_price = self.cached_input_micros_per_million
         numerator = (
-            (prompt_tokens - cached) * self.input_micros_per_million
+            (prompt_tokens - cached - written) * self.input_micros_per_million
             + cached * cached_price
+            + written * self.cache_write_price
             + completion_tokens * self.output_micros_per_million
         )
         return -(-numerator // TOKENS_PER_MILLION)
 
+    def hold_micros(self, prompt_tokens: int, completion_tokens: int) -> int:
+        """The most a request of this size can cost: every prompt token at the dearer of the input and the
+        cache-write price (the provider may write the whole prompt to its cache)."""
+        if self.cache_write_price > self.input_micros_per_million:
+            return self.cost_micros(prompt_tokens, completion_tokens, cache_write_tokens=prompt_tokens)
+        return self.cost_micros(prompt_tokens, completion_tokens)
+
     def affordable_completion_tokens(self, balance_micros: int, prompt_tokens: int) -> int:
-        """The most completion tokens whose cost, with the prompt, fits in `balance_micros`."""
+        """The most completion tokens whose cost, with the prompt's as held (`hold_micros`), fits in
+        `balance_micros`."""
         if self.output_micros_per_million == 0:
             return 1 << 62
-        budget = balance_micros * TOKENS_PER_MILLION - prompt_tokens * self.input_micros_per_million
+        prompt_price = max(self.input_micros_per_million, self.cache_write_price)
+        budget = balance_micros * TOKENS_PER_MILLION - prompt_tokens * prompt_price
         return max(budget // self.output_micros_per_million, 0)
 
 

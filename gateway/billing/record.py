@@ -17,6 +17,7 @@ class Usage:
     prompt_tokens: int
     completion_tokens: int
     cached_tokens: int = 0  # of the prompt tokens, those the provider's cache served
+    cache_write_tokens: int = 0  # of the prompt tokens, those the provider wrote to its cache
     reasoning_tokens: int = 0  # of the completion tokens, those the answer never showed
     source: str = "gateway"  # "upstream" when the upstream reported them
     clamped: tuple[str, ...] = ()  # the reported counts that were beyond belief and cut to their bound

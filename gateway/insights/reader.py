@@ -1,7 +1,10 @@
 """The day's insights hashes settle.lua writes (keyspace.insights_day), summed over a range, for the account or
-for one of its API keys, in one pipelined round trip.
+for one of its API keys, of every API or one, in one pipelined round trip.
 
-    found = await InsightsReader(redis).read(account_id, days, key_id=None, examples_from=cutoff)
+Each field is scoped by the request's API (`a:<api>:`, see insights.lua); fields without that scope were written
+before insights were kept per API and are chat completions'.
+
+    found = await InsightsReader(redis).read(account_id, days, key_id=None, api=None, examples_from=cutoff)
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from datetime import datetime
 from gateway.billing import keyspace
 from gateway.billing.client import RedisClient
 from gateway.billing.keyspace import as_text
+from gateway.billing.record import LEGACY_API
 
 Stats = dict[str, int]
 EXAMPLES = 5  # example request ids per type in a report (each day keeps its first as many)
@@ -60,10 +64,17 @@ class InsightsReader:
         self.redis = redis
 
     async def read(
-        self, account_id: str, days: list[datetime], *, key_id: str | None, examples_from: datetime | None
+        self,
+        account_id: str,
+        days: list[datetime],
+        *,
+        key_id: str | None,
+        examples_from: datetime | None,
+        api: str | None = None,
     ) -> Found:
-        """Sum the days (oldest first, as UsageRange.buckets gives them). Examples come only from days that start
-        at or after `examples_from` (records older than the request log's retention are no longer exported)."""
+        """Sum the days (oldest first, as UsageRange.buckets gives them), of `api` only when given. Examples come
+        only from days that start at or after `examples_from` (records older than the request log's retention are
+        no longer exported)."""
         async with self.redis.pipeline(transaction=False) as pipe:
             for day in days:
                 pipe.hgetall(keyspace.insights_day(account_id, day))
@@ -75,14 +86,21 @@ class InsightsReader:
             found.key_known = bool(replies.pop())
         for day, fields in reversed(list(zip(days, replies, strict=True))):  # the newest day's examples first
             with_examples = examples_from is None or day >= examples_from
-            _fold_day(found, fields, key_id, with_examples=with_examples)
+            _fold_day(found, fields, key_id, api, with_examples=with_examples)
         return found
 
 
-def _fold_day(found: Found, fields: Mapping[object, object], key_id: str | None, *, with_examples: bool) -> None:
+def _fold_day(
+    found: Found, fields: Mapping[object, object], key_id: str | None, api: str | None, *, with_examples: bool
+) -> None:
     scope = None if key_id is None else f"k:{key_id}:"
     for raw_name, raw_value in fields.items():
         name, value = as_text(raw_name), as_text(raw_value)
+        field_api = LEGACY_API
+        if name.startswith("a:"):
+            field_api, _, name = name[2:].partition(":")
+        if api is not None and field_api != api:
+            continue
         if scope is not None:
             if name.startswith(scope):
                 _fold_key_field(found, str(key_id), name[len(scope) :], value, with_examples=with_examples)

@@ -16,7 +16,7 @@ from gateway.billing.pricing import credits_number
 from gateway.config import Settings
 from gateway.errors import InvalidRequest, NotFound
 from gateway.insights.reader import Found, InsightsReader, Stats
-from gateway.usage.ranges import Granularity, UsageRange, parse_granularity, parse_range
+from gateway.usage.ranges import Granularity, UsageRange, parse_api, parse_granularity, parse_range
 
 KEY_ID = re.compile(r"key_[0-9a-f]{16}")
 Details = dict[str, object]
@@ -175,11 +175,12 @@ def _item(kind: Kind, found: Found, settings: Settings) -> dict[str, object] | N
     }
 
 
-def insights_view(usage_range: UsageRange, found: Found, settings: Settings) -> dict[str, object]:
-    """`GET /v1/usage/insights`: the items found, most estimated savings first (then most credits)."""
+def insights_view(usage_range: UsageRange, found: Found, settings: Settings, api: str | None) -> dict[str, object]:
+    """`GET /v1/usage/insights`: the items found (on `api`, if given), most estimated savings first (then most
+    credits)."""
     items = [item for kind in KINDS if (item := _item(kind, found, settings)) is not None]
     items.sort(key=lambda item: (-int(item["estimated_savings_credits_micros"]), -int(item["credits_micros"])))  # type: ignore[call-overload]
-    return {"object": "list", **usage_range.view(), "data": items}
+    return {"object": "list", **usage_range.view(), "api": api, "data": items}
 
 
 def parse_key(value: str | None) -> str | None:
@@ -194,8 +195,8 @@ def parse_key(value: str | None) -> str | None:
 async def insights_report(
     reader: InsightsReader, settings: Settings, account_id: str, query: Mapping[str, str], now: datetime
 ) -> dict[str, object]:
-    """The report for `account_id` over the range the query asks for (`start`, `end`, `key`), as the usage API's
-    other endpoints read them (whole UTC days). 400 for bad parameters, 404 for a key not of this account."""
+    """The report for `account_id` over the range the query asks for (`start`, `end`, `key`, `api`), as the usage
+    API's other endpoints read them (whole UTC days). 400 for bad parameters, 404 for a key not of this account."""
     usage_range = parse_range(
         query,
         now,
@@ -204,10 +205,11 @@ async def insights_report(
         max_hours=settings.usage.max_hour_range_hours,
     )
     key_id = parse_key(query.get("key"))
+    api = parse_api(query.get("api"))
     examples_from = None
     if settings.redis.request_log_retention_days:
         examples_from = now - timedelta(days=settings.redis.request_log_retention_days)
-    found = await reader.read(account_id, usage_range.buckets(now), key_id=key_id, examples_from=examples_from)
+    found = await reader.read(account_id, usage_range.buckets(now), key_id=key_id, examples_from=examples_from, api=api)
     if not found.key_known:
         raise NotFound(f"No API key with id '{key_id}' in this account.", param="key")
-    return insights_view(usage_range, found, settings)
+    return insights_view(usage_range, found, settings, api)

@@ -21,6 +21,7 @@ class MockState:
     headers: list[dict[str, str]] = field(default_factory=list)
     aborted_streams: int = 0
     finished_streams: int = 0
+    prompt_cache: set[str] = field(default_factory=set)  # Messages prompt prefixes written to the "cache"
 
 
 MOCK_OPTIONS = web.AppKey("mock_options", MockOptions)
@@ -68,13 +69,16 @@ def wants_usage(body: dict[str, object]) -> bool:
     return isinstance(stream_options, dict) and stream_options.get("include_usage") is True
 
 
-async def send_stream(request: web.Request, chunks: list[bytes], request_id: str) -> web.StreamResponse:
-    """Send `chunks` as an SSE stream ended by [DONE], with the faults the options play (delays, a stall, a cut)."""
+async def send_stream(
+    request: web.Request, chunks: list[bytes], request_id: str, *, end: bytes = b"data: [DONE]\n\n"
+) -> web.StreamResponse:
+    """Send `chunks` as an SSE stream ended by `end` ([DONE]; nothing for Anthropic's, whose last event ends it),
+    with the faults the options play (delays, a stall, a cut)."""
     options = request.app[MOCK_OPTIONS]
     state = request.app[MOCK_STATE]
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "x-request-id": request_id})
     await response.prepare(request)
-    chunks = [*chunks, b"data: [DONE]\n\n"]
+    chunks = [*chunks, end] if end else chunks
     try:
         for sent, chunk in enumerate(chunks):
             if options.stall_after_chunks is not None and sent >= options.stall_after_chunks:

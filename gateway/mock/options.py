@@ -25,3 +25,6 @@ class MockOptions:
     error_status: int | None = None  # with error_body: answer every chat request with this status and body
     error_body: bytes = b""
     redirect_to: str | None = None  # answer every chat request with a 307 to this URL
+    # Messages streams: message_delta reports "output" (output_tokens alone, as Anthropic long did) or "full"
+    # (every usage figure, cumulative).
+    message_delta_usage: str = "output"

@@ -1,10 +1,10 @@
 """`gateway mock-upstream`: a small OpenAI-compatible server to try the gateway without a provider key.
 
-It answers /v1/chat/completions and the legacy /v1/completions plainly or as SSE, and /v1/embeddings
-(`embeddings`, `completions`), with or without usage, with configurable latency and length, and can misbehave on
-purpose (fail, stall, cut the stream: `exchange`) so tests and benchmarks have a real server to talk to. Replies
-are made of common English words that are one token each, so a reply of N words is N tokens; usage is counted
-with the real tokenizer over the whole reply.
+It answers /v1/chat/completions, the legacy /v1/completions and Anthropic's /v1/messages plainly or as SSE, and
+/v1/embeddings (`embeddings`, `completions`, `messages`), with or without usage, with configurable latency and
+length, and can misbehave on purpose (fail, stall, cut the stream: `exchange`) so tests and benchmarks have a real
+server to talk to. Replies are made of common English words that are one token each, so a reply of N words is N
+tokens; usage is counted with the real tokenizer over the whole reply.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import asyncio
 
 from aiohttp import web
 
-from gateway.mock import counting
+from gateway.mock import counting, messages
 from gateway.mock.completions import completions
 from gateway.mock.embeddings import embeddings
 from gateway.mock.exchange import MOCK_OPTIONS, MOCK_STATE, MockState, accepted_body, send_stream, wants_usage
@@ -34,6 +34,7 @@ def create_mock_app(options: MockOptions | None = None) -> web.Application:
         app.router.add_post(f"{prefix}/embeddings", embeddings)
         app.router.add_post(f"{prefix}/completions", completions)
         app.router.add_get(f"{prefix}/models", list_models)
+        app.router.add_post(f"{prefix}/messages", messages.messages)
     return app
 
 

@@ -129,10 +129,11 @@ def op(
     body: Schema | None = None,
     status: int = 200,
     others: dict[str, Schema] | None = None,
+    error: str = "Error",
 ) -> Operation:
     """`route` is "METHOD /path"; `answer` is the JSON schema of its success, or a schema per media type. Answers
-    to an API key carry the request id and balance headers; the `fails` statuses answer with the Error schema,
-    `others` as they say."""
+    to an API key carry the request id and balance headers; the `fails` statuses answer with the `error` schema
+    (OpenAI's shape unless the route's API has its own), `others` as they say."""
     media_types = answer if isinstance(answer, MediaTypes) else {"application/json": answer}
     success: Schema = {"description": "OK", "content": {name: {"schema": s} for name, s in media_types.items()}}
     needs_credential = bool(security) and {} not in security
@@ -144,7 +145,7 @@ def op(
         "security": security,
         "parameters": parameters or [],
         "responses": {str(status): success}
-        | {str(s): content(ref("Error"), ERRORS[str(s)]) for s in statuses}
+        | {str(s): content(ref(error), ERRORS[str(s)]) for s in statuses}
         | (others or {}),
     }
     if body is not None:

@@ -41,6 +41,7 @@ from gateway.openapi.builders import (
     record,
     ref,
 )
+from gateway.openapi.messages import MESSAGES_SCHEMAS, messages_operations
 from gateway.openapi.text_apis import TEXT_API_SCHEMAS, text_api_operations
 from gateway.openapi.webhooks import WEBHOOK_SCHEMAS, webhook_operations
 from gateway.proxy.apis.chat import MAX_DEPTH, MAX_N, ROLES
@@ -73,6 +74,8 @@ CHAT_REQUEST = obj(
     "bounds the output itself. Fields that change the provider's price (`service_tier`, `audio`, `modalities`, "
     "`web_search_options`, `store`) are refused unless the model's config prices them."
 }
+
+
 USAGE = "requests prompt_tokens completion_tokens"
 API_NAME: Schema = {"enum": list(API_NAMES)}
 API_FILTERED = nullable(API_NAME) | {"description": "The `api` the figures are filtered on; null: every API."}
@@ -126,6 +129,7 @@ SCHEMAS: dict[str, Schema] = {
                     "input_credits_per_million",
                     "output_credits_per_million",
                     "cached_input_credits_per_million",
+                    "cache_write_credits_per_million",
                 )
             }
         ),
@@ -184,7 +188,7 @@ SCHEMAS: dict[str, Schema] = {
         examples=array(STRING) | {"description": "A few of the requests (each day's first), each in the export."},
         details={"type": "object", "description": "Per type: loops and keys, conversations, models and shares."},
     ),
-    "InsightList": listing(ref("Insight"), "period_start", "period_end"),
+    "InsightList": with_api(listing(ref("Insight"), "period_start", "period_end")),
     "AccountUsage": record(
         strings="account_id name", integers="requests tokens", credits="credits_used", credits_remaining=NUMBER
     ),
@@ -263,6 +267,7 @@ def operations() -> list[Operation]:
             fails=(*BODY_ERRORS, 404),
         ),
         *text_api_operations(),
+        *messages_operations(),
         op("GET /v1/models", "The configured models", TENANT, ref("ModelList")),
         op("GET /v1/models/{model}", "One configured model", TENANT, ref("Model"), [MODEL], fails=(404,)),
         op(
@@ -289,7 +294,7 @@ def operations() -> list[Operation]:
             "cache use), most estimated savings first",
             both,
             ref("InsightList"),
-            [START, END, DAY_ONLY, KEY, ACCOUNT],
+            [START, END, DAY_ONLY, KEY, API_FILTER, ACCOUNT],
             fails=READ_ERRORS,
         ),
         op(
@@ -392,14 +397,19 @@ def build_document() -> Schema:
         "info": {
             "title": "LLM metering gateway",
             "version": _version(),
-            "description": "An OpenAI-compatible gateway that meters chat requests and debits credits. Every "
-            'error has OpenAI\'s shape, `{"error": {"message", "type", "param", "code"}}`.',
+            "description": "An OpenAI-compatible gateway that meters chat requests and Anthropic Messages and debits "
+            'credits. Every error has OpenAI\'s shape, `{"error": {"message", "type", "param", "code"}}`, except on '
+            '/v1/messages*, where it has Anthropic\'s: `{"type": "error", "error": {"type", "message"}}`.',
         },
         "paths": paths(),
         "components": {
-            "schemas": SCHEMAS | TEXT_API_SCHEMAS | WEBHOOK_SCHEMAS,
+            "schemas": SCHEMAS | TEXT_API_SCHEMAS | MESSAGES_SCHEMAS | WEBHOOK_SCHEMAS,
             "securitySchemes": {
-                "apiKey": bearer("A tenant's API key: `Authorization: Bearer sk-gw-...`.", "sk-gw-<account>-<secret>"),
+                "apiKey": bearer(
+                    "A tenant's API key: `Authorization: Bearer sk-gw-...`, or `x-api-key: sk-gw-...` (as Anthropic's "
+                    "SDKs send it); both at once must be the same key.",
+                    "sk-gw-<account>-<secret>",
+                ),
                 "adminToken": bearer("The operator's `server.admin_token` (GATEWAY_ADMIN_TOKEN)."),
                 "metricsToken": bearer("`[metrics] token`, when configured."),
             },

@@ -1,13 +1,13 @@
-"""The metered path shared by every API (/v1/chat/completions, /v1/embeddings, /v1/completions), its price
-beforehand (`PATH/count_tokens`, `preview`) and /v1/models with prices, one request at a time.
+"""The metered path shared by every API (/v1/chat/completions, /v1/embeddings, /v1/completions, /v1/messages),
+its price beforehand (`PATH/count_tokens`, `preview`) and /v1/models with prices, one request at a time.
 
 Modules, in the order a request meets them: `handlers` (authenticate; the route's API plug-in in `apis/`
 parses, counts and fingerprints; price with `priced_fields`) -> `metering` (hold_credits: reserve.lua) ->
 `meter` (one request's bill, its only owner) -> `exchange` (POST through `upstream`, relay a stream with `relay`,
 split with `sse`, the meter counting what was sent) -> the meter settles once through the Biller of `metering`
 (settle.lua), whose charge rides on the answer. `preview` prices a request without sending it. `apis/` holds the
-Api protocol and one module per API (`apis/chat.py`, `apis/embeddings.py`, `apis/completions.py`; `apis/inputs.py`
-checks the text inputs the last two share).
+Api protocol and one module per API (`apis/chat.py`, `apis/embeddings.py`, `apis/completions.py`,
+`apis/messages.py`; `apis/inputs.py` checks the text inputs embeddings and completions share).
 
 May import: `billing`, `tokens`, the shared modules, `admin.accounts`, `admin.auth`, `insights.fingerprints`
 and `insights.signals`; `exchange`, `handlers` and `upstream` also the app state. The caller comes from

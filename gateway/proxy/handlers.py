@@ -39,6 +39,7 @@ from gateway.proxy.apis import Api, ApiRequest
 from gateway.proxy.apis.chat import CHAT
 from gateway.proxy.apis.completions import COMPLETIONS
 from gateway.proxy.apis.embeddings import EMBEDDINGS
+from gateway.proxy.apis.messages import MESSAGES
 from gateway.proxy.exchange import Exchange
 from gateway.proxy.meter import Meter
 from gateway.proxy.metering import Biller, Ticket, check_context, hold_credits
@@ -84,9 +85,13 @@ def metered(api: Api) -> Handler:
                 error.headers.update(charge_headers(0, error.balance_micros))
             elif CREDITS_REMAINING in error.headers:  # refused before a hold: nothing was charged
                 error.headers.setdefault(CREDITS_USED, "0")
-            return json_response(api.error_body(error), status=error.status, headers=error.headers)
+            return _error_response(api, error)
 
     return handle
+
+
+def _error_response(api: Api, error: GatewayError) -> web.Response:
+    return json_response(api.error_body(error), status=error.status, headers=error.headers)
 
 
 async def _metered_request(request: web.Request, api: Api, started: float) -> web.StreamResponse:
@@ -127,19 +132,31 @@ async def _metered_request(request: web.Request, api: Api, started: float) -> we
 
 
 async def _checked_request(
-    request: web.Request, api: Api, api_key: ParsedApiKey, tenant: Tenant | None
+    request: web.Request, api: Api, api_key: ParsedApiKey, tenant: Tenant | None, *, to_count: bool = False
 ) -> tuple[ApiRequest, ModelConfig, int]:
-    """The parsed body, its model and its size. On 4xx the key is checked first, so a bad key always gets 401."""
+    """The parsed body (`to_count`: a count_tokens body), its model and its size. On 4xx the key is checked first,
+    so a bad key always gets 401."""
     settings = request.app[SETTINGS]
     try:
         raw = await read_body(request, settings)
-        parsed = api.parse(raw)
+        parsed = api.parse_count(raw) if to_count else api.parse(raw)
         model = priced_model(parsed, settings)
+        _check_api_family(api, model, settings)
     except GatewayError as error:
         tenant = tenant or await authenticate(request.app[ACCOUNTS], api_key)
         error.headers.update(balance_headers(tenant.balance_micros))
         raise
     return parsed, model, len(raw)
+
+
+def _check_api_family(api: Api, model: ModelConfig, settings: Settings) -> None:
+    """404 for a model whose upstream speaks another API family than the route's (a Messages model on chat
+    completions, or the other way round): the upstream could not answer it."""
+    if settings.upstreams[model.upstream].api != api.upstream_api:
+        raise ModelNotFound(
+            f"The model '{model.name}' is not served on this API ({api.name}): its upstream speaks another one.",
+            param="model",
+        )
 
 
 async def _check_forwardable(
@@ -194,19 +211,30 @@ def counted(api: Api) -> Handler:
     or charged. Refused exactly as the proxy would refuse it (401, 400, 404, 413, 415)."""
 
     async def handle(request: web.Request) -> web.StreamResponse:
-        api_key = bearer_api_key(request.headers)
-        tenant = await authenticate(request.app[ACCOUNTS], api_key)  # first: this path is not the hot one
-        parsed, model, size = await _checked_request(request, api, api_key, tenant)
-        prompt_tokens = await _count_prompt_tokens(request.app[TOKEN_COUNTER], api, parsed, size)
         try:
-            check_context(parsed, model, prompt_tokens)
+            return await _counted_request(request, api)
+        except REDIS_UNAVAILABLE:  # the key check: Redis is away
+            request.app[METRICS].redis_error()
+            return _error_response(api, ServiceUnavailable())
         except GatewayError as error:
-            error.headers.update(balance_headers(tenant.balance_micros))
-            raise
-        preview = price_preview(parsed, model, request.app[SETTINGS], prompt_tokens)
-        return json_response(preview, headers=balance_headers(tenant.balance_micros))
+            return _error_response(api, error)
 
     return handle
+
+
+async def _counted_request(request: web.Request, api: Api) -> web.Response:
+    api_key = bearer_api_key(request.headers)
+    tenant = await authenticate(request.app[ACCOUNTS], api_key)  # first: this path is not the hot one
+    parsed, model, size = await _checked_request(request, api, api_key, tenant, to_count=True)
+    prompt_tokens = await _count_prompt_tokens(request.app[TOKEN_COUNTER], api, parsed, size)
+    try:
+        check_context(parsed, model, prompt_tokens)
+    except GatewayError as error:
+        error.headers.update(balance_headers(tenant.balance_micros))
+        raise
+    preview = price_preview(parsed, model, request.app[SETTINGS], prompt_tokens)
+    answer = api.count_answer(parsed, prompt_tokens, preview)
+    return json_response(answer, headers=balance_headers(tenant.balance_micros))
 
 
 async def get_models(request: web.Request) -> web.Response:
@@ -228,8 +256,8 @@ async def get_model(request: web.Request) -> web.Response:
 
 
 def _model_object(model: ModelConfig, created: int) -> dict[str, object]:
-    """OpenAI's model object, and its prices in credits per million tokens (cached input: the price it is
-    billed at, which is the input price unless the model sets one)."""
+    """OpenAI's model object, and its prices in credits per million tokens (cached input and cache writes: the
+    prices they are billed at, which are the input price unless the model sets its own)."""
     price = model.price
     cached = price.cached_input_micros_per_million
     return {
@@ -243,6 +271,7 @@ def _model_object(model: ModelConfig, created: int) -> dict[str, object]:
             "cached_input_credits_per_million": credits_number(
                 price.input_micros_per_million if cached is None else cached
             ),
+            "cache_write_credits_per_million": credits_number(price.cache_write_price),
         },
     }
 
@@ -264,5 +293,6 @@ def add_routes(app: web.Application) -> None:
     add_api_route(app, "/v1/chat/completions", CHAT)
     add_api_route(app, "/v1/embeddings", EMBEDDINGS)
     add_api_route(app, "/v1/completions", COMPLETIONS)
+    add_api_route(app, "/v1/messages", MESSAGES)
     app.router.add_get("/v1/models", get_models)
     app.router.add_get("/v1/models/{model:.+}", get_model)

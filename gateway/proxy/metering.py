@@ -70,8 +70,8 @@ async def hold_credits(
     # With the client's bound (or no output at all) the hold is all or nothing; without, one token per choice is
     # the least it takes.
     exact = chat.max_tokens is not None or not chat.produces_output
-    minimum = price.cost_micros(prompt_tokens, (per_choice if exact else 1) * chat.n)
-    hold = price.cost_micros(prompt_tokens, per_choice * chat.n)
+    minimum = price.hold_micros(prompt_tokens, (per_choice if exact else 1) * chat.n)
+    hold = price.hold_micros(prompt_tokens, per_choice * chat.n)
     for _ in range(MAX_RESERVE_TRIES):
         try:
             outcome = await ledger.reserve(
@@ -110,7 +110,7 @@ async def hold_credits(
         per_choice = price.affordable_completion_tokens(outcome.balance_micros, prompt_tokens) // chat.n
         if per_choice < 1:
             break
-        hold = price.cost_micros(prompt_tokens, per_choice * chat.n)
+        hold = price.hold_micros(prompt_tokens, per_choice * chat.n)
     raise InsufficientCredits(
         f"Insufficient credits: this request needs at least {format_credits(minimum)} credits "
         f"and the balance is {format_credits(outcome.balance_micros)}.",
@@ -184,6 +184,7 @@ def bounded_usage(reported: Usage, own_prompt_tokens: int, completion_limit: int
         prompt_tokens=prompt,
         completion_tokens=completion,
         cached_tokens=min(reported.cached_tokens, prompt),
+        cache_write_tokens=min(reported.cache_write_tokens, prompt - min(reported.cached_tokens, prompt)),
         reasoning_tokens=min(reported.reasoning_tokens, completion),
         clamped=tuple(clamped),
     )
@@ -264,7 +265,9 @@ async def bill(
     """Charge `usage` against the hold, once (spooled when Redis cannot take it now). Shielded, so a handler
     cancelled by a departing client still settles. `insight`: the usage insights' record fields (hashes and
     counts), counted by the settlement. A spooled settlement's outcome is projected from the hold."""
-    cost = model.price.cost_micros(usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens)
+    cost = model.price.cost_micros(
+        usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens, usage.cache_write_tokens
+    )
     settlement = Settlement(
         account_id=reservation.account_id,
         request_id=reservation.request_id,
@@ -281,6 +284,7 @@ async def bill(
             "stream": int(stream),
             "usage_source": usage.source,
             "cached_tokens": usage.cached_tokens,
+            "cache_write_tokens": usage.cache_write_tokens,
             "reasoning_tokens": usage.reasoning_tokens,
             "gateway_prompt_tokens": estimate.prompt_tokens,
             "gateway_completion_tokens": estimate.completion_tokens,

@@ -16,8 +16,8 @@ def price_preview(chat: ApiRequest, model: ModelConfig, settings: Settings, prom
     forwards a smaller bound)."""
     max_completion_tokens = output_bound(chat, model, settings, prompt_tokens) * chat.n
     # Costs beyond 2^53 micro-credits no balance can pay; capped as the hold is, so the figures stay exact.
-    least = min(model.price.cost_micros(prompt_tokens, 0), MAX_SAFE_INTEGER)
-    most = min(model.price.cost_micros(prompt_tokens, max_completion_tokens), MAX_SAFE_INTEGER)
+    least = min(model.price.hold_micros(prompt_tokens, 0), MAX_SAFE_INTEGER)
+    most = min(model.price.hold_micros(prompt_tokens, max_completion_tokens), MAX_SAFE_INTEGER)
     # A client's max_tokens times n may pass what JSON encoders take (64 bits); no hold covers more than 2^53.
     max_completion_tokens = min(max_completion_tokens, MAX_SAFE_INTEGER)
     return {

@@ -1,8 +1,9 @@
 """Request fields that make the provider charge more than its plain text price, or by another meter.
 
 The gateway bills tokens at the model's configured prices. A field below would have the provider bill
-differently (a priority tier, audio, web search, stored completions), so it is refused with 400 unless the
-model's config lists it in `allowed_fields`, saying its prices already cover it.
+differently (a priority tier, audio, web search, stored completions, Anthropic's server tools billed per use),
+so it is refused with 400 unless the model's config lists it in `allowed_fields`, saying its prices already
+cover it.
 """
 
 from __future__ import annotations
@@ -13,13 +14,26 @@ from gateway.config import ModelConfig, Settings
 from gateway.errors import InvalidRequest, ModelNotFound
 from gateway.proxy.apis import ApiRequest
 
+# Anthropic's server tools billed per use beside tokens (web search per search, code execution per hour).
+PER_USE_TOOLS = ("web_search", "code_execution")
+
+
+def _per_use_tools(value: object) -> bool:
+    return isinstance(value, list) and any(
+        isinstance(tool, dict) and str(tool.get("type", "")).startswith(PER_USE_TOOLS) for tool in value
+    )
+
+
 # Field -> whether this value of it changes the price. Absent and null never do.
 PRICED_FIELDS: dict[str, Callable[[object], bool]] = {
-    "service_tier": lambda value: value != "default",  # "auto" may use scale tier, "flex"/"priority" differ
+    # OpenAI: "auto" may use scale tier, "flex"/"priority" differ. Anthropic: "auto" may use Priority Tier;
+    # "standard_only" is its standard price.
+    "service_tier": lambda value: value not in ("default", "standard_only"),
     "audio": lambda value: True,
     "modalities": lambda value: not isinstance(value, list) or any(kind != "text" for kind in value),
     "web_search_options": lambda value: True,
     "store": lambda value: value is not False,
+    "tools": _per_use_tools,
 }
 
 

@@ -20,7 +20,7 @@ from gateway.billing.scripts import SettleOutcome
 from gateway.errors import GatewayError, UpstreamError, UpstreamTimeout
 from gateway.proxy.apis import Api, StreamFormat
 from gateway.proxy.meter import CLIENT_CLOSED, Meter
-from gateway.proxy.sse import Event, EventSplitter, EventTooLarge, encode_event
+from gateway.proxy.sse import Event, EventSplitter, EventTooLarge
 
 log = logging.getLogger(__name__)
 
@@ -134,10 +134,10 @@ class StreamRelay:
                 if final:
                     await self._flush(client)  # what is queued goes out first: the bill counts all that was sent
                     stamped = fmt.stamp(chunk, usage, await self.meter.settle(self._finished()))
-                    raw = encode_event(orjson.dumps(stamped))
+                    raw = fmt.encode(stamped)
                     self.bill_sent = True
                 elif usage.clamped:
-                    raw = encode_event(orjson.dumps(fmt.stamp(chunk, usage, None)))
+                    raw = fmt.encode(fmt.stamp(chunk, usage, None))
             if fmt.is_error(chunk):
                 self.error_event = True
         self._queue(raw, chunk)
@@ -170,11 +170,11 @@ class StreamRelay:
         await self._flush(client)
         bill: SettleOutcome = await self.meter.settle(self._finished())
         closing = self.format.closing_event(self.meter.answer_usage(), bill, self.last_chunk)
-        self._queue(encode_event(orjson.dumps(closing)), None)
+        self._queue(self.format.encode(closing), None)
         self.bill_sent = True
 
     async def _send_error(self, client: web.StreamResponse, error: GatewayError) -> None:
-        self._queue(encode_event(orjson.dumps(self.api.error_body(error))), None)
+        self._queue(self.format.encode(self.api.error_body(error)), None)
         await self._flush(client)
 
 

@@ -48,8 +48,13 @@ async def upstream_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 def upstream_headers(upstream: UpstreamConfig, *, stream: bool) -> dict[str, str]:
+    """The headers of a call upstream: only the gateway's own credential, never anything of the tenant's."""
     headers = {"Content-Type": "application/json", "Accept": "text/event-stream" if stream else "application/json"}
-    if upstream.api_key:
+    if upstream.api == "anthropic":
+        headers["anthropic-version"] = upstream.anthropic_version
+        if upstream.api_key:
+            headers["x-api-key"] = upstream.api_key
+    elif upstream.api_key:
         if upstream.auth_header == "authorization":
             headers["Authorization"] = f"Bearer {upstream.api_key}"
         else:
@@ -93,7 +98,8 @@ def scrub(text: str, upstream: UpstreamConfig) -> str:
 
 
 def scrubbed_error_body(body: bytes, upstream: UpstreamConfig) -> bytes | None:
-    """An OpenAI-shaped upstream error body with every string scrubbed, or None when it is not one."""
+    """An OpenAI-shaped upstream error body with every string scrubbed, or None when it is not one. Anthropic's
+    shape (the same object, under `{"type": "error"}`) keeps that outer `type`."""
     try:
         parsed = orjson.loads(body)
     except orjson.JSONDecodeError:
@@ -106,4 +112,5 @@ def scrubbed_error_body(body: bytes, upstream: UpstreamConfig) -> bytes | None:
         for name, value in error.items()
         if name in ("message", "type", "param", "code") and (value is None or isinstance(value, str | int))
     }
-    return orjson.dumps({"error": {"message": "", "type": "upstream_error", "param": None, "code": None, **kept}})
+    scrubbed = {"error": {"message": "", "type": "upstream_error", "param": None, "code": None, **kept}}
+    return orjson.dumps({"type": "error", **scrubbed} if parsed.get("type") == "error" else scrubbed)

@@ -9,7 +9,8 @@
 Modules: `encodings` (offline vocabularies), `models` (model name -> encoding and prompt format),
 `prompt` (chat request bodies), `inputs` (embeddings inputs and legacy completions prompts), `functions` (tool
 and function definitions), `images` and `imagesize` (image parts), `completion` (responses), `payload` (the JSON
-shapes read), `counter` (the facade above).
+shapes read), `counter` (the facade above), `claude` (an upper estimate of Anthropic Messages input tokens,
+Claude's tokenizer not being public).
 
 May import: nothing else of the gateway. Only the standard library and tiktoken; no I/O but reading the
 packaged vocabularies.

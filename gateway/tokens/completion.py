@@ -75,6 +75,11 @@ class CompletionCounter:
         self._echoed = (prompts, max(choices_per_prompt, 1))
         self._count = None
 
+    def add_text(self, text: object, *, part: int = 0, kind: str = "text") -> None:
+        """Record a fragment of generated text of another API's answer (a content block's text, a tool call's
+        input): fragments of one `part` and `kind` are joined before encoding, as a choice's are."""
+        self._append((0, kind, part), text)
+
     def count_completion_tokens(self) -> int:
         """Tokens of everything recorded so far; encodes only when new text arrived since the last call."""
         if self._count is None:

@@ -49,7 +49,15 @@ def data_url_image_size(url: str) -> tuple[int, int] | None:
     comma = url.find(",", 5, _MAX_META_CHARS)
     if comma < 0 or not url[5:comma].lower().endswith(";base64"):
         return None
-    window = _Base64Window(url, comma + 1)
+    return _header_size(_Base64Window(url, comma + 1))
+
+
+def base64_image_size(data: str) -> tuple[int, int] | None:
+    """(width, height) of a base64-encoded image (no `data:` prefix), or None if it is not one we can read."""
+    return _header_size(_Base64Window(data, 0))
+
+
+def _header_size(window: _Base64Window) -> tuple[int, int] | None:
     # Every header we read fits in 30 bytes, and every real PNG, GIF, WebP or JPEG file is longer.
     head = window.read(0, 30)
     if head is None:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
 from gateway.billing.periods import iso_utc, period_bounds
+from gateway.billing.record import API_NAMES
 from gateway.errors import InvalidRequest
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -110,6 +111,15 @@ def parse_granularity(value: str | None, allowed: tuple[Granularity, ...] = tupl
         raise InvalidRequest(f"'granularity' must be {names} here.", param="granularity")
     assert granularity is not None
     return granularity
+
+
+def parse_api(value: str | None) -> str | None:
+    """The `api` parameter: one API's usage only (None: every API's); 400 for a name that is no API."""
+    if value is None:
+        return None
+    if value not in API_NAMES:
+        raise InvalidRequest(f"'api' must be one of {', '.join(API_NAMES)}.", param="api")
+    return value
 
 
 def parse_moment(query: Mapping[str, str], param: str) -> datetime | None:

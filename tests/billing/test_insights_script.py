@@ -36,9 +36,15 @@ async def settle(
     assert outcome.settled
 
 
-async def day(ledger: Ledger, account: str) -> dict[str, str]:
+CHAT_SCOPE = "a:chat.completions:"
+
+
+async def day(ledger: Ledger, account: str, scope: str = CHAT_SCOPE) -> dict[str, str]:
+    """The day's insights of the settlements made here (all on one API: `scope`), without that scope."""
     redis = ledger.redis
-    return await redis.hgetall(keyspace.insights_day(account, datetime.fromtimestamp(ledger.clock(), UTC)))  # type: ignore[no-any-return]
+    fields = await redis.hgetall(keyspace.insights_day(account, datetime.fromtimestamp(ledger.clock(), UTC)))
+    assert all(name.startswith(scope) for name in fields), sorted(fields)
+    return {name[len(scope) :]: value for name, value in fields.items()}
 
 
 def advance(ledger: Ledger, seconds: float) -> None:

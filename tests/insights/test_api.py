@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from gateway.admin.accounts import parse_api_key
 from gateway.app_state import LEDGER
 from gateway.billing import Settlement, keyspace
 from tests.common import ADMIN_TOKEN, StartGateway
@@ -120,3 +121,47 @@ async def test_the_default_range_is_the_billing_period(start_gateway: StartGatew
     assert status == 200
     assert (report["period_start"], report["period_end"]) == ("2026-09-01T00:00:00Z", "2026-09-30T23:59:59Z")
     assert report["data"] == day["data"]
+
+
+async def test_insights_are_kept_and_read_per_api(start_gateway: StartGateway) -> None:
+    gateway = await insights_gateway(start_gateway)
+    tenant = await new_tenant(gateway, keys=("web",))
+    start = utc(2026, 9, 21, 9).timestamp()
+    # Chat: the same question twice, 60 s apart, through the proxy: the second is a duplicate.
+    await sent(gateway, tenant.key(0), question("Same question"), start)
+    chat_repeat, _ = await sent(gateway, tenant.key(0), question("Same question"), start + 60)
+    # Messages: two settlements of one fingerprint, as the metered path settles them, 60 s apart.
+    ledger = gateway.app[LEDGER]
+    parsed = parse_api_key(tenant.key(0))
+    assert parsed is not None
+    for index, at in enumerate((start + 120, start + 180)):
+        gateway.clock.now = at
+        request_id = f"msg-{index}"
+        await ledger.reserve(
+            tenant.account_id, parsed.sha256, request_id, hold_micros=900, min_hold_micros=900, ttl_s=60, api="messages"
+        )
+        record: dict[str, str | int] = {"status": 200, "req_hash": "h-msg", "conv_hash": "", "messages": 1}
+        settlement = Settlement(tenant.account_id, request_id, "m-main", 700, 10, 5, record=record, api="messages")
+        assert (await ledger.settle(settlement)).settled
+    # Written before insights were kept per API: unscoped, so chat's.
+    day = keyspace.insights_day(tenant.account_id, NOW)
+    await gateway.redis.hset(day, mapping={"dup:requests": 2, "dup:credits": 1_000, "dup:savings": 1_000})  # type: ignore[misc]
+    gateway.clock.now = NOW.timestamp()
+
+    def duplicates(report: dict[str, object]) -> dict[str, object]:
+        [found] = [item for item in report["data"] if item["type"] == "duplicates"]  # type: ignore[attr-defined]
+        return found  # type: ignore[no-any-return]
+
+    status, messages = await get_json(gateway, "/v1/usage/insights", tenant.auth(), start=DAY, end=DAY, api="messages")
+    assert status == 200 and messages["api"] == "messages"
+    found = duplicates(messages)
+    assert (found["requests"], found["credits_micros"], found["examples"]) == (1, 700, ["msg-1"])
+    status, chat = await get_json(
+        gateway, "/v1/usage/insights", tenant.auth(), start=DAY, end=DAY, api="chat.completions"
+    )
+    found = duplicates(chat)
+    assert found["requests"] == 3 and chat_repeat in found["examples"]  # type: ignore[operator]
+    status, both = await get_json(gateway, "/v1/usage/insights", tenant.auth(), start=DAY, end=DAY)
+    assert both["api"] is None and duplicates(both)["requests"] == 4
+    status, refused = await get_json(gateway, "/v1/usage/insights", tenant.auth(), start=DAY, end=DAY, api="chat")
+    assert status == 400 and refused["error"]["param"] == "api"  # type: ignore[index]

@@ -262,6 +262,7 @@ async def test_bill_prices_the_usage_and_hands_over_the_whole_record() -> None:
                 "stream": 1,
                 "usage_source": "upstream",
                 "cached_tokens": 2,
+                "cache_write_tokens": 0,
                 "reasoning_tokens": 1,
                 "gateway_prompt_tokens": 5,
                 "gateway_completion_tokens": 2,

@@ -1,7 +1,7 @@
 -- Usage insights (gateway/insights): the waste one settlement shows, counted by settle.lua in the request's first
 -- settlement only, so a replayed settlement never counts twice. Prepended to settle.lua, after prelude.lua.
 -- Only hashes and counts are kept, never text. The day's insights hash (KEYS[10], keyspace.insights_day) holds,
--- in each scope ('' for the account, 'k:<API key id>:' for the key), '<type>:<stat>' counters and '<type>:x',
+-- in each scope ('a:<api>:' for the account's requests on that API, 'a:<api>:k:<API key id>:' for the key's), '<type>:<stat>' counters and '<type>:x',
 -- the day's first example request ids (space-separated, at most rules.examples). Types: dup, retry, unused, long,
 -- mix, and per model 'mix:m:<model>' and 'cache:m:<model>'. Amounts are micro-credits.
 

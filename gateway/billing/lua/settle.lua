@@ -119,6 +119,6 @@ if used and redis.call('EXISTS', KEYS[8]) == 1 then
 end
 if rules then
   insights_count({rules = rules, fields = fields, now = now, charge = charge, request = ARGV[1], model = ARGV[5],
-    prompt = prompt, status = fields.status or 0, scopes = {'', string.format('k:%s:', api_key_id)}})
+    prompt = prompt, status = fields.status or 0, scopes = {api, api .. 'k:' .. api_key_id .. ':'}})
 end
 return {1, after, charge, alerts}

@@ -88,15 +88,28 @@ class StreamFormat(Protocol):
         """Add what an event showed the client to the completion count."""
         ...
 
+    def encode(self, event: Mapping[str, object]) -> bytes:
+        """An event the gateway writes itself (one it stamped or added, or an error) as SSE bytes, with its
+        blank line; APIs with typed events write their `event:` line too."""
+        ...
+
 
 class Api(Protocol):
     """One metered API: its request, its upstream call, its answers' usage and where its bill is shown."""
 
     name: str  # "chat.completions"
     upstream_path: str  # under the upstream's base_url: "/chat/completions"
+    # The API family its models' upstream must speak (`UpstreamConfig.api`): "openai" or "anthropic". A model
+    # of an upstream of the other family is not served on this route (404 model_not_found, before any hold).
+    upstream_api: str
 
     def parse(self, raw: bytes) -> ApiRequest:
         """Decode and check a request body; InvalidRequest naming the field otherwise."""
+        ...
+
+    def parse_count(self, raw: bytes) -> ApiRequest:
+        """A body of the route's `count_tokens`: as `parse`, less what only a call needs (Anthropic's count_tokens
+        takes no max_tokens)."""
         ...
 
     def count_prompt(self, counter: TokenCounter, request: ApiRequest) -> int:
@@ -132,4 +145,9 @@ class Api(Protocol):
 
     def error_body(self, error: GatewayError) -> JSON:
         """An error in this API's own shape."""
+        ...
+
+    def count_answer(self, request: ApiRequest, prompt_tokens: int, preview: JSON) -> JSON:
+        """The answer of the route's `count_tokens`: the prompt's count, in this API's own shape; `preview` is
+        the price preview (proxy/preview.py), for APIs that show it."""
         ...

@@ -20,7 +20,7 @@ from gateway.config import ModelConfig, UpstreamConfig
 from gateway.errors import GatewayError, InvalidRequest
 from gateway.insights.fingerprints import Fingerprint, take_fingerprint
 from gateway.proxy.apis import JSON, ApiRequest
-from gateway.proxy.sse import DONE, Event
+from gateway.proxy.sse import DONE, Event, encode_event
 from gateway.tokens import CompletionCounter, TokenCounter
 
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
@@ -37,8 +37,12 @@ class ChatCompletions:
 
     name = "chat.completions"
     upstream_path = "/chat/completions"
+    upstream_api = "openai"
 
     def parse(self, raw: bytes) -> ApiRequest:
+        return parse_chat_request(raw)
+
+    def parse_count(self, raw: bytes) -> ApiRequest:
         return parse_chat_request(raw)
 
     def count_prompt(self, counter: TokenCounter, request: ApiRequest) -> int:
@@ -86,6 +90,9 @@ class ChatCompletions:
     def error_body(self, error: GatewayError) -> JSON:
         return error.body()
 
+    def count_answer(self, request: ApiRequest, prompt_tokens: int, preview: JSON) -> JSON:
+        return preview
+
 
 class ChatStream:
     """The `StreamFormat` of chat completion chunks."""
@@ -125,6 +132,9 @@ class ChatStream:
 
     def count(self, counter: CompletionCounter, chunk: Mapping[str, object]) -> None:
         counter.add_chunk(chunk)
+
+    def encode(self, event: Mapping[str, object]) -> bytes:
+        return encode_event(orjson.dumps(event))
 
 
 CHAT = ChatCompletions()

@@ -45,6 +45,7 @@ class Completions:
 
     name = "completions"
     upstream_path = "/completions"
+    upstream_api = "openai"
 
     def parse(self, raw: bytes) -> ApiRequest:
         return parse_completion_request(raw)
@@ -86,6 +87,12 @@ class Completions:
 
     def error_body(self, error: GatewayError) -> JSON:
         return error.body()
+
+    def parse_count(self, raw: bytes) -> ApiRequest:
+        return self.parse(raw)
+
+    def count_answer(self, request: ApiRequest, prompt_tokens: int, preview: JSON) -> JSON:
+        return preview
 
 
 class CompletionStream(ChatStream):

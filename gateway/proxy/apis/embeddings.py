@@ -28,6 +28,7 @@ class Embeddings:
 
     name = "embeddings"
     upstream_path = "/embeddings"
+    upstream_api = "openai"
 
     def parse(self, raw: bytes) -> ApiRequest:
         body = decode_body(raw)
@@ -65,6 +66,12 @@ class Embeddings:
 
     def error_body(self, error: GatewayError) -> JSON:
         return error.body()
+
+    def parse_count(self, raw: bytes) -> ApiRequest:
+        return self.parse(raw)
+
+    def count_answer(self, request: ApiRequest, prompt_tokens: int, preview: JSON) -> JSON:
+        return preview
 
 
 EMBEDDINGS = Embeddings()
