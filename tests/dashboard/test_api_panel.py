@@ -1,6 +1,7 @@
 """The dashboard's per-API table and API filter in a real headless browser, after real traffic of three APIs sent
 with the official openai client: the table's figures are the usage API's and the sums of the answers' own
-`usage.cost`; the filter narrows the figures, the charts, the model and key tables and the CSV to one API."""
+`usage.cost`; the filter narrows the figures, the charts, the model, key and insights tables and the CSV to one
+API."""
 
 from __future__ import annotations
 
@@ -182,6 +183,12 @@ async def test_the_api_filter_narrows_figures_charts_tables_and_the_csv(
         for key_id, (_, _, *cells, _) in (await rows(dashboard, "keys", "data-key-id")).items():
             assert key_id is not None
             assert (int(cells[0] or ""), int(cells[1] or ""), as_micros(cells[2])) == by_key.get(key_id, (0, 0, 0))
+
+        # The insights panel: this API's findings (here the prompt-cache measure, over this API's requests).
+        report = await read(gateway, "/v1/usage/insights", tenant.auth(), api=api)
+        assert await dashboard.column("insights", "data-type") == [item["type"] for item in report["data"]]
+        counts = await page.eval_on_selector_all("#insights tbody tr", "rows => rows.map(r => r.cells[1].textContent)")
+        assert counts == [str(item["requests"]) for item in report["data"]] == [str(requests)]
 
         # The per-API table still shows every API, this one marked as the current row.
         assert len(await dashboard.column("apis", "data-api")) == 3

@@ -60,7 +60,7 @@ function chosenApi() {
   return $("api").value;
 }
 
-// Figures, charts, models and keys are the chosen API's; the per-API table and the insights every API's.
+// Everything is the chosen API's but the per-API table, which is every API's.
 async function readUsage() {
   const range = chosenRange();
   const only = chosenApi();
@@ -71,7 +71,7 @@ async function readUsage() {
     json("/v1/usage", filtered),
     json("/v1/usage/models", filtered),
     json("/v1/usage/keys", filtered),
-    json("/v1/usage/insights", range),
+    json("/v1/usage/insights", filtered),
     only ? json("/v1/usage", range) : null,
   ]);
   const apis = (everyApi ?? chosen).api_breakdown;
