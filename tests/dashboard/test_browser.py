@@ -221,6 +221,7 @@ async def test_an_account_without_usage_sees_the_empty_state(start_gateway: Star
     assert figures == {name: "0" for name in figures} | {"credits_remaining": "1000"}
     assert await dashboard.column("keys", "data-key-id") == [tenant.key_id(0)]
     assert "never" in await dashboard.page.inner_text("#keys tbody")
+    assert await dashboard.page.inner_text("#apis tbody") == "No API was used in this range."
     dashboard.check_hygiene(tenant.key(0))
 
 

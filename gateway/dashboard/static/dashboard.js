@@ -10,6 +10,14 @@ const DAY = 86400;
 const HOUR = 3600;
 const COLORS = { bar: "#1f4e8c", barFill: "rgba(31, 78, 140, 0.55)", sum: "#d1731d", credits: "#2e8b57" };
 const LABELS = { requests: "Requests", tokens: "Tokens", credits: "Credits" };
+// The usage API's `api` names, as the filter's options read.
+const API_LABELS = {
+  "chat.completions": "Chat completions",
+  responses: "Responses",
+  embeddings: "Embeddings",
+  completions: "Completions (legacy)",
+  messages: "Anthropic Messages",
+};
 
 const $ = (id) => document.getElementById(id);
 const state = { secret: null, admin: false, account: null, generation: 0, timer: null, charts: {} };
@@ -47,17 +55,27 @@ function chosenRange() {
   return { start: $("start").value, end: $("end").value };
 }
 
+// The API filter: one API's name, or "" for every API (then `api()` sends no parameter).
+function chosenApi() {
+  return $("api").value;
+}
+
+// Everything is the chosen API's but the per-API table, which is every API's.
 async function readUsage() {
   const range = chosenRange();
-  const [period, today, chosen, models, keys, insights] = await Promise.all([
-    json("/v1/usage"),
-    json("/v1/usage", { granularity: "hour" }),
-    json("/v1/usage", range),
-    json("/v1/usage/models", range),
-    json("/v1/usage/keys", range),
-    json("/v1/usage/insights", range),
+  const only = chosenApi();
+  const filtered = { ...range, api: only };
+  const [period, today, chosen, models, keys, insights, everyApi] = await Promise.all([
+    json("/v1/usage", { api: only }),
+    json("/v1/usage", { granularity: "hour", api: only }),
+    json("/v1/usage", filtered),
+    json("/v1/usage/models", filtered),
+    json("/v1/usage/keys", filtered),
+    json("/v1/usage/insights", filtered),
+    only ? json("/v1/usage", range) : null,
   ]);
-  return { period, today, chosen, models: models.data, keys: keys.data, insights: insights.data };
+  const apis = (everyApi ?? chosen).api_breakdown;
+  return { period, today, chosen, models: models.data, keys: keys.data, insights: insights.data, apis };
 }
 
 async function signIn(secret, account) {
@@ -111,8 +129,8 @@ function signOut(message = "") {
     figure.textContent = "–";
     delete figure.dataset.value;
   }
-  for (const id of ["models", "keys", "insights"]) $(id).tBodies[0].replaceChildren();
-  $("start").value = $("end").value = "";
+  for (const id of ["models", "keys", "apis", "insights"]) $(id).tBodies[0].replaceChildren();
+  $("start").value = $("end").value = $("api").value = "";
   $("board").hidden = $("session").hidden = $("account-picker").hidden = true;
   $("sign-in").hidden = false;
   $("secret").value = "";
@@ -181,7 +199,7 @@ const decimal = new Intl.NumberFormat(undefined, { maximumFractionDigits: 6 });
 const compact = new Intl.NumberFormat(undefined, { notation: "compact", maximumFractionDigits: 2 });
 const formatter = (metric) => (metric === "credits" ? decimal : integer);
 
-function render({ period, today, chosen, models, keys, insights }) {
+function render({ period, today, chosen, models, keys, insights, apis }) {
   const figures = {
     requests_today: today.total_requests,
     tokens_today: today.total_tokens,
@@ -207,6 +225,14 @@ function render({ period, today, chosen, models, keys, insights }) {
   $("updated").dateTime = updated;
   $("updated").textContent = `${updated.slice(11, 19)} UTC`;
 
+  // The filter the answers were read with (the usage API echoes it), so the notes always match the figures.
+  const only = chosen.api;
+  for (const id of ["api-note", "empty-api"]) {
+    $(id).hidden = !only;
+    $(id).querySelector("strong").textContent = only ? apiLabel(only) : "";
+  }
+  $("empty-all").hidden = Boolean(only);
+
   const empty = period.total_requests === 0 && chosen.total_requests === 0;
   $("empty").hidden = !empty;
   $("usage").hidden = empty;
@@ -219,6 +245,7 @@ function render({ period, today, chosen, models, keys, insights }) {
   }
   fillTable("models", models, "No model was used in this range.", modelRow);
   fillTable("keys", keys, "This account has no API keys.", keyRow);
+  fillTable("apis", apis, "No API was used in this range.", apiRow(apis, only));
   fillTable("insights", insights, "No waste found in this range.", insightRow);
 }
 
@@ -401,18 +428,53 @@ function cell(text, className) {
   return td;
 }
 
+// A figure with its raw value (the usage API's number) for tests and monitors.
+function figureCell(value, format = integer) {
+  const td = cell(format.format(value));
+  td.dataset.value = String(value);
+  return td;
+}
+
+const creditsCell = (value) => figureCell(value, decimal);
+
 function modelRow(model) {
   const row = document.createElement("tr");
   row.dataset.model = model.model;
   row.append(
     cell(model.model),
-    cell(integer.format(model.requests)),
-    cell(integer.format(model.prompt_tokens)),
-    cell(integer.format(model.completion_tokens)),
-    cell(integer.format(model.total_tokens)),
-    cell(decimal.format(model.credits_used)),
+    figureCell(model.requests),
+    figureCell(model.prompt_tokens),
+    figureCell(model.completion_tokens),
+    figureCell(model.total_tokens),
+    creditsCell(model.credits_used),
   );
   return row;
+}
+
+const apiLabel = (name) => API_LABELS[name] ?? name;
+const percent = new Intl.NumberFormat(undefined, { style: "percent", maximumFractionDigits: 1 });
+
+// One row per API of `api_breakdown`, with its share of the credits all of them used (summed in micro-credits;
+// "–" when they used none); the filter's API is marked as the current row.
+function apiRow(apis, chosen) {
+  const total = apis.reduce((sum, entry) => sum + entry.credits_used_micros, 0);
+  return (entry) => {
+    const row = document.createElement("tr");
+    row.dataset.api = entry.api;
+    if (entry.api === chosen) row.setAttribute("aria-current", "true");
+    const name = cell(apiLabel(entry.api));
+    const raw = document.createElement("small");
+    raw.textContent = entry.api; // as the export's `api` column has it
+    name.append(" ", raw);
+    row.append(
+      name,
+      figureCell(entry.requests),
+      figureCell(entry.total_tokens),
+      creditsCell(entry.credits_used),
+      total ? figureCell(entry.credits_used_micros / total, percent) : cell("–"),
+    );
+    return row;
+  };
 }
 
 function keyRow(key) {
@@ -429,19 +491,12 @@ function keyRow(key) {
   row.append(
     name,
     cell(key.masked_key ?? "–"),
-    cell(integer.format(key.requests)),
-    cell(integer.format(key.tokens)),
-    cell(decimal.format(key.credits_used)),
+    figureCell(key.requests),
+    figureCell(key.tokens),
+    creditsCell(key.credits_used),
     cell(lastUsed),
   );
   return row;
-}
-
-// A credit figure with its raw value (the usage API's number) for tests and monitors.
-function creditsCell(value) {
-  const td = cell(decimal.format(value));
-  td.dataset.value = String(value);
-  return td;
 }
 
 // One finding of GET /v1/usage/insights: what it is (and an example request to look up in the export), its
@@ -483,7 +538,7 @@ async function downloadCsv() {
   const button = $("export");
   button.disabled = true;
   try {
-    const response = await api("/v1/usage/export", { format: "csv", ...chosenRange() });
+    const response = await api("/v1/usage/export", { format: "csv", ...chosenRange(), api: chosenApi() });
     const disposition = response.headers.get("Content-Disposition") || "";
     const filename = /filename="([^"]+)"/.exec(disposition)?.[1] || "usage.csv";
     const url = URL.createObjectURL(await response.blob());
@@ -513,7 +568,7 @@ function start() {
     sessionStorage.setItem(ACCOUNT, state.account);
     changed();
   });
-  for (const id of ["start", "end", "metric"]) $(id).addEventListener("change", changed);
+  for (const id of ["start", "end", "metric", "api"]) $(id).addEventListener("change", changed);
   $("controls").addEventListener("submit", (event) => event.preventDefault());
   $("export").addEventListener("click", downloadCsv);
   document.addEventListener("visibilitychange", () => {
