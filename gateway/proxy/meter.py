@@ -6,7 +6,8 @@ request ended decides what it costs, worked out once, when it has ended (`billed
 
 - the upstream answered (a plain body, or a stream the client was sent): its usage, bounded, else the gateway's
   own count of what was sent;
-- the client left: the gateway's count of what it was sent, and the prompt if the upstream had it;
+- the client left: the gateway's count of what it was sent, and the prompt if the upstream had it: as the upstream
+  reported it before the client left (bounded; Messages' `message_start` does), else as the gateway counted it;
 - anything else (the upstream failed or refused, the gateway refused): nothing.
 
 It is settled exactly once: the first `settle` starts the settlement, and every later call (even while the first
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import replace
 
 from gateway.billing.record import NO_USAGE, Usage
 from gateway.billing.scripts import SettleOutcome
@@ -56,6 +58,7 @@ class Meter:
         self.biller = biller
         self.settings = settings
         self.upstream_usage: Usage | None = None  # bounded
+        self.prompt_usage: Usage | None = None  # the upstream's prompt figures reported early, bounded
         self.forwarded = False  # the request went upstream, so the upstream has (at least) read its prompt
         self.answered = False  # the upstream's answer reached the client, whole or in part
         self._settlement: asyncio.Future[SettleOutcome] | None = None
@@ -79,6 +82,13 @@ class Meter:
     def prompt_tokens(self) -> int:
         return self.ticket.prompt_tokens
 
+    def take_prompt_usage(self, reported: Usage) -> None:
+        """The upstream's count of the prompt, reported before the answer's end (bounded; its output figure is not
+        the answer's)."""
+        limit = self.ticket.reservation.completion_limit
+        early = replace(reported, completion_tokens=0, reasoning_tokens=0)
+        self.prompt_usage = bounded_usage(early, self.prompt_tokens, limit, self.settings)
+
     def take_usage(self, reported: Usage) -> Usage:
         """The upstream's usage, bounded, is what the answer is billed from now on (a stream may send several)."""
         reservation = self.ticket.reservation
@@ -89,6 +99,21 @@ class Meter:
         """The gateway's own count: the prompt, and what the client was sent."""
         return Usage(self.prompt_tokens, self.counter.count_completion_tokens())
 
+    def sent_usage(self) -> Usage:
+        """What a client that left is billed: the prompt as the upstream reported it if it did (the provider's
+        count, bounded, where the gateway's may be an estimate), and the answer as far as it was sent."""
+        sent = self.estimate()
+        reported = self.upstream_usage or self.prompt_usage
+        if reported is None:
+            return sent
+        return replace(
+            sent,
+            prompt_tokens=reported.prompt_tokens,
+            cached_tokens=reported.cached_tokens,
+            cache_write_tokens=reported.cache_write_tokens,
+            clamped=tuple(kind for kind in reported.clamped if kind == "prompt"),
+        )
+
     def answer_usage(self) -> Usage:
         """What an answer is billed: the upstream's usage, bounded, else the gateway's own count of it."""
         return self.upstream_usage if self.upstream_usage is not None else self.estimate()
@@ -96,7 +121,7 @@ class Meter:
     def billed_usage(self, status: int) -> Usage:
         """What the request costs, given how it ended (see the module's docstring)."""
         if status == CLIENT_CLOSED:
-            return self.estimate() if self.forwarded else NO_USAGE
+            return self.sent_usage() if self.forwarded else NO_USAGE
         return self.answer_usage() if self.answered else NO_USAGE
 
     async def settle(self, status: int) -> SettleOutcome:

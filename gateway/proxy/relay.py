@@ -128,6 +128,9 @@ class StreamRelay:
             answer_id = fmt.answer_id(chunk)
             if answer_id is not None:
                 await self.meter.answer_seen(answer_id)  # recorded before the client is sent the id
+            prompt = fmt.prompt_usage(chunk)
+            if prompt is not None:
+                self.meter.take_prompt_usage(prompt)
             reported = fmt.usage(chunk)
             if reported is not None:
                 usage = self.meter.take_usage(reported)

@@ -10,6 +10,7 @@ import dataclasses
 import struct
 
 import anthropic
+import orjson
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -292,8 +293,8 @@ async def test_usage_beyond_belief_is_billed_the_gateways_count(
 async def test_a_client_leaving_mid_stream_pays_for_what_it_was_sent(
     start_gateway: StartGateway, claude_client: MakeClient
 ) -> None:
-    """The meter's rule for a client that left: the gateway's count of what it was sent and the prompt as the
-    gateway counted it (its estimate, which the count_tokens route shows)."""
+    """The meter's rule for a client that left: the gateway's count of what it was sent, and the prompt as the
+    provider reported it in `message_start` (not the gateway's estimate, an upper bound)."""
     gateway = await start_claude(start_gateway, completion_tokens=200, chunk_delay_ms=20)
     account, key = await gateway.new_account()
     estimate = (await claude_client(gateway, key).messages.count_tokens(model=CLAUDE, messages=HELLO)).input_tokens
@@ -306,8 +307,10 @@ async def test_a_client_leaving_mid_stream_pays_for_what_it_was_sent(
     record = await _settled(gateway, account)
     assert record["status"] == "499" and record["usage_source"] == "gateway"
     sent = int(record["completion_tokens"])  # one token per delta the gateway wrote before the client was gone
-    assert 6 <= sent < 200 and record["prompt_tokens"] == str(estimate)
-    cost = CLAUDE_REFERENCE.cost_micros(estimate, sent)
+    start = next(event for event in seen.split(b"\n\n") if event.startswith(b"event: message_start"))
+    reported = orjson.loads(start.split(b"data: ", 1)[1])["message"]["usage"]["input_tokens"]
+    assert 6 <= sent < 200 and record["prompt_tokens"] == str(reported) and reported < estimate
+    cost = CLAUDE_REFERENCE.cost_micros(reported, sent)
     assert int(record["credits_micros"]) == cost
     assert await gateway.balance_micros(account) == START_MICROS - cost
     assert await _usage_total(gateway, key) == cost

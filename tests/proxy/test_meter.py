@@ -102,13 +102,38 @@ async def test_usage_beyond_belief_is_billed_at_its_bound() -> None:
 
 
 async def test_a_client_that_left_pays_for_the_prompt_and_what_it_was_sent() -> None:
-    """Even when the upstream reported more: the client was sent only what the gateway counted."""
+    """Even when the upstream reported more output: the client was sent only what the gateway counted. The prompt
+    is the upstream's count when it gave one (5), else the gateway's (4)."""
     meter, settler = _meter()
     meter.forwarded = meter.answered = True
     CHAT.stream_format(REQUEST, "r1").count(meter.counter, SENT)
-    meter.take_usage(Usage(5, 40, source="upstream"))
+    meter.take_usage(Usage(5, 40, cached_tokens=2, source="upstream"))
     await meter.settle(CLIENT_CLOSED)
+    assert _billed(settler) == (5, 4, "gateway", CLIENT_CLOSED)
+    assert settler.settled[0].record["cached_tokens"] == 2
+    unreported, settler = _meter()
+    unreported.forwarded = True
+    CHAT.stream_format(REQUEST, "r1").count(unreported.counter, SENT)
+    await unreported.settle(CLIENT_CLOSED)
     assert _billed(settler) == (PROMPT, 4, "gateway", CLIENT_CLOSED)
+
+
+async def test_a_prompt_reported_early_is_what_a_client_that_left_pays_for_it_bounded() -> None:
+    """Anthropic's message_start reports the prompt before any output: a client that leaves then pays the
+    provider's prompt (not the gateway's estimate), never beyond belief, and the answer as far as it was sent."""
+    early, settler = _meter()
+    early.forwarded = early.answered = True
+    CHAT.stream_format(REQUEST, "r1").count(early.counter, SENT)
+    early.take_prompt_usage(Usage(9, 1, cache_write_tokens=3, source="upstream"))
+    await early.settle(CLIENT_CLOSED)
+    assert _billed(settler) == (9, 4, "gateway", CLIENT_CLOSED)
+    assert settler.settled[0].record["clamped"] == ""
+    absurd, settler = _meter()
+    absurd.forwarded = True
+    absurd.take_prompt_usage(Usage(10**9, 0, source="upstream"))
+    await absurd.settle(CLIENT_CLOSED)
+    assert _billed(settler) == (4 * 4 + 256, 0, "gateway", CLIENT_CLOSED)  # the clamp: 4 x the count + 256
+    assert settler.settled[0].record["clamped"] == "prompt"
 
 
 async def test_a_client_that_left_before_the_request_went_upstream_pays_nothing() -> None:

@@ -78,6 +78,11 @@ class StreamFormat(Protocol):
         """The usage an event reports (cumulative), if it reports one that can be believed to be counts."""
         ...
 
+    def prompt_usage(self, chunk: Mapping[str, object]) -> Usage | None:
+        """The prompt's usage an event reports before the answer's end (Anthropic's `message_start`), if any: a
+        client that leaves later is billed that prompt rather than the gateway's count of it."""
+        ...
+
     def is_final(self, chunk: Mapping[str, object]) -> bool:
         """Whether this event, reporting usage, is the one that closes the answer and carries the bill."""
         ...

@@ -116,6 +116,9 @@ class ChatStream:
     def usage(self, chunk: Mapping[str, object]) -> Usage | None:
         return usage_from_upstream(chunk.get("usage"))
 
+    def prompt_usage(self, chunk: Mapping[str, object]) -> Usage | None:
+        return None  # the usage chunk comes last, whole
+
     def is_final(self, chunk: Mapping[str, object]) -> bool:
         return not chunk.get("choices")  # the usage chunk; usage on content chunks is running totals
 

@@ -131,6 +131,12 @@ class MessagesStream:
             return usage_from_upstream(self._merged(chunk))
         return None
 
+    def prompt_usage(self, chunk: Mapping[str, object]) -> Usage | None:
+        if chunk.get("type") != "message_start":
+            return None
+        message = chunk.get("message")
+        return usage_from_upstream(message.get("usage") if isinstance(message, Mapping) else None)
+
     def is_final(self, chunk: Mapping[str, object]) -> bool:
         return chunk.get("type") == "message_delta"
 

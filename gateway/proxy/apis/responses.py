@@ -126,6 +126,9 @@ class ResponsesStream:
             return None
         return usage_from_upstream(response.get("usage"))
 
+    def prompt_usage(self, chunk: Mapping[str, object]) -> Usage | None:
+        return None  # only the terminal event has usage
+
     def is_final(self, chunk: Mapping[str, object]) -> bool:
         return chunk.get("type") in TERMINAL
 
