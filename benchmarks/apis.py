@@ -75,7 +75,7 @@ LOADS: tuple[ApiLoad, ...] = (
 APIS = tuple(dict.fromkeys(load.api for load in LOADS))
 MODES = ("plain", "stream")
 # What the README's table shows.
-DEFAULT_APIS = ("chat", "embeddings", "completions")
+DEFAULT_APIS = ("chat", "embeddings", "completions", "responses", "messages")
 
 
 def selected(apis: list[str], modes: list[str]) -> list[ApiLoad]:
