@@ -8,9 +8,14 @@ import base64
 import struct
 
 import pytest
+from aiohttp import web
 
+from gateway.app import token_counter, warm_tokenizers
+from gateway.app_state import SETTINGS, TOKEN_COUNTER
 from gateway.mock import claude as mock_claude
+from gateway.tokens import claude, encodings
 from gateway.tokens.claude import IMAGE_MAX_EDGE, PDF_MAX_PAGES, PDF_PAGE_TOKENS, estimate_input_tokens, pdf_pages
+from tests.common import make_settings
 
 TEXTS = {
     "english": (
@@ -175,3 +180,18 @@ def test_pdf_pages_come_from_the_page_tree_else_the_limit() -> None:
     assert pdf_pages({"type": "url", "url": "https://example.com/a.pdf"}) == PDF_MAX_PAGES
     document = {"role": "user", "content": [{"type": "document", "source": source}]}
     assert estimate_input_tokens({"messages": [document]}) >= 3 * PDF_PAGE_TOKENS
+
+
+async def test_the_estimates_vocabulary_is_loaded_before_serving_when_an_upstream_speaks_anthropic() -> None:
+    """The first Messages request does not pay for loading cl100k_base; without an Anthropic upstream it is not
+    loaded at all."""
+    for api, loaded in (("openai", False), ("anthropic", True)):
+        encodings._loaded.pop(claude.ENCODING, None)  # as in a fresh process
+        app = web.Application()
+        settings = make_settings(
+            "redis://unused", {"main": "http://127.0.0.1:9"}, upstream_fields={"main": {"api": api}}
+        )
+        app[SETTINGS] = settings
+        app[TOKEN_COUNTER] = token_counter(settings)
+        await warm_tokenizers(app)
+        assert (claude.ENCODING in encodings._loaded) is loaded, api
