@@ -247,13 +247,15 @@ def line_of(source: str, search: str) -> int:
 
 
 def copy_tree(source: Path, target: Path) -> None:
-    """gateway/, tests/ and pyproject.toml of `source` into a fresh `target`, without caches."""
+    """gateway/, tests/, config/ (the shipped config, which some tests load) and pyproject.toml of `source` into a
+    fresh `target`, without caches or the Node client tests' packages."""
     if target.exists():
         shutil.rmtree(target)
     target.mkdir(parents=True)
-    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", ".pytest_cache", ".hypothesis")
-    for name in ("gateway", "tests"):
-        shutil.copytree(source / name, target / name, ignore=ignore)
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", ".pytest_cache", ".hypothesis", "node_modules")
+    for name in ("gateway", "tests", "config"):
+        if (source / name).exists():  # an old checkout may have no config/
+            shutil.copytree(source / name, target / name, ignore=ignore)
     shutil.copy2(source / "pyproject.toml", target / "pyproject.toml")
 
 
