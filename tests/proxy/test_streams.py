@@ -117,3 +117,33 @@ async def test_a_client_hanging_up_on_a_plain_request_pays_the_prompt(start_gate
     assert record["status"] == "499" and record["completion_tokens"] == "0"
     # The prompt the upstream had read: 9 * 1,000.25 = 9,002.25, rounded up.
     assert int(record["credits_micros"]) == REFERENCE.cost_micros(HELLO_PROMPT_TOKENS, 0) == 9_003
+
+
+async def test_the_usage_chunk_the_gateway_adds_is_shaped_as_the_upstreams_own(start_gateway: StartGateway) -> None:
+    """An upstream that sends no usage chunk, a client that asked for one: the gateway's chunk carries the stream's
+    id, created and model, no choices, the gateway's counts and the bill, as OpenAI's own usage chunk would."""
+    text = "Hello there, friend"
+    gateway = await start_gateway(main={"text": text, "usage": False})
+    account, key = await gateway.new_account()
+    body = {"model": "m-main", "messages": user_message(), "stream": True, "stream_options": {"include_usage": True}}
+    response = await gateway.chat(key, body)
+    events = [event[6:] for event in (await response.read()).split(b"\n\n") if event.startswith(b"data: ")]
+    assert events[-1] == b"[DONE]"
+    *chunks, closing = [orjson.loads(event) for event in events[:-1]]
+    completion = len(get_encoding("o200k_base").encode(text))
+    cost = REFERENCE.cost_micros(HELLO_PROMPT_TOKENS, completion)
+    balance = await gateway.balance_micros(account)
+    assert closing == {
+        "id": chunks[-1]["id"],
+        "object": "chat.completion.chunk",
+        "created": chunks[-1]["created"],
+        "model": chunks[-1]["model"],
+        "choices": [],
+        "usage": {
+            "prompt_tokens": HELLO_PROMPT_TOKENS,
+            "completion_tokens": completion,
+            "total_tokens": HELLO_PROMPT_TOKENS + completion,
+            "cost": cost / 1_000_000,
+            "credits_remaining": balance / 1_000_000,
+        },
+    }
