@@ -11,8 +11,9 @@ from aiohttp import ClientResponse
 
 from gateway.app_state import LEDGER
 from gateway.billing import keyspace
+from gateway.config import ModelConfig
 from gateway.tokens import get_encoding
-from tests.common import HELLO_PROMPT_TOKENS, REFERENCE, Gateway, StartGateway, user_message
+from tests.common import HELLO_PROMPT_TOKENS, REFERENCE, TEST_PRICE, Gateway, StartGateway, user_message
 
 
 async def _settled_record(gateway: Gateway, account: str) -> dict[str, str]:
@@ -147,3 +148,44 @@ async def test_the_usage_chunk_the_gateway_adds_is_shaped_as_the_upstreams_own(s
             "credits_remaining": balance / 1_000_000,
         },
     }
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_the_upstreams_usage_details_reach_the_client_beside_the_bill(
+    start_gateway: StartGateway, stream: bool
+) -> None:
+    """What the upstream reports beyond the counts (cached and reasoning details) is kept in the usage the client
+    reads, plain and streamed; the gateway adds the bill to it."""
+    gateway = await start_gateway(main={"cached_tokens": 4, "reasoning_tokens": 3})
+    _, key = await gateway.new_account()
+    body: dict[str, object] = {"model": "m-main", "messages": user_message(), "stream": stream}
+    if stream:
+        body["stream_options"] = {"include_usage": True, "continuous_usage_stats": False}
+    response = await gateway.chat(key, body)
+    if stream:
+        events = [e[6:] for e in (await response.read()).split(b"\n\n") if e.startswith(b"data: {")]
+        usage = [orjson.loads(e)["usage"] for e in events if orjson.loads(e).get("usage")][-1]
+    else:
+        usage = (await response.json())["usage"]
+    assert usage["prompt_tokens_details"]["cached_tokens"] == 4
+    assert usage["completion_tokens_details"]["reasoning_tokens"] == 3
+    assert usage["cost"] > 0 and "credits_remaining" in usage
+    if stream:  # the client's other stream options went upstream beside the gateway's include_usage
+        options = gateway.upstreams["main"].state.requests[-1]["stream_options"]
+        assert options == {"include_usage": True, "continuous_usage_stats": False}
+
+
+@pytest.mark.parametrize("field", ["max_tokens", "max_completion_tokens"])
+async def test_an_explicit_null_bound_is_dropped_for_the_gateways_own(start_gateway: StartGateway, field: str) -> None:
+    """Some upstreams refuse `max_tokens: null` beside `max_completion_tokens`: the gateway, setting its own bound
+    in the model's field, sends no null."""
+    model = ModelConfig(
+        name="m-main", upstream="main", upstream_model="gpt-4o-mini", price=TEST_PRICE, max_tokens_field=field
+    )
+    gateway = await start_gateway({"models": {"m-main": model}})
+    _, key = await gateway.new_account()
+    body = {"model": "m-main", "messages": user_message(), "max_tokens": None, "max_completion_tokens": None}
+    assert (await gateway.chat(key, body)).status == 200
+    sent = gateway.upstreams["main"].state.requests[-1]
+    assert None not in (sent.get("max_tokens", 0), sent.get("max_completion_tokens", 0)), sent
+    assert isinstance(sent[field], int) and sent[field] > 0
