@@ -105,6 +105,8 @@ class ChatCompletions:
 class ChatStream:
     """The `StreamFormat` of chat completion chunks."""
 
+    chunk_object = "chat.completion.chunk"  # the `object` of the usage chunk the gateway adds
+
     def __init__(self, request: ApiRequest, request_id: str):
         self.request = request
         self.request_id = request_id  # the id of the usage chunk the gateway adds, if the upstream gave none
@@ -134,7 +136,7 @@ class ChatStream:
     def closing_event(self, usage: Usage, bill: SettleOutcome, last: Mapping[str, object]) -> JSON:
         return {
             "id": last.get("id", self.request_id),
-            "object": "chat.completion.chunk",
+            "object": self.chunk_object,
             "created": last.get("created", int(time.time())),
             "model": last.get("model", self.request.model),
             "choices": [],

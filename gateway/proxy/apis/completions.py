@@ -11,7 +11,6 @@ chunk with no choices, `[DONE]`); the chunks' object is `text_completion`.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping
 
 import orjson
@@ -30,8 +29,6 @@ from gateway.proxy.apis.chat import (
     optional_field,
     required_model,
     usage_from_upstream,
-    usage_object,
-    with_bill,
 )
 from gateway.proxy.apis.inputs import item_count, parse_inputs, text_fingerprint
 from gateway.proxy.priced_fields import PRICED_FIELDS
@@ -106,15 +103,7 @@ class Completions:
 class CompletionStream(ChatStream):
     """The `StreamFormat` of `text_completion` chunks: chat's, but for what the chunks carry."""
 
-    def closing_event(self, usage: Usage, bill: SettleOutcome, last: Mapping[str, object]) -> JSON:
-        return {
-            "id": last.get("id", self.request_id),
-            "object": "text_completion",
-            "created": last.get("created", int(time.time())),
-            "model": last.get("model", self.request.model),
-            "choices": [],
-            "usage": with_bill(usage_object(usage), bill),
-        }
+    chunk_object = "text_completion"
 
     def count(self, counter: CompletionCounter, chunk: Mapping[str, object]) -> None:
         counter.add_text_completion(chunk)
