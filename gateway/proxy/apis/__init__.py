@@ -60,6 +60,20 @@ class ApiRequest:
     echo: tuple[Sequence[str | Sequence[int]], int] | None = None
 
 
+class NoStoredAnswer:
+    """For the answers of a provider that keeps none under an id (all but Responses): `answer_id` is None."""
+
+    def answer_id(self, payload: Mapping[str, object]) -> str | None:
+        return None
+
+
+class StatelessApi(NoStoredAnswer):
+    """For an API whose request carries its whole context (all but Responses): it continues no kept answer."""
+
+    def prior_answer(self, request: ApiRequest) -> tuple[str, str] | None:
+        return None
+
+
 class StreamFormat(Protocol):
     """How one API's stream events are read and billed, for one request (it may keep state between events).
 

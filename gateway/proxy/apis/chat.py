@@ -19,7 +19,7 @@ from gateway.billing.scripts import SettleOutcome
 from gateway.config import ModelConfig, UpstreamConfig
 from gateway.errors import GatewayError, InvalidRequest
 from gateway.insights.fingerprints import Fingerprint, take_fingerprint
-from gateway.proxy.apis import JSON, ApiRequest
+from gateway.proxy.apis import JSON, ApiRequest, NoStoredAnswer, StatelessApi
 from gateway.proxy.priced_fields import PRICED_FIELDS
 from gateway.proxy.sse import DONE, Event, encode_event
 from gateway.tokens import CompletionCounter, TokenCounter
@@ -33,7 +33,7 @@ _CONTAINERS = (dict, list)
 T = TypeVar("T")
 
 
-class ChatCompletions:
+class ChatCompletions(StatelessApi):
     """The `Api` of /v1/chat/completions."""
 
     name = "chat.completions"
@@ -49,9 +49,6 @@ class ChatCompletions:
 
     def count_prompt(self, counter: TokenCounter, request: ApiRequest) -> int:
         return counter.count_prompt_tokens(request.model, request.body)
-
-    def prior_answer(self, request: ApiRequest) -> tuple[str, str] | None:
-        return None  # a chat request carries its whole conversation
 
     def count_answer(self, request: ApiRequest, prompt_tokens: int, preview: JSON) -> JSON:
         return preview
@@ -85,9 +82,6 @@ class ChatCompletions:
         counter.add_response(payload)
         return usage_from_upstream(payload.get("usage"))
 
-    def answer_id(self, payload: Mapping[str, object]) -> str | None:
-        return None
-
     def stamp_answer(self, payload: JSON, usage: Usage, bill: SettleOutcome) -> JSON:
         shown = payload.get("usage")
         # Clients rely on `usage`: it shows what is billed.
@@ -102,7 +96,7 @@ class ChatCompletions:
         return error.body()
 
 
-class ChatStream:
+class ChatStream(NoStoredAnswer):
     """The `StreamFormat` of chat completion chunks."""
 
     chunk_object = "chat.completion.chunk"  # the `object` of the usage chunk the gateway adds
@@ -148,9 +142,6 @@ class ChatStream:
 
     def encode(self, event: Mapping[str, object]) -> bytes:
         return encode_event(orjson.dumps(event))
-
-    def answer_id(self, chunk: Mapping[str, object]) -> str | None:
-        return None
 
 
 CHAT = ChatCompletions()

@@ -20,7 +20,7 @@ from gateway.billing.scripts import SettleOutcome
 from gateway.config import ModelConfig, UpstreamConfig
 from gateway.errors import GatewayError, InvalidRequest
 from gateway.insights.fingerprints import Fingerprint
-from gateway.proxy.apis import JSON, ApiRequest
+from gateway.proxy.apis import JSON, ApiRequest, StatelessApi
 from gateway.proxy.apis.chat import (
     CHAT,
     MAX_N,
@@ -38,7 +38,7 @@ DEFAULT_MAX_TOKENS = 16  # OpenAI's, when the client sets none
 MAX_BEST_OF = 20
 
 
-class Completions:
+class Completions(StatelessApi):
     """The `Api` of /v1/completions."""
 
     name = "completions"
@@ -46,14 +46,8 @@ class Completions:
     upstream_api = "openai"
     priced_fields = PRICED_FIELDS
 
-    def prior_answer(self, request: ApiRequest) -> tuple[str, str] | None:
-        return None  # the provider keeps nothing between requests
-
     def count_answer(self, request: ApiRequest, prompt_tokens: int, preview: JSON) -> JSON:
         return preview
-
-    def answer_id(self, payload: Mapping[str, object]) -> str | None:
-        return None
 
     def parse(self, raw: bytes) -> ApiRequest:
         return parse_completion_request(raw)

@@ -17,14 +17,14 @@ from gateway.billing.scripts import SettleOutcome
 from gateway.config import ModelConfig, UpstreamConfig
 from gateway.errors import GatewayError
 from gateway.insights.fingerprints import Fingerprint
-from gateway.proxy.apis import JSON, ApiRequest, StreamFormat
+from gateway.proxy.apis import JSON, ApiRequest, StatelessApi, StreamFormat
 from gateway.proxy.apis.chat import decode_body, required_model, usage_from_upstream, with_bill
 from gateway.proxy.apis.inputs import parse_inputs, text_fingerprint
 from gateway.proxy.priced_fields import PRICED_FIELDS
 from gateway.tokens import CompletionCounter, TokenCounter
 
 
-class Embeddings:
+class Embeddings(StatelessApi):
     """The `Api` of /v1/embeddings."""
 
     name = "embeddings"
@@ -32,14 +32,8 @@ class Embeddings:
     upstream_api = "openai"
     priced_fields = PRICED_FIELDS
 
-    def prior_answer(self, request: ApiRequest) -> tuple[str, str] | None:
-        return None  # the provider keeps nothing between requests
-
     def count_answer(self, request: ApiRequest, prompt_tokens: int, preview: JSON) -> JSON:
         return preview
-
-    def answer_id(self, payload: Mapping[str, object]) -> str | None:
-        return None
 
     def parse(self, raw: bytes) -> ApiRequest:
         body = decode_body(raw)

@@ -25,7 +25,7 @@ from gateway.billing.scripts import SettleOutcome
 from gateway.config import ModelConfig, UpstreamConfig
 from gateway.errors import GatewayError, InvalidRequest
 from gateway.insights.fingerprints import Fingerprint, take_fingerprint
-from gateway.proxy.apis import JSON, ApiRequest
+from gateway.proxy.apis import JSON, ApiRequest, NoStoredAnswer, StatelessApi
 from gateway.proxy.apis.chat import decode_body, with_bill
 from gateway.proxy.priced_fields import PRICED_FIELDS
 from gateway.proxy.sse import Event, encode_typed_event
@@ -49,19 +49,13 @@ ERROR_TYPES = {
 USAGE_FIELDS = ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens", "output_tokens")
 
 
-class Messages:
+class Messages(StatelessApi):
     """The `Api` of /v1/messages."""
 
     name = "messages"
     upstream_path = "/messages"
     upstream_api = "anthropic"
     priced_fields = PRICED_FIELDS
-
-    def prior_answer(self, request: ApiRequest) -> tuple[str, str] | None:
-        return None  # a Messages request carries its whole conversation
-
-    def answer_id(self, payload: Mapping[str, object]) -> str | None:
-        return None
 
     def parse(self, raw: bytes) -> ApiRequest:
         return parse_messages_request(raw)
@@ -111,7 +105,7 @@ class Messages:
         return {"input_tokens": prompt_tokens}
 
 
-class MessagesStream:
+class MessagesStream(NoStoredAnswer):
     """The `StreamFormat` of Messages events; it keeps `message_start`'s usage for `message_delta`'s."""
 
     wants_bill = True  # Anthropic's streams always end with their usage: the bill rides in it
@@ -169,9 +163,6 @@ class MessagesStream:
 
     def encode(self, event: Mapping[str, object]) -> bytes:
         return encode_typed_event(event, "message")
-
-    def answer_id(self, chunk: Mapping[str, object]) -> str | None:
-        return None  # Anthropic keeps no answers between requests
 
     def _merged(self, chunk: Mapping[str, object]) -> dict[str, int]:
         """message_start's figures, overwritten by those this event reports (cumulative)."""
