@@ -10,7 +10,7 @@ reserved request settled exactly once), `spool` (settlements waiting for Redis, 
 (holds past their deadline, released as abandoned), `pricing` (prices and credit amounts as exact integers),
 `periods` (billing months, UTC), `keyspace` (every Redis key name), `client` (one server or a Redis Cluster),
 `health` (whether Redis answers and holds the scripts), `record` (a request's billed usage and the insights'
-record fields).
+record fields), `tool_calls` (built-in tools billed per call: their names and a request's call prices).
 
 May import: nothing else of the gateway. Only the standard library and redis-py; everything above uses it.
 """

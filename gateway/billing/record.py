@@ -1,18 +1,21 @@
 """One request's bill in the ledger's words, shared by whoever bills, records or reads it.
 
-`Usage` is what a request is billed for: its token counts and who counted them. The field names below are the
-request-record fields settle.lua reads for the usage insights (gateway/insights writes them): hashes and counts
-only, never text. A settlement carrying REQUEST_HASH is "fingerprinted".
+`Usage` is what a request is billed for: its token counts, its built-in tool calls (billing/tool_calls.py) and who
+counted them. The field names below are request-record fields: those settle.lua reads for the usage insights
+(gateway/insights writes them: hashes and counts only, never text), and a request's tool calls. A settlement
+carrying REQUEST_HASH is "fingerprinted".
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from gateway.billing.tool_calls import Calls
+
 
 @dataclass(frozen=True, slots=True)
 class Usage:
-    """Token counts of a finished request, and who counted them."""
+    """Token counts and built-in tool calls of a finished request, and who counted them."""
 
     prompt_tokens: int
     completion_tokens: int
@@ -21,6 +24,8 @@ class Usage:
     reasoning_tokens: int = 0  # of the completion tokens, those the answer never showed
     source: str = "gateway"  # "upstream" when the upstream reported them
     clamped: tuple[str, ...] = ()  # the reported counts that were beyond belief and cut to their bound
+    # Built-in tool calls the answer showed, by call item type: billed per call at the request's tool prices.
+    tool_calls: Calls = ()
 
 
 NO_USAGE = Usage(0, 0)
@@ -39,6 +44,9 @@ MESSAGES = "messages"  # how many
 PREVIOUS_CONVERSATION_HASH = "conv_prev"
 HISTORY_TOKENS = "history_tokens"
 HISTORY_MICROS = "history_micros"
+# Only on a request billed for built-in tool calls: how many, and what they cost (part of its cost).
+TOOL_CALLS = "tool_calls"
+TOOL_CALL_MICROS = "tool_call_micros"
 # Only on a small request to a model with a cheaper alternative: that model, and the request's cost there.
 ALTERNATIVE_MODEL = "alt_model"
 ALTERNATIVE_MICROS = "alt_micros"
