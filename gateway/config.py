@@ -92,6 +92,9 @@ class ModelConfig:
     allowed_fields: frozenset[str] = frozenset()
     # A configured model that could do this one's small requests for less (the usage insights' model mix).
     cheaper_alternative: str | None = None
+    # Micro-credits per call of the built-in tools this model prices, by undated tool type (billing/tool_calls.py);
+    # a request may offer these, and is held and billed for their calls.
+    tool_call_micros: Mapping[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         where = f'models."{self.name}"'
@@ -149,6 +152,10 @@ class LimitsConfig:
     prompt_clamp_ratio: int = setting(4, check.positive)
     prompt_clamp_slack: int = setting(256, check.non_negative)
     sweep_interval_seconds: int = setting(30, check.positive)  # how often each process looks for expired holds
+    # Built-in tool calls (priced per call): the bound forwarded as max_tool_calls when the client sets none, and
+    # the most a client may set.
+    default_max_tool_calls: int = setting(16, check.non_negative)
+    max_tool_calls: int = setting(128, check.non_negative)
 
 
 @dataclass(frozen=True)
@@ -241,6 +248,12 @@ class Settings:
             raise ConfigError(
                 f"limits.reservation_ttl_seconds ({ttl}) must exceed "
                 f"server.body_timeout + timeouts.total ({longest:g} s)"
+            )
+        limits = self.limits
+        if limits.default_max_tool_calls > limits.max_tool_calls:
+            raise ConfigError(
+                f"limits.default_max_tool_calls ({limits.default_max_tool_calls}) must not exceed "
+                f"limits.max_tool_calls ({limits.max_tool_calls})"
             )
         for model in self.models.values():
             alternative = model.cheaper_alternative
@@ -361,6 +374,7 @@ MODEL_KEYS: dict[str, tuple[str, Check]] = {
     "encoding": ("encoding", check.optional_text),
     "allowed_fields": ("allowed_fields", check.field_names),
     "cheaper_alternative": ("cheaper_alternative", check.optional_text),
+    "tool_call_credits": ("tool_call_micros", check.call_prices),
 }
 
 

@@ -13,9 +13,12 @@ from pathlib import Path
 from typing import Any
 
 from gateway.billing.pricing import AmountError, credits_to_micros
+from gateway.billing.tool_calls import TOOL_TYPES
 
 # A price per million tokens: a billion credits at most, so a request's cost stays well within exact integers.
 MAX_PRICE_MICROS = 10**15
+# A price per built-in tool call: a million credits at most, so every call a request may make stays exact too.
+MAX_CALL_PRICE_MICROS = 10**12
 
 
 class ConfigError(ValueError):
@@ -127,6 +130,23 @@ def price(value: object, where: str) -> int:
     if micros < 0:
         raise ConfigError(f"{where} must not be negative")
     return micros
+
+
+def call_prices(value: object, where: str) -> dict[str, int]:
+    """Credits per call by built-in tool type (a table of TOOL_TYPES' names), as micro-credits per call."""
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where} must be a table of credits per call by tool type, got {value!r}")
+    prices = {}
+    for tool, credits in value.items():
+        if tool not in TOOL_TYPES:
+            raise ConfigError(f"{where}.{tool} is not a built-in tool type; known: {', '.join(TOOL_TYPES)}")
+        try:
+            prices[tool] = credits_to_micros(credits, MAX_CALL_PRICE_MICROS)
+        except AmountError as exc:
+            raise ConfigError(f"{where}.{tool} {exc}") from None
+        if prices[tool] < 0:
+            raise ConfigError(f"{where}.{tool} must not be negative")
+    return prices
 
 
 def at_least_two(value: object, where: str) -> int:

@@ -112,6 +112,8 @@ EVERY_SETTING: dict[str, tuple[str, object]] = {
     "limits.prompt_clamp_ratio": ("2", 2),
     "limits.prompt_clamp_slack": ("0", 0),
     "limits.sweep_interval_seconds": ("5", 5),
+    "limits.default_max_tool_calls": ("4", 4),
+    "limits.max_tool_calls": ("32", 32),
     "webhooks.retry_schedule_seconds": ("[1, 2]", (1, 2)),
     "webhooks.allow_private_targets": ("true", True),
     "webhooks.max_per_account": ("3", 3),
@@ -176,11 +178,45 @@ def test_override_replaces_values_of_a_section_and_keeps_the_rest() -> None:
         (BASE + "[webhooks]\nretry_schedule_seconds = [5, 0]\n", "webhooks.retry_schedule_seconds"),
         (BASE.replace('api_key_env = "MY_OPENAI_KEY"', 'api = "claude"'), 'upstreams.openai.api must be "openai" or'),
         (BASE + "cache_write_credits_per_million = -1\n", 'models."gpt-4o".cache_write_credits_per_million'),
+        (BASE + "tool_call_credits = 5\n", 'models."gpt-4o".tool_call_credits must be a table'),
+        (
+            BASE + "tool_call_credits = { web_serch = 1 }\n",
+            'models."gpt-4o".tool_call_credits.web_serch is not a built-in tool type; known: web_search, ',
+        ),
+        (
+            BASE + "tool_call_credits = { web_search_preview_2025_03_11 = 1 }\n",
+            'models."gpt-4o".tool_call_credits.web_search_preview_2025_03_11 is not a built-in tool type',
+        ),
+        (BASE + "tool_call_credits = { web_search = -0.01 }\n", "tool_call_credits.web_search must not be negative"),
+        (BASE + "tool_call_credits = { mcp = 0.0000001 }\n", "tool_call_credits.mcp must have at most 6 decimals"),
+        (BASE + "tool_call_credits = { mcp = '1e3' }\n", "tool_call_credits.mcp must be a number of credits"),
+        (BASE + "tool_call_credits = { mcp = true }\n", "tool_call_credits.mcp must be a number of credits"),
+        (BASE + "tool_call_credits = { mcp = 1000001 }\n", "tool_call_credits.mcp is beyond the limit of 1000000"),
+        (BASE + "[limits]\nmax_tool_calls = -1\n", "limits.max_tool_calls must be zero or a positive integer"),
+        (
+            BASE + "[limits]\ndefault_max_tool_calls = 9\nmax_tool_calls = 8\n",
+            "limits.default_max_tool_calls .9. must not exceed limits.max_tool_calls",
+        ),
     ],
 )
 def test_errors_name_the_key(tmp_path: Path, text: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
         _load(tmp_path, text)
+
+
+def test_tool_call_credits_are_exact_micros_per_call_by_tool_type(tmp_path: Path) -> None:
+    text = BASE + 'tool_call_credits = { web_search = 0.01, file_search = "0.0025", code_interpreter = 3 }\n'
+    text += '[models."plain"]\nupstream = "openai"\ninput_credits_per_million = 1\noutput_credits_per_million = 4\n'
+    settings = _load(tmp_path, text, {"GATEWAY__MODELS__GPT_4O__TOOL_CALL_CREDITS__MCP": "0.000001"})
+    # 0.01 credits = 10,000 micro-credits; "0.0025" = 2,500; 3 = 3,000,000; 0.000001 = 1 (from the environment).
+    assert settings.models["gpt-4o"].tool_call_micros == {
+        "web_search": 10_000,
+        "file_search": 2_500,
+        "code_interpreter": 3_000_000,
+        "mcp": 1,
+    }
+    assert settings.models["plain"].tool_call_micros == {}
+    assert (settings.limits.default_max_tool_calls, settings.limits.max_tool_calls) == (16, 128)
 
 
 def test_reasoning_models_get_max_completion_tokens_by_default(tmp_path: Path) -> None:
