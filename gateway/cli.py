@@ -78,6 +78,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     mock.add_argument("--no-usage", action="store_true", help="never report usage")
     mock.add_argument("--fail-status", type=int, default=None, help="answer every request with this error")
+    mock.add_argument(
+        "--builtin-tool-calls",
+        type=int,
+        default=MockOptions.builtin_tool_calls,
+        help="Responses: calls of the request's first built-in tool (web_search, ...) before the reply",
+    )
 
     accounts = commands.add_group("accounts", "manage accounts")
     create = accounts.add_parser("create", help="create an account")
@@ -239,6 +245,7 @@ def main(argv: list[str] | None = None) -> int:
             chunk_delay_ms=args.chunk_delay_ms,
             usage=not args.no_usage,
             fail_status=args.fail_status,
+            builtin_tool_calls=args.builtin_tool_calls,
         )
         run_mock_upstream(args.host, args.port, options)
         return 0

@@ -4,7 +4,8 @@
 Every response it makes is kept (`MockResponses`), so `previous_response_id` works: the earlier turn's input and
 output tokens are charged again as input, as OpenAI charges the context it keeps. Counting is the mock's own
 (`counting`, tiktoken directly, never the gateway's): the request is turned into the chat messages it amounts to,
-by the rule written out in `chat_messages`, and counted as chat's; the reply is `Reply`'s words or tool call.
+by the rule written out in `chat_messages`, and counted as chat's; the reply is `Reply`'s words or tool call,
+after the built-in tool calls the options ask for (`builtin_calls`).
 Cancelling answers 400, as OpenAI does for a response that was not created in the background.
 """
 
@@ -19,6 +20,7 @@ from dataclasses import dataclass, field
 import orjson
 from aiohttp import web
 
+from gateway.mock.builtin_calls import BuiltinCall, calls_for
 from gateway.mock.options import MockOptions
 from gateway.mock.reply import Reply, dumps
 
@@ -106,6 +108,7 @@ class MadeResponse:
     reply: Reply
     options: MockOptions
     context_tokens: int
+    calls: list[BuiltinCall] = field(default_factory=list)  # built-in tool calls, before the reply
     id: str = field(default_factory=lambda: _new_id("resp"))
     item_id: str = field(default_factory=lambda: _new_id("msg"))
     created_at: int = field(default_factory=lambda: int(time.time()))
@@ -118,7 +121,7 @@ class MadeResponse:
             chat["tools"] = tools
         if isinstance(body.get("max_output_tokens"), int):
             chat["max_tokens"] = body["max_output_tokens"]
-        return cls(body, Reply.for_request(chat, options), options, context_tokens)
+        return cls(body, Reply.for_request(chat, options), options, context_tokens, calls_for(body, options))
 
     @property
     def incomplete(self) -> bool:
@@ -188,7 +191,8 @@ class MadeResponse:
         }
 
     def final(self) -> dict[str, object]:
-        return self.response("incomplete" if self.incomplete else "completed", [self.item(True)], self.usage())
+        output = [*(call.item(True) for call in self.calls), self.item(True)]
+        return self.response("incomplete" if self.incomplete else "completed", output, self.usage())
 
     def events(self) -> list[dict[str, object]]:
         """The stream's events, in OpenAI's order, without their sequence numbers."""
@@ -196,9 +200,12 @@ class MadeResponse:
         events: list[dict[str, object]] = [
             {"type": "response.created", "response": started},
             {"type": "response.in_progress", "response": started},
-            {"type": "response.output_item.added", "output_index": 0, "item": self.item(False)},
         ]
-        where = {"item_id": self.item_id, "output_index": 0}
+        for index, builtin in enumerate(self.calls):
+            events += builtin.events(index)
+        index = len(self.calls)  # the reply's output index
+        events.append({"type": "response.output_item.added", "output_index": index, "item": self.item(False)})
+        where = {"item_id": self.item_id, "output_index": index}
         call = self.reply.tool_call
         if call is not None:
             events += [{"type": "response.function_call_arguments.delta", **where, "delta": p} for p in call.pieces]
@@ -213,7 +220,7 @@ class MadeResponse:
             text = "".join(self.reply.pieces[0])
             events.append({"type": "response.output_text.done", **where, "text": text, "logprobs": []})
             events.append({"type": "response.content_part.done", **where, "part": self.part()})
-        events.append({"type": "response.output_item.done", "output_index": 0, "item": self.item(True)})
+        events.append({"type": "response.output_item.done", "output_index": index, "item": self.item(True)})
         final = self.final()
         events.append({"type": f"response.{final['status']}", "response": final})
         return events
