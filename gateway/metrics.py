@@ -43,7 +43,7 @@ ABANDONED_STATUS = "0"  # what the sweeper records for a request whose gateway d
 REFUSAL_STATUSES = ("400", "401", "402", "404", "408", "413", "415", "502", "503")
 WEBHOOK_OUTCOMES = ("delivered", "failed", "failed_for_good", "skipped")
 TOKEN_KINDS = ("prompt", "completion", "cached", "reasoning", "cache_write")
-CLAMPED_KINDS = ("prompt", "completion")
+CLAMPED_KINDS = ("prompt", "completion", "tool_calls")
 
 
 class Metrics:
@@ -105,7 +105,8 @@ class Metrics:
         )
         self.clamped = self._counter(
             "gateway_usage_clamped",
-            "Requests whose upstream-reported token count was beyond belief and was billed at its bound instead.",
+            "Requests whose upstream-reported token count (or built-in tool calls) was beyond belief and was billed "
+            "at its bound instead.",
             ["model", "kind"],
         )
         self.token_drift = Histogram(

@@ -47,3 +47,11 @@ class ReferencePrice:
     def affordable_completion_tokens(self, balance_micros: int, prompt: int) -> int:
         """The most completion tokens whose exact cost, with the prompt's, fits in the balance."""
         return math.floor((balance_micros - prompt * self.input) / self.output)
+
+
+def call_micros(credits_per_call: str, calls: int) -> int:
+    """What `calls` built-in tool calls cost at a config price of `credits_per_call` ("0.012345") credits each:
+    exact micro-credits, as prices per call have at most 6 decimals."""
+    exact = Fraction(credits_per_call) * MICROS_PER_CREDIT * calls
+    assert exact.denominator == 1
+    return int(exact)

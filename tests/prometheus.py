@@ -34,7 +34,9 @@ def expected_at_zero(models: list[str]) -> dict[str, set[tuple[str, ...]]]:
     return {
         "gateway_requests_refused_total": {(status,) for status in REFUSAL_STATUSES},
         "gateway_webhook_deliveries_total": {(outcome,) for outcome in WEBHOOK_OUTCOMES},
-        "gateway_usage_clamped_total": {(model, kind) for model in models for kind in ("prompt", "completion")},
+        "gateway_usage_clamped_total": {
+            (model, kind) for model in models for kind in ("prompt", "completion", "tool_calls")
+        },
         "gateway_tokens_total": {(model, api, kind) for model in models for api in APIS for kind in kinds},
         "gateway_credits_charged_total": {(model, api) for model in models for api in APIS},
         "gateway_redis_errors_total": {()},

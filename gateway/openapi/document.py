@@ -81,6 +81,7 @@ RESPONSES_REQUEST = obj(
         "instructions": nullable(STRING),
         "tools": nullable(array(obj({"type": STRING}, extra=True))),
         "max_output_tokens": nullable({"type": "integer", "minimum": 1}),
+        "max_tool_calls": nullable({"type": "integer", "minimum": 0}),
         "stream": nullable({"type": "boolean"}),
         "store": nullable({"type": "boolean"}),
         "previous_response_id": nullable({"type": "string", "minLength": 1}),
@@ -92,7 +93,9 @@ RESPONSES_REQUEST = obj(
     "and `tools`) and forwards the rest. Without `max_output_tokens` the gateway bounds the output itself. A "
     "`previous_response_id` must be one this account got through the gateway (else 404); its context is held and "
     "billed as input. `conversation`, `prompt` and `background: true` are refused; built-in tools and "
-    "`service_tier` unless the model's config prices them."
+    "`service_tier` unless the model's config prices them. Built-in tools the model prices per call are held for "
+    "`max_tool_calls` calls (the gateway's default, forwarded, when absent; at most `limits.max_tool_calls`) and "
+    "billed per call made."
 }
 RESPONSE_ID = path("id", STRING, "A response id this account got through the gateway (any other: 404).")
 USAGE = "requests prompt_tokens completion_tokens"
@@ -166,13 +169,20 @@ SCHEMAS: dict[str, Schema] = {
         object={"const": "model"},
         pricing=obj(
             {
-                name: NUMBER
-                for name in (
-                    "input_credits_per_million",
-                    "output_credits_per_million",
-                    "cached_input_credits_per_million",
-                    "cache_write_credits_per_million",
-                )
+                **{
+                    name: NUMBER
+                    for name in (
+                        "input_credits_per_million",
+                        "output_credits_per_million",
+                        "cached_input_credits_per_million",
+                        "cache_write_credits_per_million",
+                    )
+                },
+                "tool_call_credits": {
+                    "type": "object",
+                    "additionalProperties": NUMBER,
+                    "description": "Credits per call of each built-in tool type the model prices.",
+                },
             }
         ),
     ),

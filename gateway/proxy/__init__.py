@@ -3,7 +3,7 @@
 /v1/models with prices, one request at a time.
 
 Modules, in the order a request meets them: `handlers` (authenticate; the route's API plug-in in `apis/`
-parses, counts and fingerprints; price with `priced_fields`) -> `metering` (hold_credits: reserve.lua) ->
+parses, counts and fingerprints; price with `priced_fields`, `tool_calls`) -> `metering` (hold_credits: reserve.lua) ->
 `meter` (one request's bill, its only owner) -> `exchange` (POST through `upstream`, relay a stream with `relay`,
 split with `sse`, the meter counting what was sent) -> the meter settles once through the Biller of `metering`
 (settle.lua), whose charge rides on the answer. `preview` prices a request without sending it. `apis/` holds the
@@ -16,6 +16,6 @@ delete, cancel, input items), forwarded only for their owner and never billed.
 May import: `billing`, `tokens`, the shared modules, `admin.accounts`, `admin.auth`, `insights.fingerprints`
 and `insights.signals`; `exchange`, `handlers`, `stored` and `upstream` also the app state. The caller comes
 from `admin`, and each request's fingerprint and signals from `insights` (the usage insights' hot path). Its
-services (`answers`, `apis`, `meter`, `sse`, `metering`, `preview`, `priced_fields`, `relay`) never import its
-handlers.
+services (`answers`, `apis`, `meter`, `sse`, `metering`, `preview`, `priced_fields`, `relay`, `tool_calls`) never
+import its handlers.
 """

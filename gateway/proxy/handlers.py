@@ -51,6 +51,7 @@ from gateway.proxy.metering import Biller, Ticket, check_context, hold_credits
 from gateway.proxy.preview import price_preview
 from gateway.proxy.priced_fields import priced_model
 from gateway.proxy.stored import add_stored_routes
+from gateway.proxy.tool_calls import bound_tool_calls
 from gateway.request_ids import request_id_of
 from gateway.tokens import TokenCounter
 
@@ -142,13 +143,14 @@ async def _metered_request(request: web.Request, api: Api, started: float) -> we
 async def _checked_request(
     request: web.Request, api: Api, api_key: ParsedApiKey, tenant: Tenant | None, *, to_count: bool = False
 ) -> tuple[ApiRequest, ModelConfig, int]:
-    """The parsed body (`to_count`: a count_tokens body), its model and its size. On 4xx the key is checked first,
-    so a bad key always gets 401."""
+    """The parsed body (`to_count`: a count_tokens body) with its bound on built-in tool calls, its model and its
+    size. On 4xx the key is checked first, so a bad key always gets 401."""
     settings = request.app[SETTINGS]
     try:
         raw = await read_body(request, settings)
         parsed = api.parse_count(raw) if to_count else api.parse(raw)
         model = priced_model(parsed, settings, api.priced_fields)
+        parsed = bound_tool_calls(parsed, model, settings)
         _check_api_family(api, model, settings)
     except GatewayError as error:
         tenant = tenant or await authenticate(request.app[ACCOUNTS], api_key)
@@ -285,7 +287,8 @@ async def get_model(request: web.Request) -> web.Response:
 
 def _model_object(model: ModelConfig, created: int) -> dict[str, object]:
     """OpenAI's model object, and its prices in credits per million tokens (cached input and cache writes: the
-    prices they are billed at, which are the input price unless the model sets its own)."""
+    prices they are billed at, which are the input price unless the model sets its own) and in credits per call of
+    the built-in tools it prices."""
     price = model.price
     cached = price.cached_input_micros_per_million
     return {
@@ -300,6 +303,7 @@ def _model_object(model: ModelConfig, created: int) -> dict[str, object]:
                 price.input_micros_per_million if cached is None else cached
             ),
             "cache_write_credits_per_million": credits_number(price.cache_write_price),
+            "tool_call_credits": {tool: credits_number(micros) for tool, micros in model.tool_call_micros.items()},
         },
     }
 

@@ -96,8 +96,10 @@ class Meter:
         return self.upstream_usage
 
     def estimate(self) -> Usage:
-        """The gateway's own count: the prompt, and what the client was sent."""
-        return Usage(self.prompt_tokens, self.counter.count_completion_tokens())
+        """The gateway's own count: the prompt, and what the client was sent (its built-in tool calls too)."""
+        return Usage(
+            self.prompt_tokens, self.counter.count_completion_tokens(), tool_calls=self.counter.builtin_calls()
+        )
 
     def sent_usage(self) -> Usage:
         """What a client that left is billed: the prompt as the upstream reported it if it did (the provider's

@@ -1,5 +1,7 @@
 """Per-request metering, no HTTP in it: how many credits to hold before forwarding (`hold_credits`), how far an
-upstream's usage is believed (`bounded_usage`), and how a finished request is billed (`Biller`, built once)."""
+upstream's usage is believed (`bounded_usage`; built-in tool calls: `CallPrices.bounded`), and how a finished
+request is billed (`Biller`, built once): its tokens at the model's prices, rounded up once, plus its built-in tool
+calls at their prices per call."""
 
 from __future__ import annotations
 
@@ -11,15 +13,17 @@ from dataclasses import dataclass, replace
 from gateway.admin.accounts import ParsedApiKey
 from gateway.billing import Ledger, ReserveStatus, Settlement, SettleOutcome
 from gateway.billing.pricing import format_credits
-from gateway.billing.record import Usage
+from gateway.billing.record import TOOL_CALL_MICROS, TOOL_CALLS, Usage
 from gateway.billing.scripts import MAX_SAFE_INTEGER
 from gateway.billing.settler import REDIS_UNAVAILABLE, Settler
+from gateway.billing.tool_calls import NO_CALL_PRICES, CallPrices, total_calls
 from gateway.config import ModelConfig, Settings
 from gateway.errors import AuthError, ContextLengthExceeded, GatewayError, InsufficientCredits, ServiceUnavailable
 from gateway.insights.fingerprints import Fingerprint
 from gateway.insights.signals import settlement_fields
 from gateway.metrics import Metrics
 from gateway.proxy.apis import Api, ApiRequest
+from gateway.proxy.tool_calls import call_prices
 from gateway.tokens import TokenCounter
 
 log = logging.getLogger(__name__)
@@ -62,16 +66,18 @@ async def hold_credits(
 
     With a client-set max_tokens the hold is exact-or-nothing. Without one, the gateway holds for its cap and,
     when the balance cannot pay for that, for as many output tokens as the balance can pay for, which it then
-    forwards as the request's max_tokens. Every try carries the same request id, so none holds twice. A refusal
-    marks `request_hash` (the fingerprint), so the usage insights see a repeat as a retry.
+    forwards as the request's max_tokens. Built-in tool calls are held in full on top: `max_tool_calls` at the
+    dearest price among the request's priced tools. Every try carries the same request id, so none holds twice. A
+    refusal marks `request_hash` (the fingerprint), so the usage insights see a repeat as a retry.
     """
     price = model.price
     per_choice = output_bound(chat, model, settings, prompt_tokens)
+    calls = call_prices(chat, model).hold_micros
     # With the client's bound (or no output at all) the hold is all or nothing; without, one token per choice is
     # the least it takes.
     exact = chat.max_tokens is not None or not chat.produces_output
-    minimum = price.hold_micros(prompt_tokens, (per_choice if exact else 1) * chat.n)
-    hold = price.hold_micros(prompt_tokens, per_choice * chat.n)
+    minimum = price.hold_micros(prompt_tokens, (per_choice if exact else 1) * chat.n) + calls
+    hold = price.hold_micros(prompt_tokens, per_choice * chat.n) + calls
     for _ in range(MAX_RESERVE_TRIES):
         try:
             outcome = await ledger.reserve(
@@ -107,10 +113,10 @@ async def hold_credits(
             raise GatewayError()  # request ids are fresh uuids: a settled one here is a bug, not the tenant's
         if outcome.status is ReserveStatus.INSUFFICIENT:
             break
-        per_choice = price.affordable_completion_tokens(outcome.balance_micros, prompt_tokens) // chat.n
+        per_choice = price.affordable_completion_tokens(outcome.balance_micros - calls, prompt_tokens) // chat.n
         if per_choice < 1:
             break
-        hold = price.hold_micros(prompt_tokens, per_choice * chat.n)
+        hold = price.hold_micros(prompt_tokens, per_choice * chat.n) + calls
     raise InsufficientCredits(
         f"Insufficient credits: this request needs at least {format_credits(minimum)} credits "
         f"and the balance is {format_credits(outcome.balance_micros)}.",
@@ -215,8 +221,13 @@ class Biller:
         self.clock = clock  # monotonic seconds, for the latency
 
     async def bill(self, ticket: Ticket, usage: Usage, estimate: Usage, status: int) -> SettleOutcome:
-        """Settle `ticket`'s request as billed `usage` (the gateway counted `estimate`), ended with `status`."""
+        """Settle `ticket`'s request as billed `usage` (the gateway counted `estimate`), ended with `status`; its
+        built-in tool calls at most the request's bound."""
         model = ticket.model.name
+        calls = call_prices(ticket.request, ticket.model)
+        billed_calls, cut = calls.bounded(usage.tool_calls)
+        if cut:
+            self.metrics.observe_clamped(model, ("tool_calls",))
         if usage.clamped:
             self.metrics.observe_clamped(model, usage.clamped)
         elif usage.source == "upstream":
@@ -239,13 +250,14 @@ class Biller:
             self.settler,
             ticket.reservation,
             ticket.model,
-            usage,
+            replace(usage, tool_calls=billed_calls, clamped=(*usage.clamped, *(("tool_calls",) if cut else ()))),
             estimate,
             status=status,
             latency_ms=int((self.clock() - ticket.started) * 1000),
             stream=ticket.request.stream,
             api=ticket.api.name,
             insight=insight,
+            calls=calls,
         )
 
 
@@ -261,13 +273,17 @@ async def bill(
     stream: bool,
     api: str,
     insight: Mapping[str, str | int] | None = None,
+    calls: CallPrices = NO_CALL_PRICES,
 ) -> SettleOutcome:
     """Charge `usage` against the hold, once (spooled when Redis cannot take it now). Shielded, so a handler
     cancelled by a departing client still settles. `insight`: the usage insights' record fields (hashes and
-    counts), counted by the settlement. A spooled settlement's outcome is projected from the hold."""
-    cost = model.price.cost_micros(
+    counts), counted by the settlement. `calls`: the prices of the built-in tool calls in `usage` (bounded
+    already). A spooled settlement's outcome is projected from the hold."""
+    call_micros = calls.cost_micros(usage.tool_calls)
+    cost = call_micros + model.price.cost_micros(
         usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens, usage.cache_write_tokens
     )
+    called = total_calls(usage.tool_calls)
     settlement = Settlement(
         account_id=reservation.account_id,
         request_id=reservation.request_id,
@@ -290,6 +306,7 @@ async def bill(
             "gateway_completion_tokens": estimate.completion_tokens,
             "hold_micros": reservation.hold_micros,
             "clamped": ",".join(usage.clamped),
+            **({TOOL_CALLS: called, TOOL_CALL_MICROS: call_micros} if called else {}),
             **(insight or {}),
         },
     )

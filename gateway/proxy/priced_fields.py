@@ -5,13 +5,15 @@ differently (a priority tier, audio, web search, stored completions, built-in to
 server tools billed per use), so it is refused with 400 unless the model's config lists it in `allowed_fields`,
 saying its prices already cover it. Each API names its own fields (`Api.priced_fields`): chat's, legacy
 completions', embeddings' and Messages' are `PRICED_FIELDS`, Responses' `RESPONSES_PRICED_FIELDS` (there `store`
-is free and on by default, and `tools` holds the built-in tools).
+is free and on by default, and `tools` holds the built-in tools: those the model prices per call,
+`tool_call_credits`, pass and are billed per call, proxy/tool_calls.py).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 
+from gateway.billing.tool_calls import undated
 from gateway.config import ModelConfig, Settings
 from gateway.errors import InvalidRequest, ModelNotFound
 from gateway.proxy.apis import ApiRequest, PricedFields
@@ -20,36 +22,45 @@ from gateway.proxy.apis import ApiRequest, PricedFields
 PER_USE_TOOLS = ("web_search", "code_execution")
 
 
-def _per_use_tools(value: object) -> bool:
+def _per_use_tools(value: object, model: ModelConfig) -> bool:
     return isinstance(value, list) and any(
         isinstance(tool, dict) and str(tool.get("type", "")).startswith(PER_USE_TOOLS) for tool in value
     )
 
 
-# Field -> whether this value of it changes the price. Absent and null never do.
-PRICED_FIELDS: dict[str, Callable[[object], bool]] = {
+# Field -> whether this value of it changes the price beyond what the model's config prices. Absent and null
+# never do.
+PRICED_FIELDS: dict[str, Callable[[object, ModelConfig], bool]] = {
     # OpenAI: "auto" may use scale tier, "flex"/"priority" differ. Anthropic: "auto" may use Priority Tier;
     # "standard_only" is its standard price.
-    "service_tier": lambda value: value not in ("default", "standard_only"),
-    "audio": lambda value: True,
-    "modalities": lambda value: not isinstance(value, list) or any(kind != "text" for kind in value),
-    "web_search_options": lambda value: True,
-    "store": lambda value: value is not False,
+    "service_tier": lambda value, model: value not in ("default", "standard_only"),
+    "audio": lambda value, model: True,
+    "modalities": lambda value, model: not isinstance(value, list) or any(kind != "text" for kind in value),
+    "web_search_options": lambda value, model: True,
+    "store": lambda value, model: value is not False,
     "tools": _per_use_tools,
 }
 
 
-def has_builtin_tools(value: object) -> bool:
-    """Whether a Responses `tools` list holds a tool the provider runs and bills per call (web_search,
-    file_search, code_interpreter, image_generation, ...): any but function and custom tools."""
-    return isinstance(value, list) and any(
-        not isinstance(tool, Mapping) or tool.get("type") not in ("function", "custom") for tool in value
+def builtin_tool_types(value: object) -> list[object]:
+    """The types of the tools in a Responses `tools` list that the provider runs and bills per call (web_search,
+    file_search, code_interpreter, image_generation, ...): any but function and custom tools (None for an entry
+    that is no tool)."""
+    tools = value if isinstance(value, list) else []
+    types = [tool.get("type") if isinstance(tool, Mapping) else None for tool in tools]
+    return [kind for kind in types if kind not in ("function", "custom")]
+
+
+def unpriced_builtin_tools(value: object, model: ModelConfig) -> bool:
+    """Whether a Responses `tools` list holds a built-in tool the model has no per-call price for."""
+    return any(
+        not isinstance(kind, str) or undated(kind) not in model.tool_call_micros for kind in builtin_tool_types(value)
     )
 
 
-RESPONSES_PRICED_FIELDS: dict[str, Callable[[object], bool]] = {
+RESPONSES_PRICED_FIELDS: dict[str, Callable[[object, ModelConfig], bool]] = {
     "service_tier": PRICED_FIELDS["service_tier"],
-    "tools": has_builtin_tools,
+    "tools": unpriced_builtin_tools,
 }
 
 
@@ -57,7 +68,7 @@ def refuse_priced_fields(body: Mapping[str, object], model: ModelConfig, fields:
     """400 for the first of `fields` that would change the price and that the model is not priced for."""
     for name, changes_price in fields.items():
         value = body.get(name)
-        if value is not None and name not in model.allowed_fields and changes_price(value):
+        if value is not None and name not in model.allowed_fields and changes_price(value, model):
             raise InvalidRequest(
                 f"'{name}' changes the provider's price, and '{model.name}' is not priced for it on this gateway "
                 f'(the operator can allow it with [models."{model.name}"] allowed_fields).',

@@ -12,6 +12,9 @@ starts with, and that prefix is left out of the count.
 
 Reasoning models also bill hidden reasoning tokens that no response text shows; for those the
 upstream's own `usage` is the only exact figure.
+
+Calls of built-in tools that the provider bills per call (a Responses answer's web_search_call items, ...) are no
+tokens: they are tallied apart, by kind, each call once however often it shows (`add_builtin_call`).
 """
 
 from __future__ import annotations
@@ -51,6 +54,7 @@ class CompletionCounter:
         self._fragments: dict[_Channel, list[str]] = {}
         self._count: int | None = 0
         self._echoed: tuple[Sequence[Prompt], int] = ((), 1)  # the prompts, and choices per prompt
+        self._calls: dict[str, set[str]] = {}  # built-in tool calls: kind -> the keys of its calls
 
     def add_chunk(self, chunk: JSONObject) -> None:
         """Record one parsed `chat.completion.chunk`; only appends strings."""
@@ -79,6 +83,14 @@ class CompletionCounter:
         """Record a fragment of generated text of another API's answer (a content block's text, a tool call's
         input): fragments of one `part` and `kind` are joined before encoding, as a choice's are."""
         self._append((0, kind, part), text)
+
+    def add_builtin_call(self, kind: str, key: str) -> None:
+        """Record a built-in tool call the answer shows (`kind`: its item type), once per `key` (its item id)."""
+        self._calls.setdefault(kind, set()).add(key)
+
+    def builtin_calls(self) -> tuple[tuple[str, int], ...]:
+        """The built-in tool calls recorded: (kind, calls) pairs, sorted by kind."""
+        return tuple(sorted((kind, len(keys)) for kind, keys in self._calls.items()))
 
     def count_completion_tokens(self) -> int:
         """Tokens of everything recorded so far; encodes only when new text arrived since the last call."""

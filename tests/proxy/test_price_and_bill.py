@@ -66,12 +66,13 @@ async def test_models_carry_the_configured_prices(start_gateway: StartGateway) -
     listed = await (await gateway.client.get("/v1/models", headers=_auth(key))).json()
     one = await (await gateway.client.get("/v1/models/m-main", headers=_auth(key))).json()
     # The suite's config: 1,000.25 in and 2,000.15 out per million; no cached or cache-write price, so both cost
-    # the input price.
+    # the input price; no built-in tool priced per call.
     expected = {
         "input_credits_per_million": 1000.25,
         "output_credits_per_million": 2000.15,
         "cached_input_credits_per_million": 1000.25,
         "cache_write_credits_per_million": 1000.25,
+        "tool_call_credits": {},
     }
     assert [model["pricing"] for model in listed["data"]] == [expected]
     assert one["pricing"] == expected and one["id"] == "m-main"

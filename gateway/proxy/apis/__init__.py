@@ -34,8 +34,9 @@ from gateway.proxy.sse import Event
 from gateway.tokens import CompletionCounter, TokenCounter
 
 JSON = dict[str, object]
-# Request field -> whether this value of it changes the provider's price (proxy/priced_fields.py).
-PricedFields = Mapping[str, Callable[[object], bool]]
+# Request field -> whether this value of it changes the provider's price beyond what the model's config prices
+# (proxy/priced_fields.py).
+PricedFields = Mapping[str, Callable[[object, ModelConfig], bool]]
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,13 @@ class ApiRequest:
     # The answer's texts begin with the request's prompts (legacy completions' `echo`): (the prompts, choices per
     # prompt). The echoed part is not output; the gateway's own count leaves it out.
     echo: tuple[Sequence[str | Sequence[int]], int] | None = None
+    # The types of the built-in tools the request offers (Responses' `tools` but function and custom ones): the
+    # provider runs them and bills per call (proxy/tool_calls.py).
+    builtin_tools: tuple[str, ...] = ()
+    # The bound on those calls: the client's `max_tool_calls`, else, when the model prices a tool the request
+    # offers, the gateway's default (proxy/tool_calls.py sets it once the model is known; `Api.upstream_body`
+    # forwards it). The hold covers it at the dearest price, and no more calls are billed.
+    max_tool_calls: int | None = None
 
 
 class NoStoredAnswer:

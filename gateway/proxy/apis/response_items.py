@@ -18,6 +18,7 @@ from typing import cast
 from gateway.errors import InvalidRequest
 from gateway.proxy.apis import JSON, ApiRequest
 from gateway.proxy.apis.chat import decode_body, optional_field, required_model
+from gateway.proxy.priced_fields import builtin_tool_types
 
 ROLES = frozenset({"user", "assistant", "system", "developer"})
 # Fields the gateway cannot hold or bill for: the provider would bill context or an answer it never sees.
@@ -29,7 +30,8 @@ REFUSED = {
 
 
 def parse_responses_request(raw: bytes) -> ApiRequest:
-    """Decode and check the body as far as the gateway relies on it; InvalidRequest naming the field."""
+    """Decode and check the body as far as the gateway relies on it; InvalidRequest naming the field. Its built-in
+    tools and `max_tool_calls` are kept apart (`ApiRequest.builtin_tools`, `max_tool_calls`)."""
     body = decode_body(raw)
     model = required_model(body)
     for name, message in REFUSED.items():
@@ -51,7 +53,12 @@ def parse_responses_request(raw: bytes) -> ApiRequest:
     limit = optional_field(body, "max_output_tokens", int, 0)
     if body.get("max_output_tokens") is not None and limit < 1:
         raise InvalidRequest("'max_output_tokens' must be a positive integer.", param="max_output_tokens")
-    return ApiRequest(body, model, stream, stream, limit or None, 1)
+    calls = optional_field(body, "max_tool_calls", int, 0)
+    if calls < 0:
+        raise InvalidRequest("'max_tool_calls' must be zero or a positive integer.", param="max_tool_calls")
+    tools = tuple(str(kind) for kind in builtin_tool_types(body.get("tools")))
+    max_tool_calls = calls if body.get("max_tool_calls") is not None else None
+    return ApiRequest(body, model, stream, stream, limit or None, 1, builtin_tools=tools, max_tool_calls=max_tool_calls)
 
 
 def _check_input(items: object) -> None:

@@ -4,17 +4,21 @@ The request: `model`; `input`, a string or a list of items (messages whose conte
 input_image, input_file parts; function_call and function_call_output items; reasoning items; ...);
 `instructions`; `tools` (function tools are flat: `{type: function, name, description, parameters, strict}`; the
 built-in ones are priced fields, proxy/priced_fields.py); `max_output_tokens`, the output bound (the gateway sets
-it when absent, as for chat); `stream`; `store`; `previous_response_id`, an earlier answer whose context the
-provider bills again as input (`prior_answer`). Refused with 400, as what the gateway could not hold or bill
-for: `conversation` (context kept in a conversation object), `prompt` (a stored prompt template) and
-`background: true` (an answer finished after the request).
+it when absent, as for chat); `max_tool_calls`, the bound on built-in tool calls (the gateway sets it when absent
+and the model prices a tool offered, proxy/tool_calls.py); `stream`; `store`; `previous_response_id`, an earlier
+answer whose context the provider bills again as input (`prior_answer`). Refused with 400, as what the gateway
+could not hold or bill for: `conversation` (context kept in a conversation object), `prompt` (a stored prompt
+template) and `background: true` (an answer finished after the request).
 
 The request is checked and counted by `response_items` (the chat request it amounts to, with chat's rules).
 
 Usage is `input_tokens` (`input_tokens_details.cached_tokens`) and `output_tokens`
-(`output_tokens_details.reasoning_tokens`). The bill rides in it as `cost` and `credits_remaining`: on a plain
-answer, and on a stream's terminal event (`response.completed`, `response.incomplete`, `response.failed`), the
-only one that carries usage. A stream has no end marker; it ends after its terminal event.
+(`output_tokens_details.reasoning_tokens`), with the built-in tool calls among the answer's `output` items
+(`web_search_call` and the like, each id once; billing/tool_calls.py): a stream's are its terminal event's
+`response.output`, and the calls a client was sent those of the `response.output_item.added` and `.done` events it
+got. The bill rides in usage as `cost` and `credits_remaining`: on a plain answer, and on a stream's terminal event
+(`response.completed`, `response.incomplete`, `response.failed`), the only one that carries usage. A stream has
+no end marker; it ends after its terminal event.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import orjson
 
 from gateway.billing.record import Usage
 from gateway.billing.scripts import SettleOutcome
+from gateway.billing.tool_calls import CALL_ITEMS, count_calls
 from gateway.config import ModelConfig, UpstreamConfig
 from gateway.errors import GatewayError
 from gateway.insights.fingerprints import Fingerprint, take_fingerprint
@@ -83,11 +88,16 @@ class Responses:
         body["model"] = model.upstream_model
         if forced_max_tokens is not None:
             body["max_output_tokens"] = forced_max_tokens
+        if request.max_tool_calls is not None:
+            body["max_tool_calls"] = request.max_tool_calls
         return orjson.dumps(body)  # usage always comes, streamed or not
 
     def read_answer(self, payload: Mapping[str, object], counter: CompletionCounter) -> Usage | None:
-        counter.add_response({"choices": output_choices(payload.get("output"))})
-        return usage_from_upstream(payload.get("usage"))
+        output = payload.get("output")
+        counter.add_response({"choices": output_choices(output)})
+        for kind, key in output_calls(output):
+            counter.add_builtin_call(kind, key)
+        return usage_from_upstream(payload.get("usage"), output)
 
     def answer_id(self, payload: Mapping[str, object]) -> str | None:
         answer_id = payload.get("id")
@@ -124,7 +134,7 @@ class ResponsesStream:
         response = chunk.get("response")
         if chunk.get("type") not in TERMINAL or not isinstance(response, Mapping):
             return None
-        return usage_from_upstream(response.get("usage"))
+        return usage_from_upstream(response.get("usage"), response.get("output"))
 
     def prompt_usage(self, chunk: Mapping[str, object]) -> Usage | None:
         return None  # only the terminal event has usage
@@ -169,9 +179,13 @@ class ResponsesStream:
             counter.add_chunk(_choice(index, {"refusal": delta}))
         elif kind == "response.function_call_arguments.delta":
             counter.add_chunk(_choice(index, {"tool_calls": [{"index": 0, "function": {"arguments": delta}}]}))
-        elif kind == "response.output_item.added":
+        elif kind in ("response.output_item.added", "response.output_item.done"):
             item = chunk.get("item")
-            if isinstance(item, Mapping) and item.get("type") == "function_call":
+            if not isinstance(item, Mapping):
+                return
+            if item.get("type") in CALL_ITEMS:
+                counter.add_builtin_call(str(item["type"]), _item_key(item, index))
+            elif item.get("type") == "function_call" and kind == "response.output_item.added":
                 call = {"index": 0, "function": {"name": item.get("name")}}
                 counter.add_chunk(_choice(index, {"tool_calls": [call]}))
 
@@ -211,6 +225,22 @@ def output_choices(output: object) -> list[JSON]:
     return choices
 
 
+def output_calls(output: object) -> list[tuple[str, str]]:
+    """The built-in tool calls in an answer's output items: (call item type, the item's id or position)."""
+    items = output if isinstance(output, list) else []
+    return [
+        (str(item["type"]), _item_key(item, position))
+        for position, item in enumerate(items)
+        if isinstance(item, Mapping) and item.get("type") in CALL_ITEMS
+    ]
+
+
+def _item_key(item: Mapping[str, object], position: int) -> str:
+    """What tells one output item from another: its id, else its position in the output."""
+    item_id = item.get("id")
+    return f"id:{item_id}" if isinstance(item_id, str) else f"at:{position}"
+
+
 def usage_object(usage: Usage) -> JSON:
     """Responses' `usage` object of what is billed."""
     return {
@@ -222,8 +252,9 @@ def usage_object(usage: Usage) -> JSON:
     }
 
 
-def usage_from_upstream(usage: object) -> Usage | None:
-    """The upstream's Responses `usage`, if it is a usable one (counts are whole numbers, never negative)."""
+def usage_from_upstream(usage: object, output: object = None) -> Usage | None:
+    """The upstream's Responses `usage`, if it is a usable one (counts are whole numbers, never negative), with the
+    built-in tool calls of the answer's `output`, each item once."""
     if not isinstance(usage, Mapping):
         return None
     prompt, completion = usage.get("input_tokens"), usage.get("output_tokens")
@@ -236,6 +267,7 @@ def usage_from_upstream(usage: object) -> Usage | None:
         cached_tokens=min(_detail(usage.get("input_tokens_details"), "cached_tokens"), prompt),
         reasoning_tokens=min(_detail(usage.get("output_tokens_details"), "reasoning_tokens"), completion),
         source="upstream",
+        tool_calls=count_calls(kind for kind, _ in dict.fromkeys(output_calls(output))),
     )
 
 
