@@ -45,9 +45,11 @@ COLUMNS = (
     "status",
     "latency_ms",
     "api",
+    "tool_calls",
+    "tool_call_micros",
 )
 # A row as exported, in COLUMNS order.
-Row = tuple[str, str, str, str, int, int, int, str, int, int, int, str]
+Row = tuple[str, str, str, str, int, int, int, str, int, int, int, str, int, int]
 API_COLUMN = COLUMNS.index("api")
 # Excel and LibreOffice read a cell starting with one of these as a formula (or DDE call).
 FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
@@ -66,6 +68,8 @@ class ProjectedRecord(NamedTuple):
     status: str
     latency_ms: str
     api: str  # '' in records from before requests carried their API: chat completions'
+    tool_calls: str  # built-in tool calls billed ('' when none)
+    tool_call_micros: str  # what they cost, part of credits_micros
 
 
 PROJECTED_FIELDS = ProjectedRecord._fields[1:]  # what the script is asked for, in this order
@@ -115,6 +119,8 @@ def page_rows(page: list[str], api: str | None = None) -> list[Row]:
                 int(record.status or 0),
                 int(record.latency_ms or 0),
                 record.api or LEGACY_API,
+                int(record.tool_calls or 0),
+                int(record.tool_call_micros or 0),
             )
         )
     return rows if api is None else [row for row in rows if row[API_COLUMN] == api]

@@ -88,6 +88,9 @@ async def test_web_search_calls_are_billed_per_call_on_top_of_the_tokens(start_g
     assert int(record["hold_micros"]) == REFERENCE.cost_micros(9, DEFAULT_OUTPUT) + call_micros(CALL_PRICE, 16)
     assert mock_of(gateway).requests[-1]["max_tool_calls"] == DEFAULT_BOUND  # forwarded, as max_output_tokens is
     assert await books(gateway, account, key) == (cost, cost, cost)
+    export = await gateway.client.get("/v1/usage/export?format=json", headers={"Authorization": f"Bearer {key}"})
+    [row] = await export.json()
+    assert (row["tool_calls"], row["tool_call_micros"], row["credits_micros"]) == (3, 37_035, cost)
     await client.close()
 
 
