@@ -90,7 +90,7 @@ async def test_every_script_runs_unchanged_across_masters(
 
     for account_id in accounts:
         pages = [page async for page in read_pages(cluster_client, account_id, 0, 2**42)]
-        assert [len(page) for page in pages] == [2 * 10]  # two records of 10 values each
+        assert [len(page) for page in pages] == [2 * 12]  # two records of 12 values each (the id and 11 fields)
         _script_flush(redis_cluster)
     # Each account's keys are all on the master of its slot, and on no other.
     for account_id in accounts:
