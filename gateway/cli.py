@@ -82,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--builtin-tool-calls",
         type=int,
         default=MockOptions.builtin_tool_calls,
-        help="Responses: calls of the request's first built-in tool (web_search, ...) before the reply",
+        help="calls of the request's first built-in tool (web_search, ...) before the reply",
     )
 
     accounts = commands.add_group("accounts", "manage accounts")

@@ -3,7 +3,8 @@ show up as, and what one request's calls cost (`CallPrices`).
 
 A model prices them per tool type (`[models."NAME".tool_call_credits]`, held here as micro-credits per call). A
 dated variant (OpenAI's `web_search_preview_2025_03_11`, Anthropic's `web_search_20250305`) has the price of its
-undated name. A call is billed at the price of the request's tool that makes it (the dearer one when two do: a
+undated name; calls are counted by the output item OpenAI shows them as (Anthropic's web searches as
+`web_search_call`). A call is billed at the price of the request's tool that makes it (the dearer one when two do: a
 request offering both `web_search` and `web_search_preview`), and a request is billed for at most its bound of
 calls (the `max_tool_calls` forwarded), the dearest first. Calls of a tool the request did not offer cost nothing.
 

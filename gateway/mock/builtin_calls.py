@@ -1,9 +1,13 @@
-"""The mock's built-in tool calls (Responses): output items of the tools OpenAI runs and bills per call.
+"""The mock's built-in tool calls: output items of the tools OpenAI runs and bills per call (Responses), and
+Anthropic's web searches (Messages).
 
 With `builtin_tool_calls = N` a Responses request offering a built-in tool gets N calls of the first such tool
 before its reply, at most its `max_tool_calls` (a misbehaving upstream, `builtin_calls_past_limit`, makes all N
-anyway). Each is an output item of the tool's own type, with the lifecycle events OpenAI streams for it. The
-mock's own table, written from OpenAI's API reference; nothing comes from the gateway.
+anyway). Each is an output item of the tool's own type, with the lifecycle events OpenAI streams for it. A
+Messages request offering Anthropic's web search tool (`web_search_YYYYMMDD`) gets N searches, at most the tool's
+`max_uses`: a `server_tool_use` block and its `web_search_tool_result` each, reported as
+`usage.server_tool_use.web_search_requests`. The mock's own tables, written from the providers' API references;
+nothing comes from the gateway.
 """
 
 from __future__ import annotations
@@ -80,3 +84,32 @@ class BuiltinCall:
             events.append({"type": f"response.{self.item_type}.completed", **where})
         events.append({"type": "response.output_item.done", "output_index": index, "item": self.item(True)})
         return events
+
+
+def searches_for(body: Mapping[str, object], options: MockOptions) -> int:
+    """How many web searches the mock makes for a Messages request."""
+    tools = body.get("tools")
+    for tool in tools if isinstance(tools, list) else []:
+        if isinstance(tool, Mapping) and str(tool.get("type", "")).startswith("web_search_"):
+            uses = tool.get("max_uses")
+            if isinstance(uses, int) and not options.builtin_calls_past_limit:
+                return max(min(options.builtin_tool_calls, uses), 0)
+            return max(options.builtin_tool_calls, 0)
+    return 0
+
+
+def search_blocks(number: int) -> list[dict[str, object]]:
+    """One web search as Messages content: the server tool's call and its result."""
+    call_id = f"srvtoolu_{uuid.uuid4().hex[:24]}"
+    query = {"query": f"query {number}"}
+    result = {
+        "type": "web_search_result",
+        "url": f"https://example.com/{number}",
+        "title": f"Result {number}",
+        "encrypted_content": "mock",
+        "page_age": None,
+    }
+    return [
+        {"type": "server_tool_use", "id": call_id, "name": "web_search", "input": query},
+        {"type": "web_search_tool_result", "tool_use_id": call_id, "content": [result]},
+    ]

@@ -1,7 +1,8 @@
 """Anthropic's Messages API as the mock upstream speaks it: `POST /v1/messages`, plain and streamed.
 
 Answers are text (the mock's one-token words, never more than `max_tokens`) or, with `tool_call_arguments` set and
-tools in the request, a `tool_use` block calling the first tool with those arguments. Usage is counted by the mock's
+tools in the request, a `tool_use` block calling the first tool with those arguments; with `builtin_tool_calls`,
+after that many web searches (`builtin_calls`), which no token count includes. Usage is counted by the mock's
 own rules (`claude`): `input_tokens`, `cache_creation_input_tokens` and `cache_read_input_tokens` (prompt caching
 by `cache_control`, remembered per mock), `output_tokens`. A stream sends Anthropic's events: `message_start` (its
 usage, `output_tokens` 1), `content_block_start`, `ping`, `content_block_delta`s, `content_block_stop`,
@@ -19,6 +20,7 @@ import orjson
 from aiohttp import web
 
 from gateway.mock import claude, counting
+from gateway.mock.builtin_calls import search_blocks, searches_for
 from gateway.mock.exchange import MOCK_OPTIONS, MOCK_STATE, MockState, send_stream
 from gateway.mock.options import MockOptions
 from gateway.mock.reply import WORDS, dumps
@@ -90,10 +92,15 @@ class Answer:
                 [text[i : i + size] for i in range(0, len(text), size)] if options.text is not None else _words(text)
             )
         usage = options.reported_usage if options.reported_usage is not None else _usage(body, output, state)
-        return cls(model, [block], [pieces], usage if options.usage else None)
+        searches = searches_for(body, options)
+        if searches and isinstance(usage, dict):
+            usage = {**usage, "server_tool_use": {"web_search_requests": searches}}
+        lead = [part for number in range(searches) for part in search_blocks(number)]
+        lead_pieces = [[orjson.dumps(part["input"]).decode()] if "input" in part else [] for part in lead]
+        return cls(model, [*lead, block], [*lead_pieces, pieces], usage if options.usage else None)
 
     def message(self, stop_reason: str | None = None, usage: object = None) -> dict[str, object]:
-        tool = self.blocks[0]["type"] == "tool_use"
+        tool = self.blocks[-1]["type"] == "tool_use"
         payload: dict[str, object] = {
             "id": self.id,
             "type": "message",
@@ -110,12 +117,15 @@ class Answer:
     def events(self, options: MockOptions) -> list[bytes]:
         usage = self.usage if isinstance(self.usage, dict) else None
         start_usage = {**usage, "output_tokens": 1} if usage is not None else None
+        if start_usage is not None and "server_tool_use" in start_usage:
+            start_usage["server_tool_use"] = {"web_search_requests": 0}  # none made yet
         start = {**self.message(usage=start_usage), "content": [], "stop_reason": None}
         if start_usage is None:
             start.pop("usage", None)
         out = [_event("message_start", {"type": "message_start", "message": start})]
         for index, block in enumerate(self.blocks):
-            empty = {**block, "input": {}} if block["type"] == "tool_use" else {**block, "text": ""}
+            called = block["type"] in ("tool_use", "server_tool_use")
+            empty = {**block, "input": {}} if called else {**block, "text": ""} if block["type"] == "text" else block
             out.append(
                 _event("content_block_start", {"type": "content_block_start", "index": index, "content_block": empty})
             )
@@ -123,7 +133,7 @@ class Answer:
             for piece in self.pieces[index]:
                 delta = (
                     {"type": "input_json_delta", "partial_json": piece}
-                    if block["type"] == "tool_use"
+                    if called
                     else {"type": "text_delta", "text": piece}
                 )
                 out.append(
@@ -135,7 +145,8 @@ class Answer:
             "delta": {"stop_reason": self.message()["stop_reason"], "stop_sequence": None},
         }
         if isinstance(self.usage, dict) and options.message_delta_usage != "full":
-            delta_event["usage"] = {"output_tokens": self.usage.get("output_tokens")}
+            searched = {"server_tool_use": self.usage["server_tool_use"]} if "server_tool_use" in self.usage else {}
+            delta_event["usage"] = {"output_tokens": self.usage.get("output_tokens"), **searched}
         elif self.usage is not None:
             delta_event["usage"] = self.usage
         out.append(_event("message_delta", delta_event))

@@ -14,8 +14,8 @@ class MockOptions:
     usage_on_last_chunk: bool = False  # stream: usage on the last content chunk, no usage chunk of its own
     fail_status: int | None = None  # answer every chat request with this error status
     tool_call_arguments: str | None = None  # when the request has tools: call the first one with these arguments
-    # Responses: calls of the request's first built-in tool before the reply (at most its max_tool_calls, unless
-    # builtin_calls_past_limit: a misbehaving upstream).
+    # Calls of the request's first built-in tool before the reply (Responses; Messages: web searches), at most its
+    # max_tool_calls (max_uses) unless builtin_calls_past_limit: a misbehaving upstream.
     builtin_tool_calls: int = 0
     builtin_calls_past_limit: bool = False
     reasoning_tokens: int = 0  # hidden reasoning tokens to report (billed as completion tokens)

@@ -23,8 +23,13 @@ PER_USE_TOOLS = ("web_search", "code_execution")
 
 
 def _per_use_tools(value: object, model: ModelConfig) -> bool:
+    """Whether Messages' `tools` holds a server tool billed per use that the model has no per-call price for (web
+    search may be priced, `tool_call_credits.web_search`; code execution, billed by the hour, never is)."""
     return isinstance(value, list) and any(
-        isinstance(tool, dict) and str(tool.get("type", "")).startswith(PER_USE_TOOLS) for tool in value
+        isinstance(tool, dict)
+        and str(tool.get("type", "")).startswith(PER_USE_TOOLS)
+        and undated(str(tool["type"])) not in model.tool_call_micros
+        for tool in value
     )
 
 

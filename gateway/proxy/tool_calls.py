@@ -2,8 +2,9 @@
 and what each costs (`call_prices`), for the hold, the preview and the bill.
 
 A request offering a built-in tool the model prices (`[models."NAME".tool_call_credits]`) makes at most
-`max_tool_calls` calls: the client's (at most `limits.max_tool_calls`), else `limits.default_max_tool_calls`,
-which the gateway forwards as it forwards `max_output_tokens`. The hold covers that many calls at the dearest
+`max_tool_calls` calls (Messages: its web search tool's `max_uses`): the client's (at most
+`limits.max_tool_calls`), else `limits.default_max_tool_calls`, which the gateway forwards as it forwards the
+output bound. The hold covers that many calls at the dearest
 price among the request's priced tools; the bill counts the answer's call items (billing/tool_calls.py), never
 more than that bound.
 """
@@ -24,9 +25,8 @@ def bound_tool_calls(request: ApiRequest, model: ModelConfig, settings: Settings
     most = settings.limits.max_tool_calls
     if request.max_tool_calls is not None:
         if request.max_tool_calls > most:
-            raise InvalidRequest(
-                f"'max_tool_calls' must be a whole number from 0 to {most} on this gateway.", param="max_tool_calls"
-            )
+            field = request.tool_calls_field
+            raise InvalidRequest(f"'{field}' must be a whole number up to {most} on this gateway.", param=field)
         return request
     if any(undated(tool) in model.tool_call_micros for tool in request.builtin_tools):
         return replace(request, max_tool_calls=settings.limits.default_max_tool_calls)

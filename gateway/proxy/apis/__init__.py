@@ -59,13 +59,14 @@ class ApiRequest:
     # The answer's texts begin with the request's prompts (legacy completions' `echo`): (the prompts, choices per
     # prompt). The echoed part is not output; the gateway's own count leaves it out.
     echo: tuple[Sequence[str | Sequence[int]], int] | None = None
-    # The types of the built-in tools the request offers (Responses' `tools` but function and custom ones): the
-    # provider runs them and bills per call (proxy/tool_calls.py).
+    # The types of the built-in tools the request offers (Responses' `tools` but function and custom ones;
+    # Messages' server tools billed per use): the provider runs them and bills per call (proxy/tool_calls.py).
     builtin_tools: tuple[str, ...] = ()
-    # The bound on those calls: the client's `max_tool_calls`, else, when the model prices a tool the request
+    # The bound on those calls: the client's (`tool_calls_field`), else, when the model prices a tool the request
     # offers, the gateway's default (proxy/tool_calls.py sets it once the model is known; `Api.upstream_body`
     # forwards it). The hold covers it at the dearest price, and no more calls are billed.
     max_tool_calls: int | None = None
+    tool_calls_field: str = "max_tool_calls"  # Messages: its web search tool's `max_uses`
 
 
 class NoStoredAnswer:

@@ -7,7 +7,10 @@ budget within max_tokens, as Anthropic requires), `system`, `tools`, `stream`. T
 
 Usage is Anthropic's: `input_tokens` (not read from or written to the cache), `cache_creation_input_tokens`,
 `cache_read_input_tokens`, `output_tokens`; billed as prompt = the three inputs, cached = cache reads, cache writes
-apart (their own price), completion = output. A stream reports it in `message_start` and, cumulatively, in
+apart (their own price), completion = output. Web searches (the server tool `web_search_YYYYMMDD`, priced per use
+by the model's `tool_call_credits.web_search`) are `server_tool_use.web_search_requests`, bounded by the tool's
+`max_uses` (the gateway sets it when absent, proxy/tool_calls.py); a stream the client left is billed the
+`server_tool_use` blocks it was sent. A stream reports it in `message_start` and, cumulatively, in
 `message_delta` (the last figures win); the bill (`cost`, `credits_remaining`) rides in the `usage` of a plain
 answer and of the stream's `message_delta`, which the gateway adds when the upstream sent none. Errors have
 Anthropic's shape, `{"type": "error", "error": {"type", "message"}}`, with the gateway's status codes, also inside
@@ -22,12 +25,13 @@ import orjson
 
 from gateway.billing.record import Usage
 from gateway.billing.scripts import SettleOutcome
+from gateway.billing.tool_calls import TOOL_TYPES, undated
 from gateway.config import ModelConfig, UpstreamConfig
 from gateway.errors import GatewayError, InvalidRequest
 from gateway.insights.fingerprints import Fingerprint, take_fingerprint
 from gateway.proxy.apis import JSON, ApiRequest, NoStoredAnswer, StatelessApi
 from gateway.proxy.apis.chat import decode_body, with_bill
-from gateway.proxy.priced_fields import PRICED_FIELDS
+from gateway.proxy.priced_fields import PER_USE_TOOLS, PRICED_FIELDS
 from gateway.proxy.sse import Event, encode_typed_event
 from gateway.tokens import CompletionCounter, TokenCounter
 from gateway.tokens.claude import estimate_input_tokens
@@ -47,6 +51,8 @@ ERROR_TYPES = {
     504: "timeout_error",
 }
 USAGE_FIELDS = ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens", "output_tokens")
+# A web search, as the price table names its calls (billing/tool_calls.py).
+SEARCH_CALL = "web_search_call"
 
 
 class Messages(StatelessApi):
@@ -80,6 +86,9 @@ class Messages(StatelessApi):
         body = {**request.body, "model": model.upstream_model}
         if forced_max_tokens is not None:  # never: max_tokens is required; kept for the interface's contract
             body["max_tokens"] = forced_max_tokens
+        tools = body.get("tools")
+        if request.max_tool_calls is not None and isinstance(tools, list):
+            body["tools"] = [_with_max_uses(tool, request.max_tool_calls) for tool in tools]
         return orjson.dumps(body)
 
     def read_answer(self, payload: Mapping[str, object], counter: CompletionCounter) -> Usage | None:
@@ -112,6 +121,7 @@ class MessagesStream(NoStoredAnswer):
 
     def __init__(self) -> None:
         self.started: dict[str, int] = {}  # message_start's usage figures
+        self.started_searches: int | None = None  # ... and its server_tool_use.web_search_requests
 
     def is_end(self, event: Event) -> bool:
         return b"message_stop" in event.raw and _type(event.data) == "message_stop"
@@ -120,7 +130,8 @@ class MessagesStream(NoStoredAnswer):
         kind = chunk.get("type")
         if kind == "message_start":
             message = chunk.get("message")
-            self.started = _counts(message.get("usage") if isinstance(message, Mapping) else None)
+            usage = message.get("usage") if isinstance(message, Mapping) else None
+            self.started, self.started_searches = _counts(usage), _searches(usage)
         elif kind == "message_delta":
             return usage_from_upstream(self._merged(chunk))
         return None
@@ -164,9 +175,14 @@ class MessagesStream(NoStoredAnswer):
     def encode(self, event: Mapping[str, object]) -> bytes:
         return encode_typed_event(event, "message")
 
-    def _merged(self, chunk: Mapping[str, object]) -> dict[str, int]:
+    def _merged(self, chunk: Mapping[str, object]) -> dict[str, object]:
         """message_start's figures, overwritten by those this event reports (cumulative)."""
-        return {**self.started, **_counts(chunk.get("usage"))}
+        merged: dict[str, object] = {**self.started, **_counts(chunk.get("usage"))}
+        searches = _searches(chunk.get("usage"))
+        searches = self.started_searches if searches is None else searches
+        if searches is not None:
+            merged["server_tool_use"] = {"web_search_requests": searches}
+        return merged
 
 
 MESSAGES = Messages()
@@ -191,6 +207,9 @@ def _count_block(counter: CompletionCounter, part: int, block: Mapping[str, obje
         counter.add_text(block.get("name"), part=part, kind="name")
         if not streamed:
             counter.add_text(orjson.dumps(block.get("input")).decode(), part=part, kind="input")
+    elif kind == "server_tool_use" and block.get("name") == "web_search":
+        block_id = block.get("id")
+        counter.add_builtin_call(SEARCH_CALL, f"id:{block_id}" if isinstance(block_id, str) else f"at:{part}")
 
 
 def _is_count(value: object) -> bool:
@@ -205,6 +224,13 @@ def _counts(usage: object) -> dict[str, int]:
     return {name: value for name, value in figures.items() if isinstance(value, int) and _is_count(value)}
 
 
+def _searches(usage: object) -> int | None:
+    """`server_tool_use.web_search_requests`, if a whole number."""
+    used = usage.get("server_tool_use") if isinstance(usage, Mapping) else None
+    searches = used.get("web_search_requests") if isinstance(used, Mapping) else None
+    return searches if isinstance(searches, int) and _is_count(searches) else None
+
+
 def usage_from_upstream(usage: object) -> Usage | None:
     """Anthropic's `usage`, if usable: input and output are whole numbers, the cache figures too when given."""
     if not isinstance(usage, Mapping):
@@ -216,12 +242,14 @@ def usage_from_upstream(usage: object) -> Usage | None:
         return None
     written = figures.get("cache_creation_input_tokens", 0)
     read = figures.get("cache_read_input_tokens", 0)
+    searches = _searches(usage)
     return Usage(
         figures["input_tokens"] + written + read,
         figures["output_tokens"],
         cached_tokens=read,
         cache_write_tokens=written,
         source="upstream",
+        tool_calls=((SEARCH_CALL, searches),) if searches else (),
     )
 
 
@@ -261,7 +289,48 @@ def parse_messages_request(raw: bytes, *, counting: bool = False) -> ApiRequest:
     stream = body.get("stream")
     if stream is not None and not isinstance(stream, bool):
         raise InvalidRequest("stream: Input should be a valid boolean.", param="stream")
-    return ApiRequest(body, model, bool(stream), bool(stream), max_tokens if isinstance(max_tokens, int) else None, 1)
+    server_tools, max_uses, field = _server_tools(body.get("tools"))
+    bound = max_tokens if isinstance(max_tokens, int) else None
+    return ApiRequest(
+        body,
+        model,
+        bool(stream),
+        bool(stream),
+        bound,
+        1,
+        builtin_tools=server_tools,
+        max_tool_calls=max_uses,
+        tool_calls_field=field,
+    )
+
+
+def _server_tools(tools: object) -> tuple[tuple[str, ...], int | None, str]:
+    """The server tools billed per use the request offers (their types); the bound on the uses of those the price
+    table knows (web search: the sum of their `max_uses`, None unless each sets one) and the field that sets it."""
+    types: list[str] = []
+    bounds: list[object] = []
+    field = "max_tool_calls"
+    for index, tool in enumerate(tools if isinstance(tools, list) else []):
+        kind = tool.get("type") if isinstance(tool, dict) else None
+        if not isinstance(kind, str) or not kind.startswith(PER_USE_TOOLS):
+            continue
+        types.append(kind)
+        if undated(kind) not in TOOL_TYPES:
+            continue  # code execution: billed by the hour, refused unless allowed_fields covers it
+        field = f"tools.{index}.max_uses"
+        uses = tool.get("max_uses")
+        if uses is not None and (not _is_count(uses) or uses == 0):
+            raise InvalidRequest(f"{field}: Input should be a positive integer.", param=field)
+        bounds.append(uses)
+    known = [uses for uses in bounds if isinstance(uses, int)]
+    return tuple(types), sum(known) if bounds and len(known) == len(bounds) else None, field
+
+
+def _with_max_uses(tool: object, uses: int) -> object:
+    """A web search tool with the gateway's bound on its uses when it has none of its own."""
+    if isinstance(tool, dict) and str(tool.get("type")).startswith("web_search") and tool.get("max_uses") is None:
+        return {**tool, "max_uses": uses}
+    return tool
 
 
 def _check_messages(messages: object) -> None:
