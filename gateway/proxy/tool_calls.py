@@ -20,16 +20,16 @@ from gateway.proxy.apis import ApiRequest
 
 
 def bound_tool_calls(request: ApiRequest, model: ModelConfig, settings: Settings) -> ApiRequest:
-    """The request with its bound on built-in tool calls: the client's, checked (400 past `limits.max_tool_calls`),
-    else the gateway's default when `model` prices a tool the request offers."""
-    most = settings.limits.max_tool_calls
-    if request.max_tool_calls is not None:
-        if request.max_tool_calls > most:
-            field = request.tool_calls_field
-            raise InvalidRequest(f"'{field}' must be a whole number up to {most} on this gateway.", param=field)
+    """The request with its bound on built-in tool calls when `model` prices a tool it offers: the client's, at
+    most `limits.max_tool_calls` (else 400), or the gateway's default. Other requests are left as they are."""
+    if not any(undated(tool) in model.tool_call_micros for tool in request.builtin_tools):
         return request
-    if any(undated(tool) in model.tool_call_micros for tool in request.builtin_tools):
+    if request.max_tool_calls is None:
         return replace(request, max_tool_calls=settings.limits.default_max_tool_calls)
+    most = settings.limits.max_tool_calls
+    if request.max_tool_calls > most:
+        field = request.tool_calls_field
+        raise InvalidRequest(f"'{field}' must be a whole number up to {most} on this gateway.", param=field)
     return request
 
 

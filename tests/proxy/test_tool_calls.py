@@ -242,6 +242,9 @@ async def test_allowed_tools_pass_unpriced_and_are_billed_by_tokens_alone(start_
     cost = REFERENCE.cost_micros(9, 3)
     assert "tool_calls" not in record and record["credits_micros"] == str(cost)
     assert int(record["hold_micros"]) == REFERENCE.cost_micros(9, DEFAULT_OUTPUT)
+    # Nothing is held per call, so the client's bound is the provider's business, past limits.max_tool_calls too.
+    unbounded = await gateway.post("/v1/responses", key, {**body, "max_tool_calls": 500})
+    assert unbounded.status == 200 and mock_of(gateway).requests[-1]["max_tool_calls"] == 500
 
 
 @pytest.mark.parametrize("value", [-1, "2", True, 1.5, 129])
