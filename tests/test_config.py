@@ -261,3 +261,29 @@ def test_an_upstream_speaks_openai_unless_it_says_anthropic(tmp_path: Path) -> N
     assert overridden.upstreams["anthropic"].anthropic_version == "2024-01-01"
     with pytest.raises(ConfigError, match='upstreams.openai.api must be "openai" or "anthropic"'):
         _load(tmp_path, BASE, {"GATEWAY__UPSTREAMS__OPENAI__API": "gemini"})
+
+
+def test_conversations_are_kept_by_the_marked_upstream_else_the_first_openai_one(tmp_path: Path) -> None:
+    first_openai = _load(tmp_path, ANTHROPIC + BASE + '[upstreams.local]\nbase_url = "http://127.0.0.1:1/v1"\n')
+    assert first_openai.conversations_upstream is not None and first_openai.conversations_upstream.name == "openai"
+    marked = _load(tmp_path, BASE + '[upstreams.local]\nbase_url = "http://127.0.0.1:1/v1"\nconversations = true\n')
+    assert marked.conversations_upstream is not None and marked.conversations_upstream.name == "local"
+    only_anthropic = _load(tmp_path, ANTHROPIC)
+    assert only_anthropic.conversations_upstream is None
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (BASE.replace("\n[models", '\nconversations = "yes"\n[models'), "upstreams.openai.conversations must be of"),
+        (
+            BASE.replace('api_key_env = "MY_OPENAI_KEY"', "conversations = true")
+            + '[upstreams.local]\nbase_url = "http://127.0.0.1:1/v1"\nconversations = true\n',
+            "only one may set conversations = true, and openai, local do",
+        ),
+        (ANTHROPIC.replace('api = "anthropic"', 'api = "anthropic"\nconversations = true'), 'only an api = "openai"'),
+    ],
+)
+def test_conversations_need_one_openai_upstream(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        _load(tmp_path, text)

@@ -98,6 +98,14 @@ def stored_answer(account_id: str, answer_id: str) -> str:
     return f"{account_tag(account_id)}:answer:{answer_id}"
 
 
+def kept_conversation(account_id: str, conversation_id: str) -> str:
+    """Hash with a TTL (`redis.response_retention_days` since its last write): a conversation the provider keeps that
+    a request of this account created: `upstream` (the upstream's name), `created_ms`, and `context_tokens`, at
+    least the tokens its items and turns hold (added to, never set). Absent, or without `upstream`: not this
+    account's conversation."""
+    return f"{account_tag(account_id)}:conversation:{conversation_id}"
+
+
 def request_log(account_id: str) -> str:
     """Stream of request records, capped by length."""
     return f"{account_tag(account_id)}:requests"

@@ -2,9 +2,11 @@
 `GET` and `DELETE /responses/{id}`, `POST /responses/{id}/cancel` and `GET /responses/{id}/input_items`.
 
 Every response it makes is kept (`MockResponses`), so `previous_response_id` works: the earlier turn's input and
-output tokens are charged again as input, as OpenAI charges the context it keeps. Counting is the mock's own
-(`counting`, tiktoken directly, never the gateway's): the request is turned into the chat messages it amounts to,
-by the rule written out in `chat_messages`, and counted as chat's; the reply is `Reply`'s words or tool call.
+output tokens are charged again as input, as OpenAI charges the context it keeps. So does `conversation`, one of
+the mock's conversations (mock/conversations.py): its context is charged as input, and the response joins it.
+Counting is the mock's own (`counting`, tiktoken directly, never the gateway's): the request is turned into the
+chat messages it amounts to, by the rule written out in `chat_messages`, and counted as chat's; the reply is
+`Reply`'s words or tool call.
 Cancelling answers 400, as OpenAI does for a response that was not created in the background.
 """
 
@@ -19,6 +21,8 @@ from dataclasses import dataclass, field
 import orjson
 from aiohttp import web
 
+from gateway.mock.conversations import MOCK_CONVERSATIONS, MockConversation
+from gateway.mock.counting import count_prompt
 from gateway.mock.options import MockOptions
 from gateway.mock.reply import Reply, dumps
 
@@ -81,21 +85,53 @@ async def create_response(request: web.Request) -> web.StreamResponse:
         await asyncio.sleep(options.latency_ms / 1000)
     if options.fail_status:
         return _error(options.fail_status, f"Mock failure {options.fail_status}.", "mock_failure")
-    previous_id = body.get("previous_response_id")
-    context = 0
-    if previous_id is not None:
-        previous = store.stored.get(str(previous_id))
-        if previous is None:
-            message = f"Previous response with id '{previous_id}' not found."
-            return _error(404, message, "previous_response_not_found", "previous_response_id")
-        usage = previous.response.get("usage")
-        if isinstance(usage, Mapping):
-            context = int(usage["input_tokens"]) + int(usage["output_tokens"])
+    context = _context(request, body)
+    if isinstance(context, web.Response):
+        return context
     made = MadeResponse.of(body, options, context)
     store.stored[made.id] = StoredResponse(made.final(), input_items(body))
+    conversation = _conversation(request, body)
+    if isinstance(conversation, MockConversation):
+        turn = [*input_items(body), made.item(True)]
+        conversation.add_turn(turn, made.reply.prompt_tokens + context, made.reply.completion_tokens)
     if body.get("stream"):
         return await _stream(request, made, options)
     return web.json_response(made.final(), dumps=lambda obj: dumps(obj).decode())
+
+
+def _context(request: web.Request, body: dict[str, object]) -> int | web.Response:
+    """The context the request continues (a previous response's, or a conversation's), charged as input; or the
+    error it gets when there is none such."""
+    previous_id = body.get("previous_response_id")
+    if previous_id is not None and body.get("conversation") is not None:
+        message = "Mutually exclusive parameters: send 'previous_response_id' or 'conversation', not both."
+        return _error(400, message, None, "conversation")
+    conversation = _conversation(request, body)
+    if conversation is not None:
+        if isinstance(conversation, web.Response):
+            return conversation
+        model = str(body["model"])
+        return conversation.context_tokens(
+            lambda items: count_prompt({"model": model, "messages": chat_messages({"input": items})})
+        )
+    if previous_id is None:
+        return 0
+    previous = request.app[MOCK_RESPONSES].stored.get(str(previous_id))
+    if previous is None:
+        message = f"Previous response with id '{previous_id}' not found."
+        return _error(404, message, "previous_response_not_found", "previous_response_id")
+    usage = previous.response.get("usage")
+    return int(usage["input_tokens"]) + int(usage["output_tokens"]) if isinstance(usage, Mapping) else 0
+
+
+def _conversation(request: web.Request, body: dict[str, object]) -> MockConversation | web.Response | None:
+    """The conversation the request is made in (`conversation`: its id or `{"id": ...}`), if it names one."""
+    named = body.get("conversation")
+    conversation_id = named.get("id") if isinstance(named, Mapping) else named
+    if conversation_id is None:
+        return None
+    conversation = request.app[MOCK_CONVERSATIONS].kept.get(str(conversation_id))
+    return conversation or _error(404, f"Conversation with id '{conversation_id}' not found.", None, "conversation")
 
 
 @dataclass

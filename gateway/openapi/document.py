@@ -41,6 +41,7 @@ from gateway.openapi.builders import (
     record,
     ref,
 )
+from gateway.openapi.conversations import CONVERSATION_SCHEMAS, conversation_operations
 from gateway.openapi.messages import MESSAGES_SCHEMAS, messages_operations
 from gateway.openapi.text_apis import TEXT_API_SCHEMAS, text_api_operations
 from gateway.openapi.webhooks import WEBHOOK_SCHEMAS, webhook_operations
@@ -84,15 +85,19 @@ RESPONSES_REQUEST = obj(
         "stream": nullable({"type": "boolean"}),
         "store": nullable({"type": "boolean"}),
         "previous_response_id": nullable({"type": "string", "minLength": 1}),
+        "conversation": nullable(
+            {"anyOf": [{"type": "string", "minLength": 1}, obj({"id": {"type": "string", "minLength": 1}})]}
+        ),
     },
     required=("model",),
     extra=True,
 ) | {
     "description": "OpenAI's Responses request. The gateway checks the fields named here (and the items of `input` "
     "and `tools`) and forwards the rest. Without `max_output_tokens` the gateway bounds the output itself. A "
-    "`previous_response_id` must be one this account got through the gateway (else 404); its context is held and "
-    "billed as input. `conversation`, `prompt` and `background: true` are refused; built-in tools and "
-    "`service_tier` unless the model's config prices them."
+    "`previous_response_id` must be one this account got through the gateway, and a `conversation` one this "
+    "account created through it (else 404); its context is held and billed as input. Both at once are refused; so "
+    "are `prompt` and `background: true`, and built-in tools and `service_tier` unless the model's config prices "
+    "them."
 }
 RESPONSE_ID = path("id", STRING, "A response id this account got through the gateway (any other: 404).")
 USAGE = "requests prompt_tokens completion_tokens"
@@ -365,6 +370,7 @@ def operations() -> list[Operation]:
             fails=(400, 404, 502, 504),
             others=passed_through,
         ),
+        *conversation_operations(),
         *text_api_operations(),
         *messages_operations(),
         op("GET /v1/models", "The configured models", TENANT, ref("ModelList")),
@@ -502,7 +508,7 @@ def build_document() -> Schema:
         },
         "paths": paths(),
         "components": {
-            "schemas": SCHEMAS | TEXT_API_SCHEMAS | MESSAGES_SCHEMAS | WEBHOOK_SCHEMAS,
+            "schemas": SCHEMAS | CONVERSATION_SCHEMAS | TEXT_API_SCHEMAS | MESSAGES_SCHEMAS | WEBHOOK_SCHEMAS,
             "securitySchemes": {
                 "apiKey": bearer(
                     "A tenant's API key: `Authorization: Bearer sk-gw-...`, or `x-api-key: sk-gw-...` (as Anthropic's "

@@ -16,7 +16,8 @@ relay call it; neither keeps any part of the bill.
 
 An answer the provider keeps under an id (`answer_seen`, Responses) is recorded as the request's account's before
 the client sees the id, with the most context it can have (the prompt and the output bound); the settlement
-then records the context the provider billed (the billed input + output tokens).
+then records the context the provider billed (the billed input + output tokens). A response made in a
+conversation (`conversation`) leaves the conversation at the same figure (proxy/conversation_store.py).
 
     meter = Meter(ticket, counter, biller, settings)
     meter.forwarded = True; ...; meter.take_usage(reported)
@@ -34,6 +35,7 @@ from gateway.billing.scripts import SettleOutcome
 from gateway.billing.settler import REDIS_UNAVAILABLE
 from gateway.config import Settings
 from gateway.proxy.answers import AnswerStore, StoredAnswer, is_answer_id
+from gateway.proxy.conversation_store import ConversationTurn
 from gateway.proxy.metering import Biller, Ticket, bounded_usage
 from gateway.tokens import CompletionCounter
 
@@ -52,6 +54,8 @@ class Meter:
         biller: Biller,
         settings: Settings,
         answers: AnswerStore | None = None,
+        *,
+        conversation: ConversationTurn | None = None,
     ):
         self.ticket = ticket
         self.counter = counter  # what the client was sent of the answer, counted as it goes
@@ -64,6 +68,7 @@ class Meter:
         self._settlement: asyncio.Future[SettleOutcome] | None = None
         self.answers = answers
         self.answer: tuple[str, StoredAnswer] | None = None  # the id the provider keeps the answer under
+        self.conversation = conversation  # the turn the request makes in a conversation the provider keeps
 
     async def answer_seen(self, answer_id: str) -> None:
         """The provider keeps the answer under `answer_id`: record it as the account's (once), before the client
@@ -140,7 +145,22 @@ class Meter:
                 await self.answers.set_context(self.ticket.reservation.account_id, answer_id, answer, context)
             except REDIS_UNAVAILABLE:
                 log.warning("answer %s keeps its context bound: Redis is unavailable", answer_id)
+        await self._end_turn(usage, status)
         return outcome
+
+    async def _end_turn(self, usage: Usage, status: int) -> None:
+        """The provider adds an answered turn to its conversation: the conversation's context becomes the billed
+        input + output. A client that left may have left the provider to finish the answer: then it is the billed
+        input and the forwarded bound, at most."""
+        turn = self.conversation
+        left = status == CLIENT_CLOSED
+        if turn is None or not (self.forwarded if left else self.answered):
+            return
+        output = self.ticket.reservation.completion_limit if left else usage.completion_tokens
+        try:
+            await turn.ended(usage.prompt_tokens + output)
+        except REDIS_UNAVAILABLE:
+            log.warning("conversation %s keeps its context as it was: Redis is unavailable", turn.conversation_id)
 
     @property
     def settled(self) -> bool:

@@ -96,12 +96,15 @@ async def call_upstream(
     method: str,
     path: str,
     params: Sequence[tuple[str, str]] = (),
+    body: bytes | None = None,
 ) -> aiohttp.ClientResponse:
-    """A bodiless call (GET, DELETE, a POST action) to the upstream, as `post_upstream` makes its POSTs."""
+    """A call that is not metered (GET, DELETE, a POST action or one with a small JSON `body`) to the upstream, as
+    `post_upstream` makes its POSTs."""
     try:
         return await session.request(
             method,
             f"{upstream.base_url}{path}",
+            data=body,
             headers=upstream_headers(upstream, stream=False),
             params=[*upstream.query.items(), *params] or None,
             allow_redirects=False,
@@ -110,6 +113,24 @@ async def call_upstream(
         raise UpstreamTimeout(f"Upstream {upstream.name!r} did not answer in time.") from exc
     except aiohttp.ClientError as exc:
         raise UpstreamError(f"Upstream {upstream.name!r} is unreachable.") from exc
+
+
+async def read_within(response: aiohttp.ClientResponse, limit: int) -> bytes:
+    """The whole body of an answer that is not metered; UpstreamError past `limit` bytes or when the connection
+    fails, UpstreamTimeout when it stalls."""
+    parts: list[bytes] = []
+    size = 0
+    try:
+        async for part in response.content.iter_any():
+            size += len(part)
+            if size > limit:
+                raise UpstreamError("The upstream response is larger than the gateway accepts.")
+            parts.append(part)
+    except TimeoutError as exc:
+        raise UpstreamTimeout("The upstream timed out while sending its response.") from exc
+    except aiohttp.ClientError as exc:
+        raise UpstreamError("The upstream connection failed while sending its response.") from exc
+    return b"".join(parts)
 
 
 def scrub(text: str, upstream: UpstreamConfig) -> str:
