@@ -83,6 +83,7 @@ RESPONSES_REQUEST = obj(
         "max_output_tokens": nullable({"type": "integer", "minimum": 1}),
         "stream": nullable({"type": "boolean"}),
         "store": nullable({"type": "boolean"}),
+        "background": nullable({"type": "boolean"}),
         "previous_response_id": nullable({"type": "string", "minLength": 1}),
     },
     required=("model",),
@@ -91,8 +92,9 @@ RESPONSES_REQUEST = obj(
     "description": "OpenAI's Responses request. The gateway checks the fields named here (and the items of `input` "
     "and `tools`) and forwards the rest. Without `max_output_tokens` the gateway bounds the output itself. A "
     "`previous_response_id` must be one this account got through the gateway (else 404); its context is held and "
-    "billed as input. `conversation`, `prompt` and `background: true` are refused; built-in tools and "
-    "`service_tier` unless the model's config prices them."
+    "billed as input. A `background: true` response is held at creation and billed once, when the gateway first "
+    "sees it finished (a retrieval, cancel or delete, or its own look at the upstream). `conversation` and "
+    "`prompt` are refused; built-in tools and `service_tier` unless the model's config prices them."
 }
 RESPONSE_ID = path("id", STRING, "A response id this account got through the gateway (any other: 404).")
 USAGE = "requests prompt_tokens completion_tokens"
@@ -331,7 +333,7 @@ def operations() -> list[Operation]:
         ),
         op(
             "GET /v1/responses/{id}",
-            "One of this account's responses, from the upstream (free)",
+            "One of this account's responses, from the upstream (free; bills a background response it shows finished)",
             TENANT,
             ref("Response"),
             [RESPONSE_ID],
@@ -340,7 +342,7 @@ def operations() -> list[Operation]:
         ),
         op(
             "DELETE /v1/responses/{id}",
-            "Delete one of this account's responses at the upstream (free)",
+            "Delete one of this account's responses at the upstream (free; a running background one is billed first)",
             TENANT,
             ref("ResponseDeleted"),
             [RESPONSE_ID],
@@ -349,7 +351,7 @@ def operations() -> list[Operation]:
         ),
         op(
             "POST /v1/responses/{id}/cancel",
-            "Cancel one of this account's responses at the upstream (free)",
+            "Cancel one of this account's background responses at the upstream (free; bills it as it stands)",
             TENANT,
             ref("Response"),
             [RESPONSE_ID],

@@ -4,6 +4,9 @@
 All tenants share the provider key, so the provider would answer anyone: the gateway forwards only when the id
 is one it relayed to the caller's account (proxy/answers.py). Any other id, another account's or one that never
 existed, is the same 404 `not_found`, given before the upstream is asked. A deleted answer is forgotten.
+
+Retrieval never bills, but a background answer whose bill waits (proxy/background.py) is billed by the first
+retrieval or cancel that shows it finished, and before it is deleted; the balance header is then the one after.
 """
 
 from __future__ import annotations
@@ -11,14 +14,16 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 
-import aiohttp
+import orjson
 from aiohttp import web
 
 from gateway.admin.auth import authenticate, bearer_api_key
-from gateway.app_state import ACCOUNTS, ANSWERS, SETTINGS, UPSTREAM_SESSION
+from gateway.app_state import ACCOUNTS, ANSWERS, BACKGROUND_BILLS, SETTINGS, UPSTREAM_SESSION
 from gateway.bill_headers import balance_headers
-from gateway.errors import InvalidRequest, NotFound, UpstreamAuthFailed, UpstreamError, UpstreamTimeout
-from gateway.proxy.upstream import call_upstream, relayed_headers, scrubbed_error_body
+from gateway.billing.scripts import SettleOutcome
+from gateway.errors import InvalidRequest, NotFound, UpstreamAuthFailed, UpstreamError
+from gateway.proxy.answers import StoredAnswer
+from gateway.proxy.upstream import call_upstream, read_bounded, relayed_headers, scrubbed_error_body
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +47,9 @@ def stored_answer_handler(method: str, suffix: str = "") -> Handler:
         if request.query.get("stream", "").lower() == "true":
             message = "Streaming a stored response is not supported by this gateway: retrieve it without 'stream'."
             raise InvalidRequest(message, param="stream", headers=headers)
+        if method == "DELETE" and stored is not None and stored.pending is not None:
+            # Its bill first: once deleted, the answer could never be seen finished.
+            await app[BACKGROUND_BILLS].look(tenant.account_id, answer_id, last=True)
         upstream = app[SETTINGS].upstreams[model.upstream]
         path = f"/responses/{answer_id}{suffix}"
         response = await call_upstream(app[UPSTREAM_SESSION], upstream, method, path, list(request.query.items()))
@@ -52,13 +60,16 @@ def stored_answer_handler(method: str, suffix: str = "") -> Handler:
             if 300 <= response.status < 400:
                 raise UpstreamError(f"The upstream answered with a redirect (HTTP {response.status}).", headers=headers)
             limit = app[SETTINGS].limits.max_upstream_response_bytes if response.status < 400 else ERROR_BODY_LIMIT
-            body = await _read(response, limit)
+            body = await read_bounded(response, limit)
             if response.status >= 400:
                 body = scrubbed_error_body(body, upstream) or b""
                 if not body:
                     raise UpstreamError(f"The upstream answered with HTTP {response.status}.", headers=headers)
             elif method == "DELETE":
                 await app[ANSWERS].forget(tenant.account_id, answer_id)
+            elif stored is not None and stored.pending is not None and suffix in ("", "/cancel"):
+                bill = await _bill_if_finished(app, tenant.account_id, answer_id, stored, body)
+                headers = balance_headers(bill.balance_micros) if bill is not None else headers
             return web.Response(
                 body=body,
                 status=response.status,
@@ -69,20 +80,17 @@ def stored_answer_handler(method: str, suffix: str = "") -> Handler:
     return handle
 
 
-async def _read(response: aiohttp.ClientResponse, limit: int) -> bytes:
-    parts: list[bytes] = []
-    size = 0
+async def _bill_if_finished(
+    app: web.Application, account_id: str, answer_id: str, stored: StoredAnswer, body: bytes
+) -> SettleOutcome | None:
+    """A background answer's bill, settled if the provider's answer shows it finished."""
     try:
-        async for part in response.content.iter_any():
-            size += len(part)
-            if size > limit:
-                raise UpstreamError("The upstream response is larger than the gateway accepts.")
-            parts.append(part)
-    except TimeoutError as exc:
-        raise UpstreamTimeout("The upstream timed out while sending its response.") from exc
-    except aiohttp.ClientError as exc:
-        raise UpstreamError("The upstream connection failed while sending its response.") from exc
-    return b"".join(parts)
+        payload = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(payload, dict):
+        return None
+    return await app[BACKGROUND_BILLS].seen(account_id, answer_id, stored, payload)
 
 
 def add_stored_routes(app: web.Application) -> None:

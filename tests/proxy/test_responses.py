@@ -178,7 +178,7 @@ async def test_retrieval_routes_forward_for_the_owner_and_never_bill(start_gatew
         await client.responses.cancel(created.id)
     calls = mock_of(gateway).calls
     assert [method for method, _ in calls] == ["GET", "GET", "POST"]
-    # Streaming a stored response is refused (only background responses stream later, and those are refused).
+    # Streaming a stored response is refused (a background response is retrieved whole, once finished).
     streamed = await gateway.client.get(
         f"/v1/responses/{created.id}", params={"stream": "true"}, headers={"Authorization": f"Bearer {key}"}
     )
@@ -340,7 +340,8 @@ HOSTILE: list[tuple[dict[str, Any], str | None]] = [
     ({"max_output_tokens": 0}, "max_output_tokens"),
     ({"max_output_tokens": True}, "max_output_tokens"),
     ({"stream": "yes"}, "stream"),
-    ({"background": True}, "background"),
+    ({"background": "yes"}, "background"),
+    ({"background": True, "store": False}, "store"),
     ({"conversation": "conv_1"}, "conversation"),
     ({"prompt": {"id": "pmpt_1"}}, "prompt"),
     ({"previous_response_id": ""}, "previous_response_id"),

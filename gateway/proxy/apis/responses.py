@@ -5,9 +5,10 @@ input_image, input_file parts; function_call and function_call_output items; rea
 `instructions`; `tools` (function tools are flat: `{type: function, name, description, parameters, strict}`; the
 built-in ones are priced fields, proxy/priced_fields.py); `max_output_tokens`, the output bound (the gateway sets
 it when absent, as for chat); `stream`; `store`; `previous_response_id`, an earlier answer whose context the
-provider bills again as input (`prior_answer`). Refused with 400, as what the gateway could not hold or bill
-for: `conversation` (context kept in a conversation object), `prompt` (a stored prompt template) and
-`background: true` (an answer finished after the request).
+provider bills again as input (`prior_answer`); `background: true`, an answer the provider goes on making after
+the request was answered, held at creation and billed once it is seen finished (`finishes_later`,
+proxy/background.py). Refused with 400, as what the gateway could not hold or bill for: `conversation` (context
+kept in a conversation object) and `prompt` (a stored prompt template).
 
 The request is checked and counted by `response_items` (the chat request it amounts to, with chat's rules).
 
@@ -60,6 +61,9 @@ class Responses:
     def prior_answer(self, request: ApiRequest) -> tuple[str, str] | None:
         previous = request.body.get("previous_response_id")
         return ("previous_response_id", previous) if isinstance(previous, str) else None
+
+    def finishes_later(self, request: ApiRequest) -> bool:
+        return request.body.get("background") is True
 
     def count_answer(self, request: ApiRequest, prompt_tokens: int, preview: JSON) -> JSON:
         return {"object": "response.input_tokens", "input_tokens": prompt_tokens}
