@@ -7,8 +7,9 @@ output tokens are charged again as input, as OpenAI charges the context it keeps
 by the rule written out in `chat_messages`, and counted as chat's; the reply is `Reply`'s words or tool call.
 A background response (`background: true`) is answered `queued` at once; it shows `in_progress` to the next
 `background_looks` retrievals, then finished. Cancelled before that, it is `cancelled` with no output and no usage
-(or, with `cancel_with_output`, with its output and usage). Cancelling any other response answers 400, as OpenAI
-does for a response that was not created in the background.
+(or, with `cancel_with_output`, with its output and usage). Retrieved with `stream=true`, a response streams
+`response.in_progress` and its terminal event (after `starting_after`), finishing meanwhile. Cancelling any other
+response answers 400, as OpenAI does for a response that was not created in the background.
 """
 
 from __future__ import annotations
@@ -280,9 +281,34 @@ def _stored(request: web.Request) -> StoredResponse | web.Response:
     return stored
 
 
-async def retrieve_response(request: web.Request) -> web.Response:
+async def retrieve_response(request: web.Request) -> web.StreamResponse:
     stored = _stored(request)
-    return stored if isinstance(stored, web.Response) else web.json_response(stored.shown())
+    if isinstance(stored, web.Response):
+        return stored
+    if request.query.get("stream") != "true":
+        return web.json_response(stored.shown())
+    # Streamed: the rest of its events (after `starting_after`), the response running to its end meanwhile.
+    running = {**stored.response, "status": "in_progress", "output": [], "usage": None}
+    stored.looks_left = 0
+    final = stored.response
+    events = [
+        {"type": "response.in_progress", "response": running},
+        {"type": f"response.{final['status']}", "response": final},
+    ]
+    after = int(request.query.get("starting_after", "-1"))
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+    await response.prepare(request)
+    for number, event in enumerate(events):
+        if number > after:
+            await response.write(
+                b"event: "
+                + str(event["type"]).encode()
+                + b"\ndata: "
+                + dumps({**event, "sequence_number": number})
+                + b"\n\n"
+            )
+    await response.write_eof()
+    return response
 
 
 async def delete_response(request: web.Request) -> web.Response:

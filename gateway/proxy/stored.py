@@ -6,7 +6,8 @@ is one it relayed to the caller's account (proxy/answers.py). Any other id, anot
 existed, is the same 404 `not_found`, given before the upstream is asked. A deleted answer is forgotten.
 
 Retrieval never bills, but a background answer whose bill waits (proxy/background.py) is billed by the first
-retrieval or cancel that shows it finished, and before it is deleted; the balance header is then the one after.
+retrieval or cancel that shows it finished (a streamed retrieval, `?stream=true`, by its terminal event), and
+before it is deleted; the balance header of a plain answer is then the one after.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 
+import aiohttp
 import orjson
 from aiohttp import web
 
@@ -23,6 +25,8 @@ from gateway.bill_headers import balance_headers
 from gateway.billing.scripts import SettleOutcome
 from gateway.errors import InvalidRequest, NotFound, UpstreamAuthFailed, UpstreamError
 from gateway.proxy.answers import StoredAnswer
+from gateway.proxy.apis.responses import TERMINAL
+from gateway.proxy.sse import EventSplitter, EventTooLarge
 from gateway.proxy.upstream import call_upstream, read_bounded, relayed_headers, scrubbed_error_body
 
 log = logging.getLogger(__name__)
@@ -44,9 +48,9 @@ def stored_answer_handler(method: str, suffix: str = "") -> Handler:
         model = app[SETTINGS].models.get(stored.model) if stored is not None else None
         if model is None:
             raise NotFound(f"Response with id '{answer_id}' not found.", param="response_id", headers=headers)
-        if request.query.get("stream", "").lower() == "true":
-            message = "Streaming a stored response is not supported by this gateway: retrieve it without 'stream'."
-            raise InvalidRequest(message, param="stream", headers=headers)
+        streamed = request.query.get("stream", "").lower() == "true"
+        if streamed and (method, suffix) != ("GET", ""):
+            raise InvalidRequest("Only a response itself can be streamed.", param="stream", headers=headers)
         if method == "DELETE" and stored is not None and stored.pending is not None:
             # Its bill first: once deleted, the answer could never be seen finished.
             await app[BACKGROUND_BILLS].look(tenant.account_id, answer_id, last=True)
@@ -59,6 +63,9 @@ def stored_answer_handler(method: str, suffix: str = "") -> Handler:
                 raise UpstreamAuthFailed(headers=headers)
             if 300 <= response.status < 400:
                 raise UpstreamError(f"The upstream answered with a redirect (HTTP {response.status}).", headers=headers)
+            if streamed and response.status == 200 and response.content_type == "text/event-stream":
+                assert stored is not None
+                return await _relay_stream(request, response, tenant.account_id, answer_id, stored, headers)
             limit = app[SETTINGS].limits.max_upstream_response_bytes if response.status < 400 else ERROR_BODY_LIMIT
             body = await read_bounded(response, limit)
             if response.status >= 400:
@@ -78,6 +85,53 @@ def stored_answer_handler(method: str, suffix: str = "") -> Handler:
             )
 
     return handle
+
+
+async def _relay_stream(
+    request: web.Request,
+    upstream: aiohttp.ClientResponse,
+    account_id: str,
+    answer_id: str,
+    stored: StoredAnswer,
+    headers: dict[str, str],
+) -> web.StreamResponse:
+    """A stored response's events (`?stream=true`, `starting_after`: a background response's stream resumed),
+    relayed as they come; a pending bill is settled by the terminal event, before it goes out."""
+    app = request.app
+    client = web.StreamResponse(
+        headers={**relayed_headers(upstream), **headers, "Content-Type": "text/event-stream; charset=utf-8"}
+    )
+    client.headers["Cache-Control"] = "no-cache"
+    await client.prepare(request)
+    splitter = EventSplitter(app[SETTINGS].limits.max_upstream_response_bytes)
+    pending = stored.pending
+    try:
+        async for data in upstream.content.iter_any():
+            for event in splitter.feed(data):
+                if pending is not None and event.data is not None:
+                    response = _terminal_response(event.data)
+                    if response is not None and await app[BACKGROUND_BILLS].seen(
+                        account_id, answer_id, stored, response
+                    ):
+                        pending = None
+                await client.write(event.raw + b"\n\n")
+    except (TimeoutError, aiohttp.ClientError, EventTooLarge):
+        log.info("stored response %s: the upstream's stream ended early", answer_id)
+        return client  # the client sees the stream end without its terminal event; the bill waits
+    await client.write_eof()
+    return client
+
+
+def _terminal_response(data: bytes) -> dict[str, object] | None:
+    """The response of a terminal event (`response.completed`, ...), None for any other event."""
+    try:
+        event = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(event, dict) or event.get("type") not in TERMINAL:
+        return None
+    response = event.get("response")
+    return response if isinstance(response, dict) else None
 
 
 async def _bill_if_finished(

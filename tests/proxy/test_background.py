@@ -271,3 +271,21 @@ async def test_a_background_response_must_be_stored(start_gateway: StartGateway)
     response = await gateway.client.post("/v1/responses", json=body, headers={"Authorization": f"Bearer {key}"})
     assert response.status == 400 and (await response.json())["error"]["param"] == "store"
     assert mock_of(gateway).requests == [] and await gateway.balance_micros(account) == START
+
+
+async def test_a_resumed_stream_bills_it_by_its_terminal_event(start_gateway: StartGateway) -> None:
+    gateway = await start_gateway(NO_POLLS, main={"completion_tokens": 11, "background_looks": 5})
+    account, key = await gateway.new_account()
+    client = client_for(gateway, key)
+    created = await client.responses.create(model="m-main", input="Hello!", background=True)
+    stream = await client.responses.retrieve(created.id, stream=True, starting_after=0)
+    events = [event async for event in stream]
+    assert [event.type for event in events] == ["response.completed"]  # the mock's event 0 was skipped
+    cost = REFERENCE.cost_micros(HELLO_PROMPT_TOKENS, 11)
+    assert await gateway.balance_micros(account) == START - cost
+    assert (await client.responses.retrieve(created.id)).status == "completed"
+    again = await client.responses.retrieve(created.id, stream=True)
+    assert [event.type async for event in again] == ["response.in_progress", "response.completed"]
+    assert await records(gateway, account) == 1 and await usage_total(gateway, key) == (1, cost)
+    assert await listed(gateway) == []
+    await client.close()
