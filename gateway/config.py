@@ -151,6 +151,10 @@ class LimitsConfig:
     prompt_clamp_ratio: int = setting(4, check.positive)
     prompt_clamp_slack: int = setting(256, check.non_negative)
     sweep_interval_seconds: int = setting(30, check.positive)  # how often each process looks for expired holds
+    # A background response (Responses' `background: true`) is held this long: it must be billed before, or be
+    # cancelled. Every `background_poll_seconds` one process asks the upstream about those not seen finished.
+    background_hold_seconds: int = setting(3600, check.positive)
+    background_poll_seconds: int = setting(10, check.positive)
 
 
 @dataclass(frozen=True)
@@ -243,6 +247,12 @@ class Settings:
             raise ConfigError(
                 f"limits.reservation_ttl_seconds ({ttl}) must exceed "
                 f"server.body_timeout + timeouts.total ({longest:g} s)"
+            )
+        background, poll = self.limits.background_hold_seconds, self.limits.background_poll_seconds
+        if background < max(ttl, 4 * poll):
+            raise ConfigError(
+                f"limits.background_hold_seconds ({background}) must be at least limits.reservation_ttl_seconds "
+                f"({ttl}) and 4 x limits.background_poll_seconds ({4 * poll})"
             )
         self._check_conversations_upstream()
         for model in self.models.values():

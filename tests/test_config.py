@@ -112,6 +112,8 @@ EVERY_SETTING: dict[str, tuple[str, object]] = {
     "limits.prompt_clamp_ratio": ("2", 2),
     "limits.prompt_clamp_slack": ("0", 0),
     "limits.sweep_interval_seconds": ("5", 5),
+    "limits.background_hold_seconds": ("7200", 7200),
+    "limits.background_poll_seconds": ("20", 20),
     "webhooks.retry_schedule_seconds": ("[1, 2]", (1, 2)),
     "webhooks.allow_private_targets": ("true", True),
     "webhooks.max_per_account": ("3", 3),
@@ -176,6 +178,8 @@ def test_override_replaces_values_of_a_section_and_keeps_the_rest() -> None:
         (BASE + "[webhooks]\nretry_schedule_seconds = [5, 0]\n", "webhooks.retry_schedule_seconds"),
         (BASE.replace('api_key_env = "MY_OPENAI_KEY"', 'api = "claude"'), 'upstreams.openai.api must be "openai" or'),
         (BASE + "cache_write_credits_per_million = -1\n", 'models."gpt-4o".cache_write_credits_per_million'),
+        (BASE + "[limits]\nbackground_hold_seconds = 600\n", "background_hold_seconds .600. must be at least"),
+        (BASE + "[limits]\nbackground_poll_seconds = 1000\n", "4 x limits.background_poll_seconds .4000."),
     ],
 )
 def test_errors_name_the_key(tmp_path: Path, text: str, message: str) -> None:

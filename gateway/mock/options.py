@@ -29,3 +29,7 @@ class MockOptions:
     # Messages streams: message_delta reports "output" (output_tokens alone, as Anthropic long did) or "full"
     # (every usage figure, cumulative).
     message_delta_usage: str = "output"
+    # Responses' background answers: retrievals that show one still in progress before it shows finished, and
+    # whether one cancelled then has its output (and usage) or none.
+    background_looks: int = 2
+    cancel_with_output: bool = False

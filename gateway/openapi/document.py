@@ -84,6 +84,7 @@ RESPONSES_REQUEST = obj(
         "max_output_tokens": nullable({"type": "integer", "minimum": 1}),
         "stream": nullable({"type": "boolean"}),
         "store": nullable({"type": "boolean"}),
+        "background": nullable({"type": "boolean"}),
         "previous_response_id": nullable({"type": "string", "minLength": 1}),
         "conversation": nullable(
             {"anyOf": [{"type": "string", "minLength": 1}, obj({"id": {"type": "string", "minLength": 1}})]}
@@ -95,9 +96,10 @@ RESPONSES_REQUEST = obj(
     "description": "OpenAI's Responses request. The gateway checks the fields named here (and the items of `input` "
     "and `tools`) and forwards the rest. Without `max_output_tokens` the gateway bounds the output itself. A "
     "`previous_response_id` must be one this account got through the gateway, and a `conversation` one this "
-    "account created through it (else 404); its context is held and billed as input. Both at once are refused; so "
-    "are `prompt` and `background: true`, and built-in tools and `service_tier` unless the model's config prices "
-    "them."
+    "account created through it (else 404); its context is held and billed as input; both at once are refused. A "
+    "`background: true` response is held at creation and billed once, when the gateway first sees it finished (a "
+    "retrieval, cancel or delete, or its own look at the upstream). `prompt` is refused; built-in tools and "
+    "`service_tier` unless the model's config prices them."
 }
 RESPONSE_ID = path("id", STRING, "A response id this account got through the gateway (any other: 404).")
 USAGE = "requests prompt_tokens completion_tokens"
@@ -336,7 +338,7 @@ def operations() -> list[Operation]:
         ),
         op(
             "GET /v1/responses/{id}",
-            "One of this account's responses, from the upstream (free)",
+            "One of this account's responses, from the upstream (free; bills a background response it shows finished)",
             TENANT,
             ref("Response"),
             [RESPONSE_ID],
@@ -345,7 +347,7 @@ def operations() -> list[Operation]:
         ),
         op(
             "DELETE /v1/responses/{id}",
-            "Delete one of this account's responses at the upstream (free)",
+            "Delete one of this account's responses at the upstream (free; a running background one is billed first)",
             TENANT,
             ref("ResponseDeleted"),
             [RESPONSE_ID],
@@ -354,7 +356,7 @@ def operations() -> list[Operation]:
         ),
         op(
             "POST /v1/responses/{id}/cancel",
-            "Cancel one of this account's responses at the upstream (free)",
+            "Cancel one of this account's background responses at the upstream (free; bills it as it stands)",
             TENANT,
             ref("Response"),
             [RESPONSE_ID],

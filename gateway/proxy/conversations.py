@@ -38,7 +38,7 @@ from gateway.proxy.apis import JSON
 from gateway.proxy.apis.chat import decode_body
 from gateway.proxy.apis.response_items import chat_equivalent, check_input_items
 from gateway.proxy.conversation_store import StoredConversation
-from gateway.proxy.upstream import call_upstream, read_within, relayed_headers, scrubbed_error_body
+from gateway.proxy.upstream import call_upstream, read_bounded, relayed_headers, scrubbed_error_body
 from gateway.tokens import TokenCounter
 
 log = logging.getLogger(__name__)
@@ -184,7 +184,7 @@ async def _forward(
         if 300 <= response.status < 400:
             raise UpstreamError(f"The upstream answered with a redirect (HTTP {response.status}).")
         limit = request.app[SETTINGS].limits.max_upstream_response_bytes if response.status < 400 else ERROR_BODY_LIMIT
-        answer = await read_within(response, limit)
+        answer = await read_bounded(response, limit)
         if response.status >= 400:
             answer = scrubbed_error_body(answer, upstream) or b""
             if not answer:

@@ -73,7 +73,10 @@ class Exchange:
             raise
         finally:
             bill = await self.meter.settle(ending.status)
-            ending.add_headers(charge_headers(bill.charged_micros, bill.balance_micros))
+            if self.meter.deferred:  # nothing charged yet: the balance as the hold left it
+                ending.add_headers(balance_headers(bill.balance_micros))
+            else:
+                ending.add_headers(charge_headers(bill.charged_micros, bill.balance_micros))
             self._observe_times()
 
     async def _exchange(self) -> tuple[web.StreamResponse, int]:
@@ -161,7 +164,9 @@ class Exchange:
         except orjson.JSONEncodeError as exc:
             raise UpstreamError("The upstream sent a response the gateway cannot relay.") from exc
         meter.answered = True  # from here on the answer goes out
-        billed = self.api.stamp_answer(payload, usage, await meter.settle(response.status))
+        bill = await meter.settle(response.status)
+        # A background answer relayed unfinished has no usage yet, nor a bill: it goes out as the provider sent it.
+        billed = payload if meter.deferred else self.api.stamp_answer(payload, usage, bill)
         return web.Response(
             body=orjson.dumps(billed), status=response.status, headers=headers, content_type="application/json"
         )

@@ -17,6 +17,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
+import aiohttp
 from aiohttp import web
 
 from gateway.admin.accounts import ParsedApiKey, Tenant
@@ -24,6 +25,7 @@ from gateway.admin.auth import authenticate, bearer_api_key
 from gateway.app_state import (
     ACCOUNTS,
     ANSWERS,
+    BACKGROUND_BILLS,
     BILLER,
     CLOCK,
     CONVERSATIONS,
@@ -33,12 +35,13 @@ from gateway.app_state import (
     SETTINGS,
     SETTLER,
     TOKEN_COUNTER,
+    UPSTREAM_SESSION,
 )
 from gateway.bill_headers import CREDITS_REMAINING, CREDITS_USED, balance_headers, charge_headers
 from gateway.billing.pricing import credits_number
 from gateway.billing.settler import REDIS_UNAVAILABLE
 from gateway.bodies import read_body
-from gateway.config import ModelConfig, Settings
+from gateway.config import ModelConfig, Settings, missing_provider_keys
 from gateway.errors import (
     GatewayError,
     InsufficientCredits,
@@ -57,6 +60,7 @@ from gateway.proxy.apis.completions import COMPLETIONS
 from gateway.proxy.apis.embeddings import EMBEDDINGS
 from gateway.proxy.apis.messages import MESSAGES
 from gateway.proxy.apis.responses import RESPONSES
+from gateway.proxy.background import BackgroundBills, BackgroundPoller
 from gateway.proxy.conversation_store import ConversationStore, ConversationTurn
 from gateway.proxy.conversations import add_conversation_routes
 from gateway.proxy.exchange import Exchange
@@ -65,6 +69,7 @@ from gateway.proxy.metering import Biller, Ticket, check_context, hold_credits
 from gateway.proxy.preview import price_preview
 from gateway.proxy.priced_fields import priced_model
 from gateway.proxy.stored import add_stored_routes
+from gateway.proxy.upstream import USER_AGENT
 from gateway.request_ids import request_id_of
 from gateway.tokens import TokenCounter
 
@@ -122,6 +127,7 @@ async def _metered_request(request: web.Request, api: Api, started: float) -> we
             prompt_tokens,
             api=api.name,
             request_hash=fingerprint.request_hash,
+            ttl_s=settings.limits.background_hold_seconds if api.finishes_later(parsed) else None,
         )
     except REDIS_UNAVAILABLE as exc:  # the key check of a large body: Redis is away
         app[METRICS].redis_error()
@@ -324,6 +330,23 @@ def _model_object(model: ModelConfig, created: int) -> dict[str, object]:
     }
 
 
+async def upstream_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Open the pooled upstream session for the app's lifetime; warn about upstreams without their provider key
+    (their models answer 502 provider_key_missing), so the operator hears of it at start-up, not from a tenant."""
+    settings = app[SETTINGS]
+    for warning in missing_provider_keys(settings):
+        log.warning("%s", warning)
+    timeout = aiohttp.ClientTimeout(
+        total=settings.timeouts.total, sock_connect=settings.timeouts.connect, sock_read=settings.timeouts.read
+    )
+    connector = aiohttp.TCPConnector(limit=0, limit_per_host=1000, ttl_dns_cache=300, enable_cleanup_closed=True)
+    async with aiohttp.ClientSession(
+        timeout=timeout, connector=connector, headers={"User-Agent": USER_AGENT}, raise_for_status=False
+    ) as session:
+        app[UPSTREAM_SESSION] = session
+        yield
+
+
 async def biller_ctx(app: web.Application) -> AsyncIterator[None]:
     """Build the biller once, after the settler (storage.redis_ctx) exists."""
     app[BILLER] = Biller(app[SETTLER], app[METRICS], app[TOKEN_COUNTER], app[SETTINGS], time.monotonic)
@@ -335,6 +358,20 @@ async def answers_ctx(app: web.Application) -> AsyncIterator[None]:
     retention_s = app[SETTINGS].redis.response_retention_days * 86400
     app[ANSWERS] = AnswerStore(app[REDIS], retention_s=retention_s, clock=app[CLOCK])
     yield
+
+
+async def background_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Build the biller of background answers once (after the biller, the answer store and the upstream session)
+    and run its poller."""
+    bills = app[BACKGROUND_BILLS] = BackgroundBills(
+        app[ANSWERS], app[BILLER], app[SETTINGS], app[UPSTREAM_SESSION], app[TOKEN_COUNTER]
+    )
+    task = asyncio.create_task(BackgroundPoller(bills).run(), name="background-answers")
+    try:
+        yield
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
 
 
 async def conversations_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -352,8 +389,10 @@ def add_api_route(app: web.Application, path: str, api: Api, count_path: str | N
 
 
 def add_routes(app: web.Application) -> None:
+    app.cleanup_ctx.append(upstream_ctx)
     app.cleanup_ctx.append(biller_ctx)
     app.cleanup_ctx.append(answers_ctx)
+    app.cleanup_ctx.append(background_ctx)
     app.cleanup_ctx.append(conversations_ctx)
     add_api_route(app, "/v1/chat/completions", CHAT)
     add_api_route(app, "/v1/embeddings", EMBEDDINGS)

@@ -19,6 +19,11 @@ the client sees the id, with the most context it can have (the prompt and the ou
 then records the context the provider billed (the billed input + output tokens). A response made in a
 conversation (`conversation`) leaves the conversation at the same figure (proxy/conversation_store.py).
 
+A background answer (`Api.finishes_later`) relayed before it finished (no usage reported) is not settled: its
+hold stays, and `settle` records the bill as pending on the answer's record instead (`deferred`), to be settled
+once the answer is seen finished (proxy/background.py). Should Redis not take that record, the request is
+billed now, as a request that ended here.
+
     meter = Meter(ticket, counter, biller, settings)
     meter.forwarded = True; ...; meter.take_usage(reported)
     outcome = await meter.settle(200)
@@ -28,13 +33,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import replace
 
 from gateway.billing.record import NO_USAGE, Usage
 from gateway.billing.scripts import SettleOutcome
 from gateway.billing.settler import REDIS_UNAVAILABLE
 from gateway.config import Settings
-from gateway.proxy.answers import AnswerStore, StoredAnswer, is_answer_id
+from gateway.proxy.answers import AnswerStore, PendingBill, StoredAnswer, is_answer_id
 from gateway.proxy.conversation_store import ConversationTurn
 from gateway.proxy.metering import Biller, Ticket, bounded_usage
 from gateway.tokens import CompletionCounter
@@ -69,6 +75,7 @@ class Meter:
         self.answers = answers
         self.answer: tuple[str, StoredAnswer] | None = None  # the id the provider keeps the answer under
         self.conversation = conversation  # the turn the request makes in a conversation the provider keeps
+        self.deferred = False  # the bill waits for the background answer to be seen finished
 
     async def answer_seen(self, answer_id: str) -> None:
         """The provider keeps the answer under `answer_id`: record it as the account's (once), before the client
@@ -129,12 +136,54 @@ class Meter:
             return self.sent_usage() if self.forwarded else NO_USAGE
         return self.answer_usage() if self.answered else NO_USAGE
 
+    def waits_for_answer(self) -> bool:
+        """Whether the bill waits: a background answer, recorded under its id, relayed unfinished."""
+        ticket = self.ticket
+        return (
+            self.forwarded
+            and self.answer is not None
+            and self.upstream_usage is None
+            and ticket.api.finishes_later(ticket.request)
+        )
+
     async def settle(self, status: int) -> SettleOutcome:
-        """Settle on the first call, as the request ended with `status`; later calls wait for that same outcome."""
+        """Settle on the first call, as the request ended with `status`; later calls wait for that same outcome.
+        A bill that waits for its answer is deferred instead: nothing charged, the balance as the hold left it."""
         if self._settlement is None:
-            usage, estimate = self.billed_usage(status), self.estimate()
-            self._settlement = asyncio.ensure_future(self._bill(usage, estimate, status))
+            if self.waits_for_answer():
+                self._settlement = asyncio.ensure_future(self._defer(status))
+            else:
+                usage, estimate = self.billed_usage(status), self.estimate()
+                self._settlement = asyncio.ensure_future(self._bill(usage, estimate, status))
         return await asyncio.shield(self._settlement)
+
+    async def _defer(self, status: int) -> SettleOutcome:
+        assert self.answer is not None and self.answers is not None
+        ticket, answers = self.ticket, self.answers
+        reservation = ticket.reservation
+        answer_id, answer = self.answer
+        now_ms = answers.now_ms()
+        pending = PendingBill(
+            request_id=reservation.request_id,
+            api_key_id=reservation.api_key_id,
+            hold_micros=reservation.hold_micros,
+            balance_micros=reservation.balance_micros,
+            prompt_tokens=self.prompt_tokens,
+            completion_limit=reservation.completion_limit,
+            deadline_ms=reservation.deadline_ms,
+            started_ms=now_ms - int((time.monotonic() - ticket.started) * 1000),
+            stream=ticket.request.stream,
+            fingerprint=ticket.fingerprint,
+            history_tokens=ticket.api.history_tokens(self.biller.counter, ticket.request, self.prompt_tokens),
+        )
+        due_ms = now_ms + self.settings.limits.background_poll_seconds * 1000
+        try:
+            await answers.defer(reservation.account_id, answer_id, replace(answer, pending=pending), due_ms)
+        except REDIS_UNAVAILABLE:
+            log.warning("background answer %s billed as it stands: Redis is unavailable", answer_id)
+            return await self._bill(self.billed_usage(status), self.estimate(), status)
+        self.deferred = True
+        return SettleOutcome(False, reservation.balance_micros, 0)
 
     async def _bill(self, usage: Usage, estimate: Usage, status: int) -> SettleOutcome:
         outcome = await self.biller.bill(self.ticket, usage, estimate, status)

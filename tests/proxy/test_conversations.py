@@ -315,3 +315,4 @@ async def test_a_turn_the_upstream_refuses_leaves_the_context_as_it_was(start_ga
     stored = await gateway.redis.hget(keyspace.kept_conversation(account, created.id), "context_tokens")
     assert stored == str(HELLO_ITEM_TOKENS)
     await client.close()
+

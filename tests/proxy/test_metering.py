@@ -166,6 +166,9 @@ async def test_an_unknown_key_is_a_401(redis_client: Redis) -> None:
 
 
 class FrozenLedger:
+    def now_ms(self) -> int:
+        return 0
+
     async def reserve(self, *args: object, **kwargs: object) -> None:
         raise redis_errors.TimeoutError("Timeout reading from socket")
 

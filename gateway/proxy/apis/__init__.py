@@ -12,7 +12,8 @@ request's account, as soon as the gateway sees it and before the client does, wi
 provider billed for it. A request that continues one, or a conversation the provider keeps (`prior_context`), is
 authenticated first; an id its account never got is 404 `not_found`, and an owned one adds its context size to
 the prompt the hold, the clamp and the bill-on-cut count with. APIs without stored answers return None from all
-three.
+three. A stored answer may also be made after the request was answered (`finishes_later`): its bill waits, held,
+until the answer is seen finished.
 
 To add an API: write `proxy/apis/NAME.py` with a class that satisfies `Api` (and a `StreamFormat` if it streams),
 register it with `handlers.add_api_route(app, "/v1/PATH", NAME_API)` (`count_path=` for the API's own count
@@ -79,10 +80,14 @@ class NoStoredAnswer:
 
 
 class StatelessApi(NoStoredAnswer):
-    """For an API whose request carries its whole context (all but Responses): it continues no kept answer."""
+    """For an API whose request carries its whole context (all but Responses): it continues no kept answer, and
+    its answers are finished when they are relayed."""
 
     def prior_context(self, request: ApiRequest) -> PriorContext | None:
         return None
+
+    def finishes_later(self, request: ApiRequest) -> bool:
+        return False
 
 
 class StreamFormat(Protocol):
@@ -199,6 +204,12 @@ class Api(Protocol):
     def answer_id(self, payload: Mapping[str, object]) -> str | None:
         """The id the provider keeps a plain answer under (Responses: its `id`); None for APIs without stored
         answers."""
+        ...
+
+    def finishes_later(self, request: ApiRequest) -> bool:
+        """Whether the provider may go on making the answer after the gateway relayed what it had (Responses'
+        `background: true`): then, unless the relayed answer reported its usage (it was finished), the bill waits
+        for the answer to be seen finished (proxy/background.py), held until then. Needs stored answers."""
         ...
 
     def stamp_answer(self, payload: JSON, usage: Usage, bill: SettleOutcome) -> JSON:

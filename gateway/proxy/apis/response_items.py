@@ -34,12 +34,9 @@ def parse_responses_request(raw: bytes) -> ApiRequest:
     for name, message in REFUSED.items():
         if body.get(name) is not None:
             raise InvalidRequest(message, param=name)
-    if optional_field(body, "background", bool, False):
-        raise InvalidRequest(
-            "'background' responses are not supported by this gateway: send the request without it (or stream it).",
-            param="background",
-        )
-    optional_field(body, "store", bool, True)
+    background = optional_field(body, "background", bool, False)
+    if not optional_field(body, "store", bool, True) and background:
+        raise InvalidRequest("A 'background' response must be stored: send it without 'store': false.", param="store")
     for name in ("instructions", "previous_response_id"):
         value = body.get(name)
         if value is not None and (not isinstance(value, str) or (name == "previous_response_id" and not value)):

@@ -6,8 +6,9 @@ input_image, input_file parts; function_call and function_call_output items; rea
 built-in ones are priced fields, proxy/priced_fields.py); `max_output_tokens`, the output bound (the gateway sets
 it when absent, as for chat); `stream`; `store`; `previous_response_id`, an earlier answer, or `conversation`
 (an id, or `{"id": ...}`), a conversation object, whose context the provider bills again as input
-(`prior_context`); never both. Refused with 400, as what the gateway could not hold or bill for: `prompt` (a
-stored prompt template) and `background: true` (an answer finished after the request).
+(`prior_context`); never both; `background: true`, an answer the provider goes on making after the request was
+answered, held at creation and billed once it is seen finished (`finishes_later`, proxy/background.py). Refused
+with 400, as what the gateway could not hold or bill for: `prompt` (a stored prompt template).
 
 The request is checked and counted by `response_items` (the chat request it amounts to, with chat's rules).
 
@@ -63,6 +64,9 @@ class Responses:
             return PriorContext("previous_response_id", previous, "answer")
         conversation = conversation_id(request.body)
         return None if conversation is None else PriorContext("conversation", conversation, "conversation")
+
+    def finishes_later(self, request: ApiRequest) -> bool:
+        return request.body.get("background") is True
 
     def count_answer(self, request: ApiRequest, prompt_tokens: int, preview: JSON) -> JSON:
         return {"object": "response.input_tokens", "input_tokens": prompt_tokens}
