@@ -17,7 +17,8 @@ relay call it; neither keeps any part of the bill.
 An answer the provider keeps under an id (`answer_seen`, Responses) is recorded as the request's account's before
 the client sees the id, with the most context it can have (the prompt and the output bound); the settlement
 then records the context the provider billed (the billed input + output tokens). A response made in a
-conversation (`conversation`) leaves the conversation at the same figure (proxy/conversation_store.py).
+conversation (`conversation`) leaves the conversation at the same figure (`turn_context`,
+proxy/conversation_store.py); a deferred one at its bound (the prompt and the output bound).
 
 A background answer (`Api.finishes_later`) relayed before it finished (no usage reported) is not settled: its
 hold stays, and `settle` records the bill as pending on the answer's record instead (`deferred`), to be settled
@@ -183,6 +184,8 @@ class Meter:
             log.warning("background answer %s billed as it stands: Redis is unavailable", answer_id)
             return await self._bill(self.billed_usage(status), self.estimate(), status)
         self.deferred = True
+        # The provider adds the turn to its conversation when it finishes: at most the prompt and the output bound.
+        await self._end_turn(self.prompt_tokens + reservation.completion_limit)
         return SettleOutcome(False, reservation.balance_micros, 0)
 
     async def _bill(self, usage: Usage, estimate: Usage, status: int) -> SettleOutcome:
@@ -194,20 +197,25 @@ class Meter:
                 await self.answers.set_context(self.ticket.reservation.account_id, answer_id, answer, context)
             except REDIS_UNAVAILABLE:
                 log.warning("answer %s keeps its context bound: Redis is unavailable", answer_id)
-        await self._end_turn(usage, status)
+        await self._end_turn(self.turn_context(usage, status))
         return outcome
 
-    async def _end_turn(self, usage: Usage, status: int) -> None:
-        """The provider adds an answered turn to its conversation: the conversation's context becomes the billed
-        input + output. A client that left may have left the provider to finish the answer: then it is the billed
-        input and the forwarded bound, at most."""
-        turn = self.conversation
+    def turn_context(self, usage: Usage, status: int) -> int | None:
+        """The context a response made in a conversation leaves it at, as billed: the provider adds an answered turn
+        to its conversation, so its billed input + output; a client that left may have left the provider to finish
+        the answer, so then the billed input and the forwarded bound, at most. None: the turn added nothing."""
         left = status == CLIENT_CLOSED
-        if turn is None or not (self.forwarded if left else self.answered):
-            return
+        if not (self.forwarded if left else self.answered):
+            return None
         output = self.ticket.reservation.completion_limit if left else usage.completion_tokens
+        return usage.prompt_tokens + output
+
+    async def _end_turn(self, context_tokens: int | None) -> None:
+        turn = self.conversation
+        if turn is None or context_tokens is None:
+            return
         try:
-            await turn.ended(usage.prompt_tokens + output)
+            await turn.ended(context_tokens)
         except REDIS_UNAVAILABLE:
             log.warning("conversation %s keeps its context as it was: Redis is unavailable", turn.conversation_id)
 

@@ -316,3 +316,28 @@ async def test_a_turn_the_upstream_refuses_leaves_the_context_as_it_was(start_ga
     assert stored == str(HELLO_ITEM_TOKENS)
     await client.close()
 
+
+async def test_a_background_turn_leaves_its_bound_until_the_next_turn_sets_the_bill(
+    start_gateway: StartGateway,
+) -> None:
+    """A background response's bill waits for it to finish, and the provider adds it to the conversation then: the
+    conversation is held at the turn's bound meanwhile, and the next turn's bill sets it to what was billed."""
+    no_polls = {"limits": {"background_poll_seconds": 3600, "background_hold_seconds": 4 * 3600}}
+    gateway = await start_gateway(no_polls, main={"completion_tokens": 12, "background_looks": 0})
+    account, key = await gateway.new_account()
+    client = client_for(gateway, key)
+    created = await client.conversations.create(items=[HELLO_ITEM])
+    queued = await client.responses.create(model="m-main", input="Hello!", conversation=created.id, background=True)
+    assert queued.status == "queued"
+    stored = await gateway.redis.hget(keyspace.kept_conversation(account, created.id), "context_tokens")
+    assert stored == str(18 + 256)  # its 18 input tokens and the suite's output bound of 256
+    done = await client.responses.retrieve(queued.id)
+    assert done.status == "completed" and done.usage is not None and done.usage.input_tokens == 18
+    follow = await client.responses.create(model="m-main", input="Hello!", conversation=created.id)
+    # The mock charged the background turn's 18 + 12 again; the gateway held for its bound, 274.
+    assert follow.usage is not None and follow.usage.input_tokens == HELLO_PROMPT_TOKENS + 30
+    record = await settled_record(gateway, account, 2)
+    assert record["gateway_prompt_tokens"] == str(HELLO_PROMPT_TOKENS + 274) and record["clamped"] == ""
+    counted = await client.responses.input_tokens.count(model="m-main", input="Hello!", conversation=created.id)
+    assert counted.input_tokens == HELLO_PROMPT_TOKENS + 39 + 12  # set by the bill: exact again
+    await client.close()
