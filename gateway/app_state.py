@@ -6,8 +6,7 @@ Resources are set by the cleanup contexts that own them (`storage.redis_ctx`, `p
 or by `create_app`; nothing else writes them. The services handlers call are built once, at start-up, by a
 cleanup context of their package (`admin_ctx`, `usage_ctx`, `insights_ctx`, `webhooks_ctx`, `biller_ctx`,
 `answers_ctx`, `background_ctx`, `conversations_ctx`, each in its package's handlers, after `redis_ctx`): a handler
-reads them and never builds one. (`BACKGROUND_BILLS` is declared beside `BackgroundBills`, in proxy/background.py:
-this module cannot import it, as it calls the upstreams.)
+reads them and never builds one.
 """
 
 from __future__ import annotations
