@@ -19,10 +19,10 @@ from gateway.app_state import METRICS, SETTINGS, UPSTREAM_SESSION
 from gateway.bill_headers import balance_headers, charge_headers
 from gateway.billing.scripts import SettleOutcome
 from gateway.config import UpstreamConfig
-from gateway.errors import GatewayError, UpstreamAuthFailed, UpstreamError, UpstreamTimeout
+from gateway.errors import GatewayError, UpstreamAuthFailed, UpstreamError
 from gateway.proxy.meter import CLIENT_CLOSED, Meter
 from gateway.proxy.relay import StreamRelay
-from gateway.proxy.upstream import post_upstream, relayed_headers, scrubbed_error_body
+from gateway.proxy.upstream import post_upstream, read_bounded, relayed_headers, scrubbed_error_body
 from gateway.request_ids import REQUEST_ID_HEADER
 
 log = logging.getLogger(__name__)
@@ -106,22 +106,6 @@ class Exchange:
                 return await self._relay_stream(response, headers)
             return await self._forward_plain(response, headers), response.status
 
-    async def _read(self, response: aiohttp.ClientResponse, limit: int) -> bytes:
-        parts: list[bytes] = []
-        size = 0
-        try:
-            # StreamReader.read(n) returns what has arrived so far, so read until EOF, bounded.
-            async for part in response.content.iter_any():
-                size += len(part)
-                if size > limit:
-                    raise UpstreamError("The upstream response is larger than the gateway accepts.")
-                parts.append(part)
-        except TimeoutError as exc:
-            raise UpstreamTimeout("The upstream timed out while sending its response.") from exc
-        except aiohttp.ClientError as exc:
-            raise UpstreamError("The upstream connection failed while sending its response.") from exc
-        return b"".join(parts)
-
     async def _upstream_error(
         self, response: aiohttp.ClientResponse, upstream: UpstreamConfig
     ) -> tuple[web.Response, int]:
@@ -131,7 +115,7 @@ class Exchange:
             log.error("upstream %r refused the gateway's credentials (HTTP %d)", upstream.name, response.status)
             raise UpstreamAuthFailed()
         try:
-            body = scrubbed_error_body(await self._read(response, ERROR_BODY_LIMIT), upstream)
+            body = scrubbed_error_body(await read_bounded(response, ERROR_BODY_LIMIT), upstream)
         except UpstreamError:
             body = None
         if body is None:
@@ -142,7 +126,7 @@ class Exchange:
         return answer, response.status
 
     async def _forward_plain(self, response: aiohttp.ClientResponse, headers: dict[str, str]) -> web.Response:
-        body = await self._read(response, self.app[SETTINGS].limits.max_upstream_response_bytes)
+        body = await read_bounded(response, self.app[SETTINGS].limits.max_upstream_response_bytes)
         try:
             payload = orjson.loads(body)
         except orjson.JSONDecodeError as exc:

@@ -98,8 +98,8 @@ async def call_upstream(
 
 
 async def read_bounded(response: aiohttp.ClientResponse, limit: int) -> bytes:
-    """A call's whole answer, not metered, up to `limit` bytes; UpstreamError past it, or when the connection fails,
-    UpstreamTimeout when it stalls."""
+    """An upstream answer's whole body, up to `limit` bytes (read until EOF: `read(n)` returns what has arrived so
+    far); UpstreamError past the limit or when the connection fails, UpstreamTimeout when it stalls."""
     parts: list[bytes] = []
     size = 0
     try:
