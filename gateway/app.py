@@ -18,7 +18,6 @@ from gateway.errors import error_middleware, redact_malformed_request_logs
 from gateway.insights import handlers as insights_handlers
 from gateway.metrics import Metrics
 from gateway.proxy import handlers as proxy_handlers
-from gateway.proxy.upstream import upstream_ctx
 from gateway.request_ids import stamp_request_id
 from gateway.storage import redis_ctx
 from gateway.tokens import TokenCounter, claude
@@ -44,7 +43,6 @@ def create_app(
     app.on_startup.append(warm_tokenizers)
     app.on_response_prepare.append(stamp_request_id)
     app.cleanup_ctx.append(redis_ctx)
-    app.cleanup_ctx.append(upstream_ctx)
     proxy_handlers.add_routes(app)
     admin_handlers.add_routes(app)
     usage_handlers.add_routes(app)

@@ -1,4 +1,5 @@
-"""Request bodies of the admin and webhook APIs: the JSON object itself (numbers inside it: `numbers.py`)."""
+"""Request bodies: the raw body of a /v1 request, read within the server's limits (`read_body`), and the JSON
+object of the admin and webhook APIs (numbers inside it: `numbers.py`)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,24 @@ import asyncio
 import orjson
 from aiohttp import web
 
-from gateway.errors import InvalidRequest, RequestTimeout
+from gateway.config import Settings
+from gateway.errors import InvalidRequest, PayloadTooLarge, RequestTimeout, UnsupportedMediaType
+
+
+async def read_body(request: web.Request, settings: Settings) -> bytes:
+    """The raw body: 415 if compressed (never inflated), 413 if too large, 408 if it stalls."""
+    if request.headers.get("Content-Encoding", "identity").strip().lower() not in ("", "identity"):
+        raise UnsupportedMediaType()
+    limit = settings.server.max_body_bytes
+    if request.content_length is not None and request.content_length > limit:
+        raise PayloadTooLarge(f"Request body is {request.content_length} bytes; the limit is {limit}.")
+    try:
+        async with asyncio.timeout(settings.server.body_timeout):
+            return await request.read()  # the app's client_max_size enforces the limit on chunked bodies
+    except TimeoutError:
+        raise RequestTimeout() from None
+    except web.HTTPRequestEntityTooLarge:  # a chunked body past the limit: counted as a refusal like any other
+        raise PayloadTooLarge(f"Request body is over the limit of {limit} bytes.") from None
 
 
 async def read_json_object(request: web.Request, timeout_s: float) -> dict[str, object]:

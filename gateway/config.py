@@ -63,6 +63,8 @@ class UpstreamConfig:
     # as `x-api-key`, with `anthropic-version`). A route serves only the models of upstreams of its family.
     api: str = "openai"
     anthropic_version: str = "2023-06-01"
+    # Serves /v1/conversations (proxy/conversations.py): at most one upstream says so, one of OpenAI's family.
+    conversations: bool = False
 
     @property
     def key_missing(self) -> bool:
@@ -156,6 +158,17 @@ class LimitsConfig:
     # the most a client may set.
     default_max_tool_calls: int = setting(16, check.non_negative)
     max_tool_calls: int = setting(128, check.non_negative)
+    # A background response (Responses' `background: true`) is held this long: it must be billed before, or be
+    # cancelled. Every `background_poll_seconds` one process asks the upstream about those not seen finished.
+    background_hold_seconds: int = setting(3600, check.positive)
+    background_poll_seconds: int = setting(10, check.positive)
+
+    def __post_init__(self) -> None:
+        if self.default_max_tool_calls > self.max_tool_calls:
+            raise ConfigError(
+                f"limits.default_max_tool_calls ({self.default_max_tool_calls}) must not exceed "
+                f"limits.max_tool_calls ({self.max_tool_calls})"
+            )
 
 
 @dataclass(frozen=True)
@@ -249,18 +262,34 @@ class Settings:
                 f"limits.reservation_ttl_seconds ({ttl}) must exceed "
                 f"server.body_timeout + timeouts.total ({longest:g} s)"
             )
-        limits = self.limits
-        if limits.default_max_tool_calls > limits.max_tool_calls:
+        background, poll = self.limits.background_hold_seconds, self.limits.background_poll_seconds
+        if background < max(ttl, 4 * poll):
             raise ConfigError(
-                f"limits.default_max_tool_calls ({limits.default_max_tool_calls}) must not exceed "
-                f"limits.max_tool_calls ({limits.max_tool_calls})"
+                f"limits.background_hold_seconds ({background}) must be at least limits.reservation_ttl_seconds "
+                f"({ttl}) and 4 x limits.background_poll_seconds ({4 * poll})"
             )
+        self._check_conversations_upstream()
         for model in self.models.values():
             alternative = model.cheaper_alternative
             if alternative is not None and (alternative not in self.models or alternative == model.name):
                 raise ConfigError(
                     f'models."{model.name}".cheaper_alternative: {alternative!r} is not another configured model'
                 )
+
+    def _check_conversations_upstream(self) -> None:
+        marked = [upstream for upstream in self.upstreams.values() if upstream.conversations]
+        if len(marked) > 1:
+            names = ", ".join(upstream.name for upstream in marked)
+            raise ConfigError(f"upstreams: only one may set conversations = true, and {names} do")
+        if marked and marked[0].api != "openai":
+            raise ConfigError(f'upstreams.{marked[0].name}.conversations: only an api = "openai" upstream keeps them')
+
+    @property
+    def conversations_upstream(self) -> UpstreamConfig | None:
+        """The upstream that keeps conversations (/v1/conversations): the one that sets `conversations = true`,
+        else the first of OpenAI's family in the file; None when no upstream speaks OpenAI's API."""
+        openai = [upstream for upstream in self.upstreams.values() if upstream.api == "openai"]
+        return next((upstream for upstream in openai if upstream.conversations), next(iter(openai), None))
 
     @property
     def metrics_public(self) -> bool:
@@ -365,6 +394,7 @@ UPSTREAM_KEYS: dict[str, tuple[str, Check]] = {
     "auth_header": ("auth_header", check.lower_text),
     "query": ("query", check.string_table),
     "stream_usage": ("stream_usage", check.boolean),
+    "conversations": ("conversations", check.boolean),
 }
 MODEL_KEYS: dict[str, tuple[str, Check]] = {
     "max_output_tokens": ("max_output_tokens", check.positive),

@@ -114,6 +114,8 @@ EVERY_SETTING: dict[str, tuple[str, object]] = {
     "limits.sweep_interval_seconds": ("5", 5),
     "limits.default_max_tool_calls": ("4", 4),
     "limits.max_tool_calls": ("32", 32),
+    "limits.background_hold_seconds": ("7200", 7200),
+    "limits.background_poll_seconds": ("20", 20),
     "webhooks.retry_schedule_seconds": ("[1, 2]", (1, 2)),
     "webhooks.allow_private_targets": ("true", True),
     "webhooks.max_per_account": ("3", 3),
@@ -197,6 +199,8 @@ def test_override_replaces_values_of_a_section_and_keeps_the_rest() -> None:
             BASE + "[limits]\ndefault_max_tool_calls = 9\nmax_tool_calls = 8\n",
             "limits.default_max_tool_calls .9. must not exceed limits.max_tool_calls",
         ),
+        (BASE + "[limits]\nbackground_hold_seconds = 600\n", "background_hold_seconds .600. must be at least"),
+        (BASE + "[limits]\nbackground_poll_seconds = 1000\n", "4 x limits.background_poll_seconds .4000."),
     ],
 )
 def test_errors_name_the_key(tmp_path: Path, text: str, message: str) -> None:
@@ -297,3 +301,29 @@ def test_an_upstream_speaks_openai_unless_it_says_anthropic(tmp_path: Path) -> N
     assert overridden.upstreams["anthropic"].anthropic_version == "2024-01-01"
     with pytest.raises(ConfigError, match='upstreams.openai.api must be "openai" or "anthropic"'):
         _load(tmp_path, BASE, {"GATEWAY__UPSTREAMS__OPENAI__API": "gemini"})
+
+
+def test_conversations_are_kept_by_the_marked_upstream_else_the_first_openai_one(tmp_path: Path) -> None:
+    first_openai = _load(tmp_path, ANTHROPIC + BASE + '[upstreams.local]\nbase_url = "http://127.0.0.1:1/v1"\n')
+    assert first_openai.conversations_upstream is not None and first_openai.conversations_upstream.name == "openai"
+    marked = _load(tmp_path, BASE + '[upstreams.local]\nbase_url = "http://127.0.0.1:1/v1"\nconversations = true\n')
+    assert marked.conversations_upstream is not None and marked.conversations_upstream.name == "local"
+    only_anthropic = _load(tmp_path, ANTHROPIC)
+    assert only_anthropic.conversations_upstream is None
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (BASE.replace("\n[models", '\nconversations = "yes"\n[models'), "upstreams.openai.conversations must be of"),
+        (
+            BASE.replace('api_key_env = "MY_OPENAI_KEY"', "conversations = true")
+            + '[upstreams.local]\nbase_url = "http://127.0.0.1:1/v1"\nconversations = true\n',
+            "only one may set conversations = true, and openai, local do",
+        ),
+        (ANTHROPIC.replace('api = "anthropic"', 'api = "anthropic"\nconversations = true'), 'only an api = "openai"'),
+    ],
+)
+def test_conversations_need_one_openai_upstream(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        _load(tmp_path, text)

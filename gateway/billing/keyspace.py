@@ -1,8 +1,9 @@
 """The Redis keyspace: the name of every Redis key the gateway uses, in one place.
 
 Per-account keys share the hash tag `{acct:ID}`, so every script that moves an account's money touches one
-cluster slot. Only the global indexes (account list, API key id lookup) live outside an account's slot;
-they are written by admin operations, never on the request path.
+cluster slot. Only the global indexes (account list, API key id lookup, the background answers awaiting their
+bill) live outside an account's slot; they are written by admin operations, or (the last) when a background
+answer is made or billed, never by a money script.
 """
 
 from __future__ import annotations
@@ -13,6 +14,10 @@ PREFIX = "gw"
 ACCOUNT_INDEX = f"{PREFIX}:accounts"  # zset: account id -> created_at ms
 API_KEY_INDEX = f"{PREFIX}:keys"  # hash: API key id -> account id
 SWEEP_LOCK = f"{PREFIX}:sweeper"  # string with a TTL: one process sweeps expired holds per interval
+# zset: "ACCOUNT_ID ANSWER_ID" of a background answer whose bill waits for it to finish -> when it is next due a
+# look (ms). Its record is keyspace.stored_answer's; a string with a TTL is the lock of one process's look.
+BACKGROUND_ANSWERS = f"{PREFIX}:background"
+BACKGROUND_LOCK = f"{PREFIX}:background:lock"
 WEBHOOK_ACCOUNTS = f"{PREFIX}:webhookaccounts"  # set: accounts with webhook subscriptions (the sender's round)
 OUTBOX_GROUP = "senders"  # the consumer group of every outbox stream
 
@@ -94,8 +99,17 @@ def insight_conversation(account_id: str, conversation_hash: str) -> str:
 def stored_answer(account_id: str, answer_id: str) -> str:
     """String with a TTL (`redis.response_retention_days`): JSON of an answer the provider keeps (a Responses
     response id) that a request of this account got: the model it was made with, the context size the provider
-    billed for it (input + output tokens) and when it was created (ms). Absent: not this account's answer."""
+    billed for it (input + output tokens), when it was created (ms) and, for a background answer not yet seen
+    finished, its pending bill (proxy/answers.PendingBill). Absent: not this account's answer."""
     return f"{account_tag(account_id)}:answer:{answer_id}"
+
+
+def kept_conversation(account_id: str, conversation_id: str) -> str:
+    """Hash with a TTL (`redis.response_retention_days` since its last write): a conversation the provider keeps that
+    a request of this account created: `upstream` (the upstream's name), `created_ms`, and `context_tokens`, at
+    least the tokens its items and turns hold (added to, never set). Absent, or without `upstream`: not this
+    account's conversation."""
+    return f"{account_tag(account_id)}:conversation:{conversation_id}"
 
 
 def request_log(account_id: str) -> str:

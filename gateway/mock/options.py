@@ -26,9 +26,14 @@ class MockOptions:
     chunk_chars: int = 3
     api_key: str | None = None  # when set, requests must carry `Authorization: Bearer <api_key>`
     reported_usage: object = None  # when set, reported as `usage` as is: a misbehaving upstream's figures
-    error_status: int | None = None  # with error_body: answer every chat request with this status and body
+    # With error_body: answer every chat request, and every conversation call, with this status and body.
+    error_status: int | None = None
     error_body: bytes = b""
     redirect_to: str | None = None  # answer every chat request with a 307 to this URL
     # Messages streams: message_delta reports "output" (output_tokens alone, as Anthropic long did) or "full"
     # (every usage figure, cumulative).
     message_delta_usage: str = "output"
+    # Responses' background answers: retrievals that show one still in progress before it shows finished, and
+    # whether one cancelled then has its output (and usage) or none.
+    background_looks: int = 2
+    cancel_with_output: bool = False

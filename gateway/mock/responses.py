@@ -2,11 +2,16 @@
 `GET` and `DELETE /responses/{id}`, `POST /responses/{id}/cancel` and `GET /responses/{id}/input_items`.
 
 Every response it makes is kept (`MockResponses`), so `previous_response_id` works: the earlier turn's input and
-output tokens are charged again as input, as OpenAI charges the context it keeps. Counting is the mock's own
-(`counting`, tiktoken directly, never the gateway's): the request is turned into the chat messages it amounts to,
-by the rule written out in `chat_messages`, and counted as chat's; the reply is `Reply`'s words or tool call,
-after the built-in tool calls the options ask for (`builtin_calls`).
-Cancelling answers 400, as OpenAI does for a response that was not created in the background.
+output tokens are charged again as input, as OpenAI charges the context it keeps. So does `conversation`, one of
+the mock's conversations (mock/conversations.py): its context is charged as input, and the response joins it.
+Counting is the mock's own (`counting`, tiktoken directly, never the gateway's): the request is turned into the
+chat messages it amounts to, by the rule written out in `chat_messages`, and counted as chat's; the reply is
+`Reply`'s words or tool call, after the built-in tool calls the options ask for (`builtin_calls`).
+A background response (`background: true`) is answered `queued` at once; it shows `in_progress` to the next
+`background_looks` retrievals, then finished. Cancelled before that, it is `cancelled` with no output and no usage
+(or, with `cancel_with_output`, with its output and usage). Retrieved with `stream=true`, a response streams
+`response.in_progress` and its terminal event (after `starting_after`), finishing meanwhile. Cancelling any other
+response answers 400, as OpenAI does for a response that was not created in the background.
 """
 
 from __future__ import annotations
@@ -21,6 +26,8 @@ import orjson
 from aiohttp import web
 
 from gateway.mock.builtin_calls import BuiltinCall, calls_for
+from gateway.mock.conversations import MOCK_CONVERSATIONS, MockConversation
+from gateway.mock.counting import count_prompt
 from gateway.mock.options import MockOptions
 from gateway.mock.reply import Reply, dumps
 
@@ -29,6 +36,15 @@ from gateway.mock.reply import Reply, dumps
 class StoredResponse:
     response: dict[str, object]
     input_items: list[dict[str, object]]
+    looks_left: int = 0  # a background response: retrievals that still show it in progress
+    background: bool = False
+
+    def shown(self) -> dict[str, object]:
+        """The response as a retrieval sees it now."""
+        if self.looks_left <= 0:
+            return self.response
+        self.looks_left -= 1
+        return {**self.response, "status": "in_progress", "output": [], "usage": None}
 
 
 @dataclass
@@ -83,21 +99,59 @@ async def create_response(request: web.Request) -> web.StreamResponse:
         await asyncio.sleep(options.latency_ms / 1000)
     if options.fail_status:
         return _error(options.fail_status, f"Mock failure {options.fail_status}.", "mock_failure")
-    previous_id = body.get("previous_response_id")
-    context = 0
-    if previous_id is not None:
-        previous = store.stored.get(str(previous_id))
-        if previous is None:
-            message = f"Previous response with id '{previous_id}' not found."
-            return _error(404, message, "previous_response_not_found", "previous_response_id")
-        usage = previous.response.get("usage")
-        if isinstance(usage, Mapping):
-            context = int(usage["input_tokens"]) + int(usage["output_tokens"])
+    context = _context(request, body)
+    if isinstance(context, web.Response):
+        return context
     made = MadeResponse.of(body, options, context)
-    store.stored[made.id] = StoredResponse(made.final(), input_items(body))
+    background = body.get("background") is True
+    stored = StoredResponse(made.final(), input_items(body), background=background)
+    store.stored[made.id] = stored
+    conversation = _conversation(request, body)
+    if isinstance(conversation, MockConversation):
+        turn = [*input_items(body), made.item(True)]
+        conversation.add_turn(turn, made.reply.prompt_tokens + context, made.reply.completion_tokens)
     if body.get("stream"):
         return await _stream(request, made, options)
-    return web.json_response(made.final(), dumps=lambda obj: dumps(obj).decode())
+    answer = made.final()
+    if background:
+        stored.looks_left = options.background_looks
+        answer = {**answer, "status": "queued", "output": [], "usage": None}
+    return web.json_response(answer, dumps=lambda obj: dumps(obj).decode())
+
+
+def _context(request: web.Request, body: dict[str, object]) -> int | web.Response:
+    """The context the request continues (a previous response's, or a conversation's), charged as input; or the
+    error it gets when there is none such."""
+    previous_id = body.get("previous_response_id")
+    if previous_id is not None and body.get("conversation") is not None:
+        message = "Mutually exclusive parameters: send 'previous_response_id' or 'conversation', not both."
+        return _error(400, message, None, "conversation")
+    conversation = _conversation(request, body)
+    if conversation is not None:
+        if isinstance(conversation, web.Response):
+            return conversation
+        model = str(body["model"])
+        return conversation.context_tokens(
+            lambda items: count_prompt({"model": model, "messages": chat_messages({"input": items})})
+        )
+    if previous_id is None:
+        return 0
+    previous = request.app[MOCK_RESPONSES].stored.get(str(previous_id))
+    if previous is None:
+        message = f"Previous response with id '{previous_id}' not found."
+        return _error(404, message, "previous_response_not_found", "previous_response_id")
+    usage = previous.response.get("usage")
+    return int(usage["input_tokens"]) + int(usage["output_tokens"]) if isinstance(usage, Mapping) else 0
+
+
+def _conversation(request: web.Request, body: dict[str, object]) -> MockConversation | web.Response | None:
+    """The conversation the request is made in (`conversation`: its id or `{"id": ...}`), if it names one."""
+    named = body.get("conversation")
+    conversation_id = named.get("id") if isinstance(named, Mapping) else named
+    if conversation_id is None:
+        return None
+    conversation = request.app[MOCK_CONVERSATIONS].kept.get(str(conversation_id))
+    return conversation or _error(404, f"Conversation with id '{conversation_id}' not found.", None, "conversation")
 
 
 @dataclass
@@ -169,7 +223,7 @@ class MadeResponse:
             "object": "response",
             "created_at": self.created_at,
             "status": status,
-            "background": False,
+            "background": body.get("background") is True,
             "error": None,
             "incomplete_details": {"reason": "max_output_tokens"} if status == "incomplete" else None,
             "instructions": body.get("instructions"),
@@ -269,9 +323,34 @@ def _stored(request: web.Request) -> StoredResponse | web.Response:
     return stored
 
 
-async def retrieve_response(request: web.Request) -> web.Response:
+async def retrieve_response(request: web.Request) -> web.StreamResponse:
     stored = _stored(request)
-    return stored if isinstance(stored, web.Response) else web.json_response(stored.response)
+    if isinstance(stored, web.Response):
+        return stored
+    if request.query.get("stream") != "true":
+        return web.json_response(stored.shown())
+    # Streamed: the rest of its events (after `starting_after`), the response running to its end meanwhile.
+    running = {**stored.response, "status": "in_progress", "output": [], "usage": None}
+    stored.looks_left = 0
+    final = stored.response
+    events = [
+        {"type": "response.in_progress", "response": running},
+        {"type": f"response.{final['status']}", "response": final},
+    ]
+    after = int(request.query.get("starting_after", "-1"))
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+    await response.prepare(request)
+    for number, event in enumerate(events):
+        if number > after:
+            await response.write(
+                b"event: "
+                + str(event["type"]).encode()
+                + b"\ndata: "
+                + dumps({**event, "sequence_number": number})
+                + b"\n\n"
+            )
+    await response.write_eof()
+    return response
 
 
 async def delete_response(request: web.Request) -> web.Response:
@@ -287,7 +366,14 @@ async def cancel_response(request: web.Request) -> web.Response:
     stored = _stored(request)
     if isinstance(stored, web.Response):
         return stored
-    return _error(400, "Only responses created with background=true can be cancelled.", None)
+    if not stored.background:
+        return _error(400, "Only responses created with background=true can be cancelled.", None)
+    if stored.looks_left > 0:  # still running: stopped where it is
+        stored.looks_left = 0
+        if not request.app[MOCK_RESPONSES].options.cancel_with_output:
+            stored.response = {**stored.response, "output": [], "usage": None}
+        stored.response = {**stored.response, "status": "cancelled", "incomplete_details": None}
+    return web.json_response(stored.response)
 
 
 async def list_input_items(request: web.Request) -> web.Response:

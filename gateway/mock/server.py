@@ -3,9 +3,9 @@
 It answers /v1/chat/completions, the legacy /v1/completions and Anthropic's /v1/messages plainly or as SSE, and
 /v1/embeddings (`embeddings`, `completions`, `messages`), with or without usage, with configurable latency and
 length, and can misbehave on purpose (fail, stall, cut the stream: `exchange`) so tests and benchmarks have a real
-server to talk to; it also speaks the Responses API (`responses`). Replies are made of common English words that
-are one token each, so a reply of N words is N tokens; usage is counted with the real tokenizer over the whole
-reply.
+server to talk to; it also speaks the Responses API (`responses`) and keeps conversations (`conversations`).
+Replies are made of common English words that are one token each, so a reply of N words is N tokens; usage is
+counted with the real tokenizer over the whole reply.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from aiohttp import web
 
 from gateway.mock import counting, messages
 from gateway.mock.completions import completions
+from gateway.mock.conversations import add_conversations_routes
 from gateway.mock.embeddings import embeddings
 from gateway.mock.exchange import MOCK_OPTIONS, MOCK_STATE, MockState, accepted_body, send_stream, wants_usage
 from gateway.mock.options import MockOptions
@@ -38,6 +39,7 @@ def create_mock_app(options: MockOptions | None = None) -> web.Application:
         app.router.add_get(f"{prefix}/models", list_models)
         app.router.add_post(f"{prefix}/messages", messages.messages)
     add_responses_routes(app, app[MOCK_OPTIONS])
+    add_conversations_routes(app, app[MOCK_OPTIONS])
     return app
 
 

@@ -4,8 +4,8 @@ It describes every route the app serves; `tests/test_openapi.py` fails when a ro
 every operation against it. Limits come from the modules that enforce them, so the two cannot disagree.
 
 Modules: `builders` (schema and operation helpers), `document` (the routes of the proxy, usage, admin and
-operator APIs, and the handler), `text_apis` (embeddings and legacy completions), `messages` (Anthropic's
-Messages), `webhooks` (the webhook API).
+operator APIs, and the handler), `conversations` (/v1/conversations and its items), `text_apis` (embeddings and
+legacy completions), `messages` (Anthropic's Messages), `webhooks` (the webhook API).
 
 May import: anything, as the app assembly does. It describes the whole gateway and, like the assembly, nothing
 imports it but `app`.

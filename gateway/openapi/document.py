@@ -41,6 +41,7 @@ from gateway.openapi.builders import (
     record,
     ref,
 )
+from gateway.openapi.conversations import CONVERSATION_SCHEMAS, conversation_operations
 from gateway.openapi.messages import MESSAGES_SCHEMAS, messages_operations
 from gateway.openapi.text_apis import TEXT_API_SCHEMAS, text_api_operations
 from gateway.openapi.webhooks import WEBHOOK_SCHEMAS, webhook_operations
@@ -84,15 +85,21 @@ RESPONSES_REQUEST = obj(
         "max_tool_calls": nullable({"type": "integer", "minimum": 0}),
         "stream": nullable({"type": "boolean"}),
         "store": nullable({"type": "boolean"}),
+        "background": nullable({"type": "boolean"}),
         "previous_response_id": nullable({"type": "string", "minLength": 1}),
+        "conversation": nullable(
+            {"anyOf": [{"type": "string", "minLength": 1}, obj({"id": {"type": "string", "minLength": 1}})]}
+        ),
     },
     required=("model",),
     extra=True,
 ) | {
     "description": "OpenAI's Responses request. The gateway checks the fields named here (and the items of `input` "
     "and `tools`) and forwards the rest. Without `max_output_tokens` the gateway bounds the output itself. A "
-    "`previous_response_id` must be one this account got through the gateway (else 404); its context is held and "
-    "billed as input. `conversation`, `prompt` and `background: true` are refused; built-in tools and "
+    "`previous_response_id` must be one this account got through the gateway, and a `conversation` one this "
+    "account created through it (else 404); its context is held and billed as input; both at once are refused. A "
+    "`background: true` response is held at creation and billed once, when the gateway first sees it finished (a "
+    "retrieval, cancel or delete, or its own look at the upstream). `prompt` is refused; built-in tools and "
     "`service_tier` unless the model's config prices them. Built-in tools the model prices per call are held for "
     "`max_tool_calls` calls (the gateway's default, forwarded, when absent; at most `limits.max_tool_calls`) and "
     "billed per call made."
@@ -341,7 +348,7 @@ def operations() -> list[Operation]:
         ),
         op(
             "GET /v1/responses/{id}",
-            "One of this account's responses, from the upstream (free)",
+            "One of this account's responses, from the upstream (free; bills a background response it shows finished)",
             TENANT,
             ref("Response"),
             [RESPONSE_ID],
@@ -350,7 +357,7 @@ def operations() -> list[Operation]:
         ),
         op(
             "DELETE /v1/responses/{id}",
-            "Delete one of this account's responses at the upstream (free)",
+            "Delete one of this account's responses at the upstream (free; a running background one is billed first)",
             TENANT,
             ref("ResponseDeleted"),
             [RESPONSE_ID],
@@ -359,7 +366,7 @@ def operations() -> list[Operation]:
         ),
         op(
             "POST /v1/responses/{id}/cancel",
-            "Cancel one of this account's responses at the upstream (free)",
+            "Cancel one of this account's background responses at the upstream (free; bills it as it stands)",
             TENANT,
             ref("Response"),
             [RESPONSE_ID],
@@ -375,6 +382,7 @@ def operations() -> list[Operation]:
             fails=(400, 404, 502, 504),
             others=passed_through,
         ),
+        *conversation_operations(),
         *text_api_operations(),
         *messages_operations(),
         op("GET /v1/models", "The configured models", TENANT, ref("ModelList")),
@@ -512,7 +520,7 @@ def build_document() -> Schema:
         },
         "paths": paths(),
         "components": {
-            "schemas": SCHEMAS | TEXT_API_SCHEMAS | MESSAGES_SCHEMAS | WEBHOOK_SCHEMAS,
+            "schemas": SCHEMAS | CONVERSATION_SCHEMAS | TEXT_API_SCHEMAS | MESSAGES_SCHEMAS | WEBHOOK_SCHEMAS,
             "securitySchemes": {
                 "apiKey": bearer(
                     "A tenant's API key: `Authorization: Bearer sk-gw-...`, or `x-api-key: sk-gw-...` (as Anthropic's "

@@ -11,11 +11,14 @@ Api protocol and one module per API (`apis/chat.py`, `apis/embeddings.py`, `apis
 `apis/messages.py`, `apis/responses.py`, its request in `apis/response_items.py`; `apis/inputs.py` checks the
 text inputs embeddings and completions share). `answers` remembers which account owns each answer id the provider
 keeps (Responses' response ids) and its context size; `stored` serves the routes on those answers (retrieve,
-delete, cancel, input items), forwarded only for their owner and never billed.
+delete, cancel, input items), forwarded only for their owner and never billed; `background` bills a background
+answer once it is seen finished (by those routes, or by its own look at the upstream). `conversation_store` keeps
+the owner and context size of conversations the provider keeps, and `conversations` serves /v1/conversations and
+its items.
 
 May import: `billing`, `tokens`, the shared modules, `admin.accounts`, `admin.auth`, `insights.fingerprints`
-and `insights.signals`; `exchange`, `handlers`, `stored` and `upstream` also the app state. The caller comes
+and `insights.signals`; `conversations`, `exchange`, `handlers` and `stored` also the app state. The caller comes
 from `admin`, and each request's fingerprint and signals from `insights` (the usage insights' hot path). Its
-services (`answers`, `apis`, `meter`, `sse`, `metering`, `preview`, `priced_fields`, `relay`, `tool_calls`) never
-import its handlers.
+services (`answers`, `apis`, `background`, `conversation_store`, `meter`, `sse`, `metering`, `preview`,
+`priced_fields`, `relay`, `tool_calls`, `upstream`) never import its handlers.
 """

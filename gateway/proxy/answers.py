@@ -6,6 +6,11 @@ to the account whose request got it, and a later turn that continues it is held 
 `redis.response_retention_days` (OpenAI keeps stored responses 30 days), one key per id, hash-tagged with its
 account (keyspace.stored_answer).
 
+A background answer (Responses' `background: true`) is answered before it is made, so its bill waits: its record
+carries a `PendingBill`, everything its settlement needs, and the id is listed in a global index
+(keyspace.BACKGROUND_ANSWERS, scored by when it is next due a look), so any gateway process can bill it once the
+answer is seen finished (proxy/background.py).
+
     store = AnswerStore(redis, retention_s=30 * 86400, clock=time.time)
     await store.remember("acct", "resp_1", StoredAnswer("gpt-4o", context_tokens=900, created_ms=...))
     stored = await store.find("acct", "resp_1")  # None: not this account's (or never relayed)
@@ -21,22 +26,54 @@ import orjson
 
 from gateway.billing import keyspace
 from gateway.billing.client import RedisClient
+from gateway.insights.fingerprints import Fingerprint
 
 # What a provider's answer id looks like ("resp_" and hex for OpenAI); anything else is nobody's, unasked.
 ANSWER_ID = re.compile(r"[A-Za-z0-9_\-]{1,200}")
 
 
 @dataclass(frozen=True)
+class PendingBill:
+    """The bill of a background answer not yet seen finished: its hold (request id, key, amounts and deadline),
+    the gateway's prompt count and output bound, the record fields fixed at its creation (the fingerprint, the
+    history tokens), and when it was created, for its latency."""
+
+    request_id: str
+    api_key_id: str
+    hold_micros: int
+    balance_micros: int  # available after the hold, for a spooled settlement's projected outcome
+    prompt_tokens: int
+    completion_limit: int
+    deadline_ms: int  # the hold's: the answer must be billed before it
+    started_ms: int
+    stream: bool
+    fingerprint: Fingerprint
+    history_tokens: int
+
+
+@dataclass(frozen=True)
 class StoredAnswer:
-    """One relayed answer: the model it was made with, its context size in tokens, and when it was made."""
+    """One relayed answer: the model it was made with, its context size in tokens, when it was made, and its
+    bill while it waits for a background answer to finish."""
 
     model: str
     context_tokens: int
     created_ms: int
+    pending: PendingBill | None = None
 
 
 def is_answer_id(value: str) -> bool:
     return ANSWER_ID.fullmatch(value) is not None
+
+
+def background_member(account_id: str, answer_id: str) -> str:
+    """The index's member for an answer: answer ids have no spaces, so the last space ends the account id."""
+    return f"{account_id} {answer_id}"
+
+
+def parse_background_member(member: str) -> tuple[str, str]:
+    account_id, _, answer_id = member.rpartition(" ")
+    return account_id, answer_id
 
 
 class AnswerStore:
@@ -69,8 +106,42 @@ class AnswerStore:
         if raw is None:
             return None
         fields = orjson.loads(raw)
-        return StoredAnswer(str(fields["model"]), int(fields["context_tokens"]), int(fields["created_ms"]))
+        pending = fields.get("pending")
+        return StoredAnswer(
+            str(fields["model"]),
+            int(fields["context_tokens"]),
+            int(fields["created_ms"]),
+            _pending_bill(pending) if isinstance(pending, dict) else None,
+        )
+
+    async def defer(self, account_id: str, answer_id: str, answer: StoredAnswer, due_ms: int) -> None:
+        """Record `answer` (with its pending bill) as the account's, and list it to be looked at from `due_ms`."""
+        await self.remember(account_id, answer_id, answer)
+        await self.redis.zadd(keyspace.BACKGROUND_ANSWERS, {background_member(account_id, answer_id): due_ms})
+
+    async def due(self, now_ms: int, limit: int) -> list[tuple[str, str]]:
+        """Up to `limit` listed background answers due a look by `now_ms`: (account id, answer id), oldest first."""
+        members = await self.redis.zrangebyscore(keyspace.BACKGROUND_ANSWERS, "-inf", now_ms, start=0, num=limit)
+        return [parse_background_member(keyspace.as_text(member)) for member in members]
+
+    async def reschedule(self, account_id: str, answer_id: str, due_ms: int) -> None:
+        """Look at it again from `due_ms` (unless it was billed meanwhile)."""
+        await self.redis.zadd(keyspace.BACKGROUND_ANSWERS, {background_member(account_id, answer_id): due_ms}, xx=True)
+
+    async def billed(self, account_id: str, answer_id: str, answer: StoredAnswer, context_tokens: int) -> None:
+        """Its bill is settled: keep the answer with the context the provider billed, and unlist it."""
+        await self.set_context(account_id, answer_id, replace(answer, pending=None), context_tokens)
+        await self.unlist(account_id, answer_id)
+
+    async def unlist(self, account_id: str, answer_id: str) -> None:
+        await self.redis.zrem(keyspace.BACKGROUND_ANSWERS, background_member(account_id, answer_id))
 
     async def forget(self, account_id: str, answer_id: str) -> None:
         """The provider deleted it: a later turn continuing it is 404, as the provider would answer."""
         await self.redis.delete(keyspace.stored_answer(account_id, answer_id))
+
+
+def _pending_bill(fields: dict[str, object]) -> PendingBill:
+    fingerprint = fields["fingerprint"]
+    assert isinstance(fingerprint, dict)
+    return PendingBill(**{**fields, "fingerprint": Fingerprint(**fingerprint)})  # type: ignore[arg-type]

@@ -19,10 +19,10 @@ from gateway.app_state import METRICS, SETTINGS, UPSTREAM_SESSION
 from gateway.bill_headers import balance_headers, charge_headers
 from gateway.billing.scripts import SettleOutcome
 from gateway.config import UpstreamConfig
-from gateway.errors import GatewayError, UpstreamAuthFailed, UpstreamError, UpstreamTimeout
+from gateway.errors import GatewayError, UpstreamAuthFailed, UpstreamError
 from gateway.proxy.meter import CLIENT_CLOSED, Meter
 from gateway.proxy.relay import StreamRelay
-from gateway.proxy.upstream import post_upstream, relayed_headers, scrubbed_error_body
+from gateway.proxy.upstream import post_upstream, read_bounded, relayed_headers, scrubbed_error_body
 from gateway.request_ids import REQUEST_ID_HEADER
 
 log = logging.getLogger(__name__)
@@ -73,7 +73,10 @@ class Exchange:
             raise
         finally:
             bill = await self.meter.settle(ending.status)
-            ending.add_headers(charge_headers(bill.charged_micros, bill.balance_micros))
+            if self.meter.deferred:  # nothing charged yet: the balance as the hold left it
+                ending.add_headers(balance_headers(bill.balance_micros))
+            else:
+                ending.add_headers(charge_headers(bill.charged_micros, bill.balance_micros))
             self._observe_times()
 
     async def _exchange(self) -> tuple[web.StreamResponse, int]:
@@ -103,22 +106,6 @@ class Exchange:
                 return await self._relay_stream(response, headers)
             return await self._forward_plain(response, headers), response.status
 
-    async def _read(self, response: aiohttp.ClientResponse, limit: int) -> bytes:
-        parts: list[bytes] = []
-        size = 0
-        try:
-            # StreamReader.read(n) returns what has arrived so far, so read until EOF, bounded.
-            async for part in response.content.iter_any():
-                size += len(part)
-                if size > limit:
-                    raise UpstreamError("The upstream response is larger than the gateway accepts.")
-                parts.append(part)
-        except TimeoutError as exc:
-            raise UpstreamTimeout("The upstream timed out while sending its response.") from exc
-        except aiohttp.ClientError as exc:
-            raise UpstreamError("The upstream connection failed while sending its response.") from exc
-        return b"".join(parts)
-
     async def _upstream_error(
         self, response: aiohttp.ClientResponse, upstream: UpstreamConfig
     ) -> tuple[web.Response, int]:
@@ -128,7 +115,7 @@ class Exchange:
             log.error("upstream %r refused the gateway's credentials (HTTP %d)", upstream.name, response.status)
             raise UpstreamAuthFailed()
         try:
-            body = scrubbed_error_body(await self._read(response, ERROR_BODY_LIMIT), upstream)
+            body = scrubbed_error_body(await read_bounded(response, ERROR_BODY_LIMIT), upstream)
         except UpstreamError:
             body = None
         if body is None:
@@ -139,7 +126,7 @@ class Exchange:
         return answer, response.status
 
     async def _forward_plain(self, response: aiohttp.ClientResponse, headers: dict[str, str]) -> web.Response:
-        body = await self._read(response, self.app[SETTINGS].limits.max_upstream_response_bytes)
+        body = await read_bounded(response, self.app[SETTINGS].limits.max_upstream_response_bytes)
         try:
             payload = orjson.loads(body)
         except orjson.JSONDecodeError as exc:
@@ -161,7 +148,9 @@ class Exchange:
         except orjson.JSONEncodeError as exc:
             raise UpstreamError("The upstream sent a response the gateway cannot relay.") from exc
         meter.answered = True  # from here on the answer goes out
-        billed = self.api.stamp_answer(payload, usage, await meter.settle(response.status))
+        bill = await meter.settle(response.status)
+        # A background answer relayed unfinished has no usage yet, nor a bill: it goes out as the provider sent it.
+        billed = payload if meter.deferred else self.api.stamp_answer(payload, usage, bill)
         return web.Response(
             body=orjson.dumps(billed), status=response.status, headers=headers, content_type="application/json"
         )

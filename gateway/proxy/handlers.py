@@ -5,8 +5,9 @@ Every metered request takes two Redis round trips on its happy path: the reserve
 authenticates the API key) and the settle script. A body larger than INLINE_COUNT_BYTES (or of unknown size)
 is only read once its key has been checked, one round trip more, and is counted on a thread: nothing heavy
 happens for a key that is not one. Error paths may take one more round trip to tell 401 from 400/404. A request
-that continues an answer the provider keeps (`Api.prior_answer`) takes two more: its key is checked, then the
-answer's owner and context size are read (proxy/answers.py).
+that continues an answer or a conversation the provider keeps (`Api.prior_context`) takes two more: its key is
+checked, then the answer's or the conversation's owner and context size are read (proxy/answers.py,
+proxy/conversation_store.py).
 """
 
 from __future__ import annotations
@@ -16,35 +17,52 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
+import aiohttp
 from aiohttp import web
 
 from gateway.admin.accounts import ParsedApiKey, Tenant
 from gateway.admin.auth import authenticate, bearer_api_key
-from gateway.app_state import ACCOUNTS, ANSWERS, BILLER, CLOCK, LEDGER, METRICS, REDIS, SETTINGS, SETTLER, TOKEN_COUNTER
+from gateway.app_state import (
+    ACCOUNTS,
+    ANSWERS,
+    BACKGROUND_BILLS,
+    BILLER,
+    CLOCK,
+    CONVERSATIONS,
+    LEDGER,
+    METRICS,
+    REDIS,
+    SETTINGS,
+    SETTLER,
+    TOKEN_COUNTER,
+    UPSTREAM_SESSION,
+)
 from gateway.bill_headers import CREDITS_REMAINING, CREDITS_USED, balance_headers, charge_headers
 from gateway.billing.pricing import credits_number
 from gateway.billing.settler import REDIS_UNAVAILABLE
-from gateway.config import ModelConfig, Settings
+from gateway.bodies import read_body
+from gateway.config import ModelConfig, Settings, missing_provider_keys
 from gateway.errors import (
     GatewayError,
     InsufficientCredits,
+    InvalidRequest,
     ModelNotFound,
     NotFound,
-    PayloadTooLarge,
     ProviderKeyMissing,
-    RequestTimeout,
     ServiceUnavailable,
-    UnsupportedMediaType,
     json_response,
 )
 from gateway.insights.fingerprints import Fingerprint
 from gateway.proxy.answers import AnswerStore
-from gateway.proxy.apis import Api, ApiRequest
+from gateway.proxy.apis import Api, ApiRequest, PriorContext
 from gateway.proxy.apis.chat import CHAT
 from gateway.proxy.apis.completions import COMPLETIONS
 from gateway.proxy.apis.embeddings import EMBEDDINGS
 from gateway.proxy.apis.messages import MESSAGES
 from gateway.proxy.apis.responses import RESPONSES
+from gateway.proxy.background import BackgroundBills, BackgroundPoller
+from gateway.proxy.conversation_store import ConversationStore, ConversationTurn
+from gateway.proxy.conversations import add_conversation_routes
 from gateway.proxy.exchange import Exchange
 from gateway.proxy.meter import Meter
 from gateway.proxy.metering import Biller, Ticket, check_context, hold_credits
@@ -52,6 +70,7 @@ from gateway.proxy.preview import price_preview
 from gateway.proxy.priced_fields import priced_model
 from gateway.proxy.stored import add_stored_routes
 from gateway.proxy.tool_calls import bound_tool_calls
+from gateway.proxy.upstream import USER_AGENT
 from gateway.request_ids import request_id_of
 from gateway.tokens import TokenCounter
 
@@ -62,22 +81,6 @@ INLINE_COUNT_BYTES = 16 * 1024
 log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-async def read_body(request: web.Request, settings: Settings) -> bytes:
-    """The raw body: 415 if compressed (never inflated), 413 if too large, 408 if it stalls."""
-    if request.headers.get("Content-Encoding", "identity").strip().lower() not in ("", "identity"):
-        raise UnsupportedMediaType()
-    limit = settings.server.max_body_bytes
-    if request.content_length is not None and request.content_length > limit:
-        raise PayloadTooLarge(f"Request body is {request.content_length} bytes; the limit is {limit}.")
-    try:
-        async with asyncio.timeout(settings.server.body_timeout):
-            return await request.read()  # the app's client_max_size enforces the limit on chunked bodies
-    except TimeoutError:
-        raise RequestTimeout() from None
-    except web.HTTPRequestEntityTooLarge:  # a chunked body past the limit: counted as a refusal like any other
-        raise PayloadTooLarge(f"Request body is over the limit of {limit} bytes.") from None
 
 
 def metered(api: Api) -> Handler:
@@ -111,7 +114,7 @@ async def _metered_request(request: web.Request, api: Api, started: float) -> we
             tenant = await authenticate(app[ACCOUNTS], api_key)
         parsed, model, size = await _checked_request(request, api, api_key, tenant)
         prompt_tokens, fingerprint = await _measure(app[TOKEN_COUNTER], api, parsed, size)
-        prior_tokens, tenant = await _prior_context(request, api, parsed, api_key, tenant)
+        prior_tokens, tenant, turn = await _prior_context(request, api, parsed, model, api_key, tenant)
         prompt_tokens += prior_tokens
         await _check_forwardable(request, api_key, tenant, parsed, model, prompt_tokens)
         reservation = await hold_credits(
@@ -125,6 +128,7 @@ async def _metered_request(request: web.Request, api: Api, started: float) -> we
             prompt_tokens,
             api=api.name,
             request_hash=fingerprint.request_hash,
+            ttl_s=settings.limits.background_hold_seconds if api.finishes_later(parsed) else None,
         )
     except REDIS_UNAVAILABLE as exc:  # the key check of a large body: Redis is away
         app[METRICS].redis_error()
@@ -137,7 +141,8 @@ async def _metered_request(request: web.Request, api: Api, started: float) -> we
     counter = app[TOKEN_COUNTER].completion_counter(parsed.model)
     if parsed.echo is not None:
         counter.expect_echo(*parsed.echo)
-    return await Exchange(request, Meter(ticket, counter, app[BILLER], settings, app[ANSWERS])).run()
+    meter = Meter(ticket, counter, app[BILLER], settings, app[ANSWERS], conversation=turn)
+    return await Exchange(request, meter).run()
 
 
 async def _checked_request(
@@ -170,22 +175,43 @@ def _check_api_family(api: Api, model: ModelConfig, settings: Settings) -> None:
 
 
 async def _prior_context(
-    request: web.Request, api: Api, parsed: ApiRequest, api_key: ParsedApiKey, tenant: Tenant | None
-) -> tuple[int, Tenant | None]:
-    """The context size of the answer the request continues (0 when none), and the tenant if it was checked. An
-    answer the key's account never got is 404, whoever else has it: the key is checked first, so the 404 never
-    tells another account's id from none."""
-    prior = api.prior_answer(parsed)
+    request: web.Request,
+    api: Api,
+    parsed: ApiRequest,
+    model: ModelConfig,
+    api_key: ParsedApiKey,
+    tenant: Tenant | None,
+) -> tuple[int, Tenant | None, ConversationTurn | None]:
+    """The context size of the answer or conversation the request continues (0 when none), the tenant if it was
+    checked, and the turn the request makes in a conversation. An answer or a conversation the key's account never
+    got is 404, whoever else has it: the key is checked first, so the 404 never tells another account's id from
+    none."""
+    prior = api.prior_context(parsed)
     if prior is None:
-        return 0, tenant
-    field, answer_id = prior
+        return 0, tenant, None
     tenant = tenant or await authenticate(request.app[ACCOUNTS], api_key)
-    stored = await request.app[ANSWERS].find(tenant.account_id, answer_id)
+    headers = balance_headers(tenant.balance_micros)
+    if prior.kind == "conversation":
+        turn = await _conversation_turn(request.app[CONVERSATIONS], prior, model, tenant, headers)
+        return turn.context_tokens, tenant, turn
+    stored = await request.app[ANSWERS].find(tenant.account_id, prior.id)
     if stored is None:
-        raise NotFound(
-            f"{field} '{answer_id}' was not found.", param=field, headers=balance_headers(tenant.balance_micros)
-        )
-    return stored.context_tokens, tenant
+        raise NotFound(f"{prior.field} '{prior.id}' was not found.", param=prior.field, headers=headers)
+    return stored.context_tokens, tenant, None
+
+
+async def _conversation_turn(
+    store: ConversationStore, prior: PriorContext, model: ModelConfig, tenant: Tenant, headers: dict[str, str]
+) -> ConversationTurn:
+    """The turn a request makes in the account's conversation; 404 when not the account's, 400 when the model's
+    upstream is not the one that keeps it (which would answer 404 itself)."""
+    stored = await store.find(tenant.account_id, prior.id)
+    if stored is None:
+        raise NotFound(f"Conversation with id '{prior.id}' not found.", param=prior.field, headers=headers)
+    if stored.upstream != model.upstream:
+        message = f"The model '{model.name}' cannot be used in this conversation: it is kept by another upstream."
+        raise InvalidRequest(message, param="model", headers=headers)
+    return ConversationTurn(store, tenant.account_id, prior.id, stored.context_tokens)
 
 
 async def _check_forwardable(
@@ -256,7 +282,7 @@ async def _counted_request(request: web.Request, api: Api) -> web.Response:
     tenant = await authenticate(request.app[ACCOUNTS], api_key)  # first: this path is not the hot one
     parsed, model, size = await _checked_request(request, api, api_key, tenant, to_count=True)
     prompt_tokens = await _count_prompt_tokens(request.app[TOKEN_COUNTER], api, parsed, size)
-    prompt_tokens += (await _prior_context(request, api, parsed, api_key, tenant))[0]
+    prompt_tokens += (await _prior_context(request, api, parsed, model, api_key, tenant))[0]
     try:
         check_context(parsed, model, prompt_tokens)
     except GatewayError as error:
@@ -308,6 +334,23 @@ def _model_object(model: ModelConfig, created: int) -> dict[str, object]:
     }
 
 
+async def upstream_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Open the pooled upstream session for the app's lifetime; warn about upstreams without their provider key
+    (their models answer 502 provider_key_missing), so the operator hears of it at start-up, not from a tenant."""
+    settings = app[SETTINGS]
+    for warning in missing_provider_keys(settings):
+        log.warning("%s", warning)
+    timeout = aiohttp.ClientTimeout(
+        total=settings.timeouts.total, sock_connect=settings.timeouts.connect, sock_read=settings.timeouts.read
+    )
+    connector = aiohttp.TCPConnector(limit=0, limit_per_host=1000, ttl_dns_cache=300, enable_cleanup_closed=True)
+    async with aiohttp.ClientSession(
+        timeout=timeout, connector=connector, headers={"User-Agent": USER_AGENT}, raise_for_status=False
+    ) as session:
+        app[UPSTREAM_SESSION] = session
+        yield
+
+
 async def biller_ctx(app: web.Application) -> AsyncIterator[None]:
     """Build the biller once, after the settler (storage.redis_ctx) exists."""
     app[BILLER] = Biller(app[SETTLER], app[METRICS], app[TOKEN_COUNTER], app[SETTINGS], time.monotonic)
@@ -321,6 +364,27 @@ async def answers_ctx(app: web.Application) -> AsyncIterator[None]:
     yield
 
 
+async def background_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Build the biller of background answers once (after the biller, the answer store and the upstream session)
+    and run its poller."""
+    bills = app[BACKGROUND_BILLS] = BackgroundBills(
+        app[ANSWERS], app[BILLER], app[SETTINGS], app[UPSTREAM_SESSION], app[TOKEN_COUNTER]
+    )
+    task = asyncio.create_task(BackgroundPoller(bills).run(), name="background-answers")
+    try:
+        yield
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def conversations_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Build the store of relayed conversation ids once, after Redis (storage.redis_ctx) is open."""
+    retention_s = app[SETTINGS].redis.response_retention_days * 86400
+    app[CONVERSATIONS] = ConversationStore(app[REDIS], retention_s=retention_s, clock=app[CLOCK])
+    yield
+
+
 def add_api_route(app: web.Application, path: str, api: Api, count_path: str | None = None) -> None:
     """A metered route for `api` at `path`, and its count beforehand (`Api.count_answer`) at `count_path`,
     by default `path/count_tokens`."""
@@ -329,13 +393,17 @@ def add_api_route(app: web.Application, path: str, api: Api, count_path: str | N
 
 
 def add_routes(app: web.Application) -> None:
+    app.cleanup_ctx.append(upstream_ctx)
     app.cleanup_ctx.append(biller_ctx)
     app.cleanup_ctx.append(answers_ctx)
+    app.cleanup_ctx.append(background_ctx)
+    app.cleanup_ctx.append(conversations_ctx)
     add_api_route(app, "/v1/chat/completions", CHAT)
     add_api_route(app, "/v1/embeddings", EMBEDDINGS)
     add_api_route(app, "/v1/completions", COMPLETIONS)
     add_api_route(app, "/v1/messages", MESSAGES)
     add_api_route(app, "/v1/responses", RESPONSES, count_path="/v1/responses/input_tokens")
     add_stored_routes(app)
+    add_conversation_routes(app)
     app.router.add_get("/v1/models", get_models)
     app.router.add_get("/v1/models/{model:.+}", get_model)

@@ -22,6 +22,7 @@ from gateway.errors import AuthError, ContextLengthExceeded, GatewayError, Insuf
 from gateway.insights.fingerprints import Fingerprint
 from gateway.insights.signals import settlement_fields
 from gateway.metrics import Metrics
+from gateway.proxy.answers import PendingBill
 from gateway.proxy.apis import Api, ApiRequest
 from gateway.proxy.tool_calls import call_prices
 from gateway.tokens import TokenCounter
@@ -47,6 +48,7 @@ class Reservation:
     forced_max_tokens: int | None
     # The most completion tokens the upstream may produce across all choices (the forwarded bound times n).
     completion_limit: int
+    deadline_ms: int = 0  # when the sweeper may release the hold (at the latest; 0: unknown)
 
 
 async def hold_credits(
@@ -61,6 +63,7 @@ async def hold_credits(
     *,
     api: str,
     request_hash: str = "",
+    ttl_s: int | None = None,
 ) -> Reservation:
     """Authenticate and hold the most this request can cost; raise 401, 402 or 503 otherwise.
 
@@ -68,7 +71,8 @@ async def hold_credits(
     when the balance cannot pay for that, for as many output tokens as the balance can pay for, which it then
     forwards as the request's max_tokens. Built-in tool calls are held in full on top: `max_tool_calls` at the
     dearest price among the request's priced tools. Every try carries the same request id, so none holds twice. A
-    refusal marks `request_hash` (the fingerprint), so the usage insights see a repeat as a retry.
+    refusal marks `request_hash` (the fingerprint), so the usage insights see a repeat as a retry. The hold lasts
+    `ttl_s` (by default limits.reservation_ttl_seconds).
     """
     price = model.price
     per_choice = output_bound(chat, model, settings, prompt_tokens)
@@ -78,7 +82,9 @@ async def hold_credits(
     exact = chat.max_tokens is not None or not chat.produces_output
     minimum = price.hold_micros(prompt_tokens, (per_choice if exact else 1) * chat.n) + calls
     hold = price.hold_micros(prompt_tokens, per_choice * chat.n) + calls
+    ttl_s = ttl_s or settings.limits.reservation_ttl_seconds
     for _ in range(MAX_RESERVE_TRIES):
+        deadline_ms = ledger.now_ms() + ttl_s * 1000  # the script's own clock reads later: its deadline is later
         try:
             outcome = await ledger.reserve(
                 api_key.account_id,
@@ -87,7 +93,7 @@ async def hold_credits(
                 # Above 2^53 no balance can pay anyway; the cap keeps the script's numbers exact.
                 hold_micros=min(hold, MAX_SAFE_INTEGER),
                 min_hold_micros=min(minimum, MAX_SAFE_INTEGER),
-                ttl_s=settings.limits.reservation_ttl_seconds,
+                ttl_s=ttl_s,
                 model=model.name,
                 request_hash=request_hash,
                 api=api,
@@ -108,6 +114,7 @@ async def hold_credits(
                 outcome.balance_micros,
                 forced,
                 per_choice * chat.n,
+                deadline_ms,
             )
         if outcome.status is ReserveStatus.SETTLED:
             raise GatewayError()  # request ids are fresh uuids: a settled one here is a bug, not the tenant's
@@ -223,21 +230,11 @@ class Biller:
     async def bill(self, ticket: Ticket, usage: Usage, estimate: Usage, status: int) -> SettleOutcome:
         """Settle `ticket`'s request as billed `usage` (the gateway counted `estimate`), ended with `status`; its
         built-in tool calls at most the request's bound."""
-        model = ticket.model.name
         calls = call_prices(ticket.request, ticket.model)
         billed_calls, cut = calls.bounded(usage.tool_calls)
         if cut:
-            self.metrics.observe_clamped(model, ("tool_calls",))
-        if usage.clamped:
-            self.metrics.observe_clamped(model, usage.clamped)
-        elif usage.source == "upstream":
-            # Reasoning tokens are never in the visible text the gateway counts; leave them out of the drift.
-            visible = usage.completion_tokens - usage.reasoning_tokens
-            self.metrics.observe_drift(
-                model,
-                prompt=usage.prompt_tokens - estimate.prompt_tokens,
-                completion=visible - estimate.completion_tokens,
-            )
+            self.metrics.observe_clamped(ticket.model.name, ("tool_calls",))
+        self._observe(ticket.model, usage, estimate)
         insight = settlement_fields(
             ticket.fingerprint,
             usage,
@@ -259,6 +256,58 @@ class Biller:
             insight=insight,
             calls=calls,
         )
+
+    async def bill_later(
+        self,
+        account_id: str,
+        pending: PendingBill,
+        model: ModelConfig,
+        api: str,
+        usage: Usage,
+        estimate: Usage,
+        status: int,
+        latency_ms: int,
+    ) -> SettleOutcome:
+        """Settle a background answer's `pending` bill, as `bill` settles a request's (proxy/background.py)."""
+        self._observe(model, usage, estimate)
+        reservation = Reservation(
+            account_id,
+            pending.api_key_id,
+            pending.request_id,
+            pending.hold_micros,
+            pending.balance_micros,
+            None,
+            pending.completion_limit,
+            pending.deadline_ms,
+        )
+        insight = settlement_fields(
+            pending.fingerprint, usage, status, model, self.settings, history=lambda: pending.history_tokens
+        )
+        return await bill(
+            self.settler,
+            reservation,
+            model,
+            usage,
+            estimate,
+            status=status,
+            latency_ms=latency_ms,
+            stream=pending.stream,
+            api=api,
+            insight=insight,
+        )
+
+    def _observe(self, model: ModelConfig, usage: Usage, estimate: Usage) -> None:
+        """The metrics of a bill: clamped counts, or how far the gateway's count was from the upstream's usage."""
+        if usage.clamped:
+            self.metrics.observe_clamped(model.name, usage.clamped)
+        elif usage.source == "upstream":
+            # Reasoning tokens are never in the visible text the gateway counts; leave them out of the drift.
+            visible = usage.completion_tokens - usage.reasoning_tokens
+            self.metrics.observe_drift(
+                model.name,
+                prompt=usage.prompt_tokens - estimate.prompt_tokens,
+                completion=visible - estimate.completion_tokens,
+            )
 
 
 async def bill(

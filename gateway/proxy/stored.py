@@ -4,6 +4,10 @@
 All tenants share the provider key, so the provider would answer anyone: the gateway forwards only when the id
 is one it relayed to the caller's account (proxy/answers.py). Any other id, another account's or one that never
 existed, is the same 404 `not_found`, given before the upstream is asked. A deleted answer is forgotten.
+
+Retrieval never bills, but a background answer whose bill waits (proxy/background.py) is billed by the first
+retrieval or cancel that shows it finished (a streamed retrieval, `?stream=true`, by its terminal event), and
+before it is deleted; the balance header of a plain answer is then the one after.
 """
 
 from __future__ import annotations
@@ -12,13 +16,18 @@ import logging
 from collections.abc import Awaitable, Callable
 
 import aiohttp
+import orjson
 from aiohttp import web
 
 from gateway.admin.auth import authenticate, bearer_api_key
-from gateway.app_state import ACCOUNTS, ANSWERS, SETTINGS, UPSTREAM_SESSION
+from gateway.app_state import ACCOUNTS, ANSWERS, BACKGROUND_BILLS, SETTINGS, UPSTREAM_SESSION
 from gateway.bill_headers import balance_headers
-from gateway.errors import InvalidRequest, NotFound, UpstreamAuthFailed, UpstreamError, UpstreamTimeout
-from gateway.proxy.upstream import call_upstream, relayed_headers, scrubbed_error_body
+from gateway.billing.scripts import SettleOutcome
+from gateway.errors import InvalidRequest, NotFound, UpstreamAuthFailed, UpstreamError
+from gateway.proxy.answers import StoredAnswer
+from gateway.proxy.apis.responses import TERMINAL
+from gateway.proxy.sse import EventSplitter, EventTooLarge
+from gateway.proxy.upstream import call_upstream, read_bounded, relayed_headers, scrubbed_error_body
 
 log = logging.getLogger(__name__)
 
@@ -39,9 +48,12 @@ def stored_answer_handler(method: str, suffix: str = "") -> Handler:
         model = app[SETTINGS].models.get(stored.model) if stored is not None else None
         if model is None:
             raise NotFound(f"Response with id '{answer_id}' not found.", param="response_id", headers=headers)
-        if request.query.get("stream", "").lower() == "true":
-            message = "Streaming a stored response is not supported by this gateway: retrieve it without 'stream'."
-            raise InvalidRequest(message, param="stream", headers=headers)
+        streamed = request.query.get("stream", "").lower() == "true"
+        if streamed and (method, suffix) != ("GET", ""):
+            raise InvalidRequest("Only a response itself can be streamed.", param="stream", headers=headers)
+        if method == "DELETE" and stored is not None and stored.pending is not None:
+            # Its bill first: once deleted, the answer could never be seen finished.
+            await app[BACKGROUND_BILLS].look(tenant.account_id, answer_id, last=True)
         upstream = app[SETTINGS].upstreams[model.upstream]
         path = f"/responses/{answer_id}{suffix}"
         response = await call_upstream(app[UPSTREAM_SESSION], upstream, method, path, list(request.query.items()))
@@ -51,14 +63,20 @@ def stored_answer_handler(method: str, suffix: str = "") -> Handler:
                 raise UpstreamAuthFailed(headers=headers)
             if 300 <= response.status < 400:
                 raise UpstreamError(f"The upstream answered with a redirect (HTTP {response.status}).", headers=headers)
+            if streamed and response.status == 200 and response.content_type == "text/event-stream":
+                assert stored is not None
+                return await _relay_stream(request, response, tenant.account_id, answer_id, stored, headers)
             limit = app[SETTINGS].limits.max_upstream_response_bytes if response.status < 400 else ERROR_BODY_LIMIT
-            body = await _read(response, limit)
+            body = await read_bounded(response, limit)
             if response.status >= 400:
                 body = scrubbed_error_body(body, upstream) or b""
                 if not body:
                     raise UpstreamError(f"The upstream answered with HTTP {response.status}.", headers=headers)
             elif method == "DELETE":
                 await app[ANSWERS].forget(tenant.account_id, answer_id)
+            elif stored is not None and stored.pending is not None and suffix in ("", "/cancel"):
+                bill = await _bill_if_finished(app, tenant.account_id, answer_id, stored, body)
+                headers = balance_headers(bill.balance_micros) if bill is not None else headers
             return web.Response(
                 body=body,
                 status=response.status,
@@ -69,20 +87,64 @@ def stored_answer_handler(method: str, suffix: str = "") -> Handler:
     return handle
 
 
-async def _read(response: aiohttp.ClientResponse, limit: int) -> bytes:
-    parts: list[bytes] = []
-    size = 0
+async def _relay_stream(
+    request: web.Request,
+    upstream: aiohttp.ClientResponse,
+    account_id: str,
+    answer_id: str,
+    stored: StoredAnswer,
+    headers: dict[str, str],
+) -> web.StreamResponse:
+    """A stored response's events (`?stream=true`, `starting_after`: a background response's stream resumed),
+    relayed as they come; a pending bill is settled by the terminal event, before it goes out."""
+    app = request.app
+    client = web.StreamResponse(
+        headers={**relayed_headers(upstream), **headers, "Content-Type": "text/event-stream; charset=utf-8"}
+    )
+    client.headers["Cache-Control"] = "no-cache"
+    await client.prepare(request)
+    splitter = EventSplitter(app[SETTINGS].limits.max_upstream_response_bytes)
+    pending = stored.pending
     try:
-        async for part in response.content.iter_any():
-            size += len(part)
-            if size > limit:
-                raise UpstreamError("The upstream response is larger than the gateway accepts.")
-            parts.append(part)
-    except TimeoutError as exc:
-        raise UpstreamTimeout("The upstream timed out while sending its response.") from exc
-    except aiohttp.ClientError as exc:
-        raise UpstreamError("The upstream connection failed while sending its response.") from exc
-    return b"".join(parts)
+        async for data in upstream.content.iter_any():
+            for event in splitter.feed(data):
+                if pending is not None and event.data is not None:
+                    response = _terminal_response(event.data)
+                    if response is not None and await app[BACKGROUND_BILLS].seen(
+                        account_id, answer_id, stored, response
+                    ):
+                        pending = None
+                await client.write(event.raw + b"\n\n")
+    except (TimeoutError, aiohttp.ClientError, EventTooLarge):
+        log.info("stored response %s: the upstream's stream ended early", answer_id)
+        return client  # the client sees the stream end without its terminal event; the bill waits
+    await client.write_eof()
+    return client
+
+
+def _terminal_response(data: bytes) -> dict[str, object] | None:
+    """The response of a terminal event (`response.completed`, ...), None for any other event."""
+    try:
+        event = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(event, dict) or event.get("type") not in TERMINAL:
+        return None
+    response = event.get("response")
+    return response if isinstance(response, dict) else None
+
+
+async def _bill_if_finished(
+    app: web.Application, account_id: str, answer_id: str, stored: StoredAnswer, body: bytes
+) -> SettleOutcome | None:
+    """A background answer's bill, settled if the provider's answer shows it finished."""
+    try:
+        payload = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(payload, dict):
+        return None
+    return await app[BACKGROUND_BILLS].seen(account_id, answer_id, stored, payload)
 
 
 def add_stored_routes(app: web.Application) -> None:

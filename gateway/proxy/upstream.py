@@ -1,18 +1,17 @@
-"""The one pooled ClientSession to the upstreams, and the call that maps its failures to gateway errors."""
+"""Calls to the upstreams on the one pooled ClientSession (opened by proxy/handlers.upstream_ctx), their failures
+mapped to gateway errors, and what of their answers may reach a client."""
 
 from __future__ import annotations
 
 import io
 import logging
 import re
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 
 import aiohttp
 import orjson
-from aiohttp import web
 
-from gateway.app_state import SETTINGS, UPSTREAM_SESSION
-from gateway.config import UpstreamConfig, missing_provider_keys
+from gateway.config import UpstreamConfig
 from gateway.errors import UpstreamError, UpstreamTimeout
 
 log = logging.getLogger(__name__)
@@ -28,23 +27,6 @@ CREDENTIAL_LIKE = re.compile(
 )
 REDACTED = "[redacted]"
 LARGE_BODY_BYTES = 1 << 20
-
-
-async def upstream_ctx(app: web.Application) -> AsyncIterator[None]:
-    """Open the pooled upstream session for the app's lifetime; warn about upstreams without their provider key
-    (their models answer 502 provider_key_missing), so the operator hears of it at start-up, not from a tenant."""
-    settings = app[SETTINGS]
-    for warning in missing_provider_keys(settings):
-        log.warning("%s", warning)
-    timeout = aiohttp.ClientTimeout(
-        total=settings.timeouts.total, sock_connect=settings.timeouts.connect, sock_read=settings.timeouts.read
-    )
-    connector = aiohttp.TCPConnector(limit=0, limit_per_host=1000, ttl_dns_cache=300, enable_cleanup_closed=True)
-    async with aiohttp.ClientSession(
-        timeout=timeout, connector=connector, headers={"User-Agent": USER_AGENT}, raise_for_status=False
-    ) as session:
-        app[UPSTREAM_SESSION] = session
-        yield
 
 
 def upstream_headers(upstream: UpstreamConfig, *, stream: bool) -> dict[str, str]:
@@ -96,12 +78,15 @@ async def call_upstream(
     method: str,
     path: str,
     params: Sequence[tuple[str, str]] = (),
+    body: bytes | None = None,
 ) -> aiohttp.ClientResponse:
-    """A bodiless call (GET, DELETE, a POST action) to the upstream, as `post_upstream` makes its POSTs."""
+    """A call that is not metered (GET, DELETE, a POST action or one with a small JSON `body`) to the upstream, as
+    `post_upstream` makes its POSTs."""
     try:
         return await session.request(
             method,
             f"{upstream.base_url}{path}",
+            data=body,
             headers=upstream_headers(upstream, stream=False),
             params=[*upstream.query.items(), *params] or None,
             allow_redirects=False,
@@ -110,6 +95,24 @@ async def call_upstream(
         raise UpstreamTimeout(f"Upstream {upstream.name!r} did not answer in time.") from exc
     except aiohttp.ClientError as exc:
         raise UpstreamError(f"Upstream {upstream.name!r} is unreachable.") from exc
+
+
+async def read_bounded(response: aiohttp.ClientResponse, limit: int) -> bytes:
+    """An upstream answer's whole body, up to `limit` bytes (read until EOF: `read(n)` returns what has arrived so
+    far); UpstreamError past the limit or when the connection fails, UpstreamTimeout when it stalls."""
+    parts: list[bytes] = []
+    size = 0
+    try:
+        async for part in response.content.iter_any():
+            size += len(part)
+            if size > limit:
+                raise UpstreamError("The upstream response is larger than the gateway accepts.")
+            parts.append(part)
+    except TimeoutError as exc:
+        raise UpstreamTimeout("The upstream timed out while sending its response.") from exc
+    except aiohttp.ClientError as exc:
+        raise UpstreamError("The upstream connection failed while sending its response.") from exc
+    return b"".join(parts)
 
 
 def scrub(text: str, upstream: UpstreamConfig) -> str:

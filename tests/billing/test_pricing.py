@@ -170,3 +170,17 @@ def test_credits_number_is_an_int_when_whole_else_the_exact_float(micros: int, n
     value = credits_number(micros)
     assert value == number
     assert type(value) is type(number)
+
+
+def test_cache_writes_are_priced_only_when_counted_and_only_within_the_uncached_prompt() -> None:
+    """Input 1, cache writes 2, cached reads 0.5 micro-credits per token (per million: x 10^6)."""
+    price = Price(
+        input_micros_per_million=1_000_000,
+        output_micros_per_million=4_000_000,
+        cached_input_micros_per_million=500_000,
+        cache_write_micros_per_million=2_000_000,
+    )
+    assert price.cost_micros(10, 0) == 10  # no cache write unless one is counted
+    assert price.cost_micros(10, 0, cache_write_tokens=4) == 6 * 1 + 4 * 2
+    # 8 cached of 10: at most 2 written, whatever is claimed; 8 x 0.5 + 2 x 2 = 8
+    assert price.cost_micros(10, 0, cached_tokens=8, cache_write_tokens=5) == 8

@@ -11,14 +11,18 @@ from __future__ import annotations
 import asyncio
 import time
 
+from redis.asyncio import Redis
+
 from gateway.billing import Settlement
 from gateway.billing.pricing import Price
 from gateway.billing.record import Usage
 from gateway.config import LimitsConfig, ModelConfig, Settings
 from gateway.insights.fingerprints import take_fingerprint
 from gateway.metrics import Metrics
-from gateway.proxy.apis import ApiRequest
+from gateway.proxy.answers import AnswerStore, StoredAnswer
+from gateway.proxy.apis import Api, ApiRequest
 from gateway.proxy.apis.chat import CHAT
+from gateway.proxy.apis.responses import RESPONSES
 from gateway.proxy.meter import CLIENT_CLOSED, Meter
 from gateway.proxy.metering import Biller, Reservation, Ticket
 from gateway.tokens import TokenCounter
@@ -46,11 +50,13 @@ class RecordingSettler:
         self.settled.append(settlement)
 
 
-def _meter() -> tuple[Meter, RecordingSettler]:
+def _meter(
+    answers: AnswerStore | None = None, api: Api = CHAT, request: ApiRequest = REQUEST
+) -> tuple[Meter, RecordingSettler]:
     settler = RecordingSettler()
     biller = Biller(settler, Metrics(), COUNTER, SETTINGS, time.monotonic)  # type: ignore[arg-type]
-    ticket = Ticket(CHAT, REQUEST, MODEL, RESERVATION, PROMPT, take_fingerprint(BODY), time.monotonic())
-    return Meter(ticket, COUNTER.completion_counter("gpt-4o-mini"), biller, SETTINGS), settler
+    ticket = Ticket(api, request, MODEL, RESERVATION, PROMPT, take_fingerprint(BODY), time.monotonic())
+    return Meter(ticket, COUNTER.completion_counter("gpt-4o-mini"), biller, SETTINGS, answers), settler
 
 
 def _billed(settler: RecordingSettler) -> tuple[int, int, str, int]:
@@ -128,6 +134,7 @@ async def test_a_prompt_reported_early_is_what_a_client_that_left_pays_for_it_bo
     await early.settle(CLIENT_CLOSED)
     assert _billed(settler) == (9, 4, "gateway", CLIENT_CLOSED)
     assert settler.settled[0].record["clamped"] == ""
+    assert settler.settled[0].record["cache_write_tokens"] == 3  # billed at the cache-write price
     absurd, settler = _meter()
     absurd.forwarded = True
     absurd.take_prompt_usage(Usage(10**9, 0, source="upstream"))
@@ -171,3 +178,70 @@ async def test_a_settlement_outlives_its_cancelled_caller() -> None:
     outcome = await meter.settle(CLIENT_CLOSED)
     assert len(settler.settled) == 1 and int(settler.settled[0].record["status"]) == 200
     assert outcome.spooled and outcome.charged_micros == 10  # the prompt alone: 4 x 2.5
+
+
+def _answers(redis: Redis) -> AnswerStore:
+    return AnswerStore(redis, retention_s=3600, clock=lambda: 1_000.0)
+
+
+async def test_an_answer_id_is_its_accounts_from_the_first_sight_with_the_most_context_it_can_have(
+    redis_client: Redis,
+) -> None:
+    """Recorded before the client sees it: the prompt and the whole output bound (4 + 50), until the settlement
+    records the context the provider billed (5 + 7)."""
+    answers = _answers(redis_client)
+    meter, _ = _meter(answers)
+    await meter.answer_seen("resp_1")
+    assert await answers.find("acct_1", "resp_1") == StoredAnswer("m", PROMPT + 50, 1_000_000)
+    await meter.answer_seen("resp_2")  # one answer has one id: the first stands
+    assert await answers.find("acct_1", "resp_2") is None
+    meter.forwarded = meter.answered = True
+    meter.take_usage(Usage(5, 7, source="upstream"))
+    await meter.settle(200)
+    assert await answers.find("acct_1", "resp_1") == StoredAnswer("m", 12, 1_000_000)
+
+
+async def test_an_id_that_cannot_be_a_providers_is_never_recorded(redis_client: Redis) -> None:
+    meter, _ = _meter(_answers(redis_client))
+    await meter.answer_seen("resp 1/../x")
+    assert meter.answer is None and await redis_client.dbsize() == 0
+    unstored, _ = _meter()  # no store: nothing kept, nothing raised
+    await unstored.answer_seen("resp_1")
+    assert unstored.answer is None
+
+
+async def test_a_background_answer_relayed_unfinished_waits_for_its_bill(redis_client: Redis) -> None:
+    """Nothing reaches the settler; the hold stays, and the answer's record carries what its bill needs."""
+    answers = _answers(redis_client)
+    background = ApiRequest({**BODY, "background": True}, "m", False, False, 50, 1)
+    meter, settler = _meter(answers, RESPONSES, background)
+    meter.forwarded = meter.answered = True
+    await meter.answer_seen("resp_1")
+    outcome = await meter.settle(200)
+    assert meter.deferred and settler.settled == []
+    assert (outcome.settled, outcome.charged_micros, outcome.balance_micros) == (False, 0, 1_000)
+    stored = await answers.find("acct_1", "resp_1")
+    assert stored is not None and stored.pending is not None
+    assert (stored.pending.request_id, stored.pending.hold_micros, stored.pending.prompt_tokens) == ("r1", 510, 4)
+    assert stored.pending.completion_limit == 50 and stored.pending.api_key_id == "key_1"
+    assert await answers.due(1_000_000 + 10_000, 10) == [("acct_1", "resp_1")]  # due a look one interval on
+    assert await answers.due(1_000_000 + 9_999, 10) == []
+    finished, settler = _meter(answers, RESPONSES, background)  # it came finished: billed at once, as any answer
+    finished.forwarded = finished.answered = True
+    await finished.answer_seen("resp_2")
+    finished.take_usage(Usage(5, 7, source="upstream"))
+    await finished.settle(200)
+    assert not finished.deferred and _billed(settler) == (5, 7, "upstream", 200)
+
+
+async def test_the_record_carries_the_latency_and_the_fingerprint() -> None:
+    settler = RecordingSettler()
+    biller = Biller(settler, Metrics(), COUNTER, SETTINGS, lambda: 102.5)  # type: ignore[arg-type]
+    fingerprint = take_fingerprint(BODY)
+    ticket = Ticket(CHAT, REQUEST, MODEL, RESERVATION, PROMPT, fingerprint, 100.0)
+    meter = Meter(ticket, COUNTER.completion_counter("gpt-4o-mini"), biller, SETTINGS)
+    meter.forwarded = meter.answered = True
+    await meter.settle(200)
+    [settlement] = settler.settled
+    assert settlement.record["latency_ms"] == 2_500  # 102.5 - 100.0 seconds
+    assert settlement.record["req_hash"] == fingerprint.request_hash

@@ -58,7 +58,7 @@ class RecordingSettler:
 
 
 async def _hold(
-    redis: Redis, balance: int, request: ApiRequest, model: ModelConfig = MODEL
+    redis: Redis, balance: int, request: ApiRequest, model: ModelConfig = MODEL, api: str = "chat.completions"
 ) -> tuple[Reservation, Ledger, str]:
     ledger, account, sha = await funded_ledger(redis, balance)
     reservation = await hold_credits(
@@ -70,7 +70,7 @@ async def _hold(
         "r1",
         request,
         PROMPT,
-        api="chat.completions",
+        api=api,
     )  # type: ignore[arg-type]
     return reservation, ledger, account
 
@@ -87,6 +87,13 @@ async def test_a_client_max_tokens_is_held_for_every_choice(redis_client: Redis)
     assert reservation.api_key_id == hold.api_key_id and reservation.api_key_id.startswith("key_")
     assert (reservation.account_id, reservation.request_id) == (account, "r1")
     assert await ledger.reserved(account) == 160
+
+
+async def test_the_hold_names_its_api(redis_client: Redis) -> None:
+    """The sweeper records a hold it releases under its API, and the hold record is all it has."""
+    _, _, account = await _hold(redis_client, 1_000, chat(max_tokens=5), api="embeddings")
+    written = await redis_client.hget(keyspace.holds(account), "r1")
+    assert written is not None and Hold.parse(written).api == "embeddings"
 
 
 async def test_without_max_tokens_the_default_cap_is_held_and_forced(redis_client: Redis) -> None:
@@ -166,6 +173,9 @@ async def test_an_unknown_key_is_a_401(redis_client: Redis) -> None:
 
 
 class FrozenLedger:
+    def now_ms(self) -> int:
+        return 0
+
     async def reserve(self, *args: object, **kwargs: object) -> None:
         raise redis_errors.TimeoutError("Timeout reading from socket")
 
@@ -228,6 +238,14 @@ def test_usage_past_its_bounds_is_cut_to_them_and_says_so() -> None:
     )
     only_completion = bounded_usage(Usage(5, 80, reasoning_tokens=3), 10, 50, SETTINGS)
     assert only_completion == Usage(5, 50, reasoning_tokens=3, clamped=("completion",))
+
+
+def test_a_clamped_prompt_keeps_its_cache_writes_within_what_is_not_cached() -> None:
+    """Cached reads and cache writes are parts of the prompt: cut to the bound (10 x 4 + 256 = 296), the prompt
+    keeps its 290 cached tokens and at most 6 written."""
+    reported = Usage(300, 1, cached_tokens=290, cache_write_tokens=50, source="upstream")
+    bounded = bounded_usage(reported, 10, 50, SETTINGS)
+    assert (bounded.prompt_tokens, bounded.cached_tokens, bounded.cache_write_tokens) == (296, 290, 6)
 
 
 def test_the_bounds_never_pass_2_53() -> None:

@@ -178,17 +178,19 @@ async def test_retrieval_routes_forward_for_the_owner_and_never_bill(start_gatew
         await client.responses.cancel(created.id)
     calls = mock_of(gateway).calls
     assert [method for method, _ in calls] == ["GET", "GET", "POST"]
-    # Streaming a stored response is refused (only background responses stream later, and those are refused).
-    streamed = await gateway.client.get(
-        f"/v1/responses/{created.id}", params={"stream": "true"}, headers={"Authorization": f"Bearer {key}"}
+    # A response streams its events again (free); only the response itself streams.
+    streamed = await client.responses.retrieve(created.id, stream=True)
+    assert [event.type async for event in streamed][-1] == "response.completed"
+    listed = await gateway.client.get(
+        f"/v1/responses/{created.id}/input_items", params={"stream": "true"}, headers={"Authorization": f"Bearer {key}"}
     )
-    assert streamed.status == 400 and (await streamed.json())["error"]["param"] == "stream"
-    assert len(mock_of(gateway).calls) == 3
+    assert listed.status == 400 and (await listed.json())["error"]["param"] == "stream"
+    assert len(mock_of(gateway).calls) == 4
     await client.responses.delete(created.id)
     # Deleted: forgotten by the gateway too, so the id now answers 404 without asking the upstream.
     with pytest.raises(openai.NotFoundError):
         await client.responses.retrieve(created.id)
-    assert len(mock_of(gateway).calls) == 4
+    assert len(mock_of(gateway).calls) == 5
     assert await gateway.balance_micros(account) == balance
     assert await gateway.redis.xlen(keyspace.request_log(account)) == 1
     await client.close()
@@ -340,8 +342,11 @@ HOSTILE: list[tuple[dict[str, Any], str | None]] = [
     ({"max_output_tokens": 0}, "max_output_tokens"),
     ({"max_output_tokens": True}, "max_output_tokens"),
     ({"stream": "yes"}, "stream"),
-    ({"background": True}, "background"),
-    ({"conversation": "conv_1"}, "conversation"),
+    ({"background": "yes"}, "background"),
+    ({"background": True, "store": False}, "store"),
+    ({"conversation": "conv_1", "previous_response_id": "resp_1"}, "conversation"),
+    ({"conversation": 7}, "conversation"),
+    ({"conversation": {"id": ""}}, "conversation"),
     ({"prompt": {"id": "pmpt_1"}}, "prompt"),
     ({"previous_response_id": ""}, "previous_response_id"),
     ({"instructions": ["x"]}, "instructions"),

@@ -8,6 +8,7 @@ import base64
 import struct
 
 import pytest
+import tiktoken
 from aiohttp import web
 
 from gateway.app import token_counter, warm_tokenizers
@@ -195,3 +196,97 @@ async def test_the_estimates_vocabulary_is_loaded_before_serving_when_an_upstrea
         app[TOKEN_COUNTER] = token_counter(settings)
         await warm_tokenizers(app)
         assert (claude.ENCODING in encodings._loaded) is loaded, api
+
+
+def _by_hand(texts: list[str], overhead: int) -> int:
+    """The module docstring's rule, worked here with tiktoken directly: cl100k_base tokens of the texts (joined by
+    newlines) x 9/5, rounded up, plus the fixed overheads."""
+    encoded = len(tiktoken_cl100k().encode_ordinary("\n".join(texts))) if texts else 0
+    return overhead + -(-encoded * 9 // 5)
+
+
+def tiktoken_cl100k() -> tiktoken.Encoding:
+    return encodings.get_encoding("cl100k_base")
+
+
+def _one(*blocks: dict[str, object]) -> dict[str, object]:
+    return {"messages": [{"role": "user", "content": list(blocks)}]}
+
+
+REQUEST, MESSAGE, BLOCK = 8, 5, 3  # the docstring's structure overheads
+
+
+@pytest.mark.parametrize(
+    ("body", "texts", "overhead"),
+    [
+        (
+            _one({"type": "tool_use", "id": "t1", "name": "get_weather", "input": {"city": "Paris"}}),
+            ["get_weather", '{"city":"Paris"}'],
+            REQUEST + MESSAGE + BLOCK,
+        ),
+        (
+            _one({"type": "tool_result", "tool_use_id": "t1", "content": "It is sunny in Paris"}),
+            ["It is sunny in Paris"],
+            REQUEST + MESSAGE + BLOCK,
+        ),
+        (
+            _one({"type": "tool_result", "tool_use_id": "t1", "content": [{"type": "text", "text": "Cloudy"}]}),
+            ["Cloudy"],
+            REQUEST + MESSAGE + BLOCK + BLOCK,
+        ),
+        (
+            _one({"type": "thinking", "thinking": "Let me think it over", "signature": "c2ln"}),
+            ["Let me think it over"],
+            REQUEST + MESSAGE + BLOCK,
+        ),
+        (_one({"type": "redacted_thinking", "data": "EmwKAhgBEgy3va3pzix"}), ["EmwKAhgBEgy3va3pzix"], 16),
+        (
+            _one({"type": "search_result", "source": "s", "title": "t"}),
+            ['{"type":"search_result","source":"s","title":"t"}'],
+            REQUEST + MESSAGE + BLOCK,
+        ),
+        (
+            _one({"type": "document", "source": {"type": "text", "media_type": "text/plain", "data": "A memo"}}),
+            ["A memo"],
+            REQUEST + MESSAGE + BLOCK,
+        ),
+        (
+            _one({"type": "document", "source": {"type": "content", "content": [{"type": "text", "text": "Part"}]}}),
+            ["Part"],
+            REQUEST + MESSAGE + BLOCK + BLOCK,
+        ),
+        (_one({"type": "document"}), [], REQUEST + MESSAGE + BLOCK + PDF_MAX_PAGES * PDF_PAGE_TOKENS),
+        (
+            _one({"type": "document", "source": {"type": "url", "url": "https://example.com/a.pdf"}}),
+            [],
+            REQUEST + MESSAGE + BLOCK + PDF_MAX_PAGES * PDF_PAGE_TOKENS,
+        ),
+        ({"system": "Be brief", "messages": [{"role": "user", "content": "Hi"}]}, ["Be brief", "Hi"], 8 + 8 + 5),
+        (
+            {"messages": [{"role": "user", "content": "Hi"}], "tools": [{"name": "f", "input_schema": {}}]},
+            ["Hi", '{"name":"f","input_schema":{}}'],
+            REQUEST + MESSAGE + 600 + 10,
+        ),
+        ({"messages": [{"role": "user", "content": "Hi"}], "tools": []}, ["Hi"], REQUEST + MESSAGE),
+        ({"messages": "Hi"}, [], REQUEST),
+    ],
+)
+def test_each_part_of_a_request_counts_by_the_documented_rule(
+    body: dict[str, object], texts: list[str], overhead: int
+) -> None:
+    assert estimate_input_tokens(body) == _by_hand(texts, overhead)
+
+
+def _pdf_source(pdf: bytes, kind: str = "base64", prefix: str = "") -> dict[str, object]:
+    return {"type": kind, "media_type": "application/pdf", "data": prefix + base64.b64encode(pdf).decode()}
+
+
+def test_pdf_pages_read_only_a_base64_pdf_the_tree_first() -> None:
+    two_pages = b"%PDF-1.4\n" + b"".join(b"%d 0 obj << /Type /Page >> endobj\n" % n for n in (2, 3))
+    assert pdf_pages(_pdf_source(two_pages)) == 2  # no page tree: its page objects
+    seven = two_pages + b"1 0 obj << /Type /Pages /Count 7 >> endobj\n"
+    assert pdf_pages(_pdf_source(seven)) == 7  # the tree's count stands over the objects found
+    assert pdf_pages(_pdf_source(b"%PDF-1.4\n%%EOF")) == PDF_MAX_PAGES  # nothing to count: the limit
+    assert pdf_pages(_pdf_source(two_pages, prefix="%%")) == PDF_MAX_PAGES  # not base64: unread
+    assert pdf_pages(_pdf_source(two_pages, kind="file")) == PDF_MAX_PAGES  # only a base64 source is read
+    assert pdf_pages({"type": "base64", "data": 5}) == PDF_MAX_PAGES

@@ -211,3 +211,23 @@ def test_malformed_chunks_never_raise(counter: TokenCounter) -> None:
 
 def test_empty_counter_is_zero(counter: TokenCounter) -> None:
     assert counter.completion_counter("gpt-4o").count_completion_tokens() == 0
+
+
+def test_legacy_choices_without_an_index_count_apart(counter: TokenCounter) -> None:
+    """Two choices of one answer, neither with its index: their texts are not joined ("hel" + "lo" would make one
+    token of "hello")."""
+    completion = counter.completion_counter("gpt-4o")
+    completion.add_text_completion({"choices": [{"text": "hel"}, {"text": "lo"}]})
+    assert completion.count_completion_tokens() == whole(counter, "gpt-4o", "hel") + whole(counter, "gpt-4o", "lo")
+    completion.add_text_completion([])  # not an answer: nothing to count
+    assert completion.count_completion_tokens() == 2
+
+
+def test_each_choice_leaves_out_its_own_prompts_echo(counter: TokenCounter) -> None:
+    """One choice per prompt: choice 1 echoes prompt 1, not prompt 0."""
+    completion = counter.completion_counter("gpt-4o")
+    completion.expect_echo(["Say hi", "Name three colours please"], 1)
+    assert completion.count_completion_tokens() == 0
+    completion.add_text_completion({"choices": [{"index": 0, "text": "Say hi Hi!"}]})
+    completion.add_text_completion({"choices": [{"index": 1, "text": "Name three colours please Red"}]})
+    assert completion.count_completion_tokens() == whole(counter, "gpt-4o", " Hi!") + whole(counter, "gpt-4o", " Red")

@@ -11,7 +11,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from gateway.errors import InvalidRequest
-from gateway.usage.ranges import EARLIEST, LATEST, Granularity, parse_granularity, parse_moment, parse_range
+from gateway.usage.ranges import EARLIEST, LATEST, Granularity, parse_api, parse_granularity, parse_moment, parse_range
 
 NOW = datetime(2026, 9, 21, 13, 0, tzinfo=UTC)
 
@@ -160,3 +160,12 @@ def test_any_text_is_a_range_bound_or_a_400_naming_it(text: str, param: str) -> 
         assert refused.param == param
         return
     assert moment is None or (moment.tzinfo is UTC and EARLIEST <= moment <= LATEST)
+
+
+def test_an_unknown_api_is_refused_naming_every_api() -> None:
+    with pytest.raises(InvalidRequest) as refused:
+        parse_api("chat")
+    assert refused.value.param == "api"
+    names = "chat.completions, responses, embeddings, completions, messages"
+    assert refused.value.message == f"'api' must be one of {names}."
+    assert parse_api(None) is None and parse_api("messages") == "messages"

@@ -9,9 +9,11 @@ differs between APIs; it never talks to Redis, aiohttp or the ledger, and is tes
 Answers the provider keeps (Responses): an API whose answers have ids that later requests continue says so with
 `answer_id` (plain) and `StreamFormat.answer_id` (streamed); the meter records each such id, owned by the
 request's account, as soon as the gateway sees it and before the client does, with the context size the
-provider billed for it. A request that continues one (`prior_answer`) is authenticated first; an id its account
-never got is 404 `not_found`, and an owned one adds its context size to the prompt the hold, the clamp and the
-bill-on-cut count with. APIs without stored answers return None from all three.
+provider billed for it. A request that continues one, or a conversation the provider keeps (`prior_context`), is
+authenticated first; an id its account never got is 404 `not_found`, and an owned one adds its context size to
+the prompt the hold, the clamp and the bill-on-cut count with. APIs without stored answers return None from all
+three. A stored answer may also be made after the request was answered (`finishes_later`): its bill waits, held,
+until the answer is seen finished.
 
 To add an API: write `proxy/apis/NAME.py` with a class that satisfies `Api` (and a `StreamFormat` if it streams),
 register it with `handlers.add_api_route(app, "/v1/PATH", NAME_API)` (`count_path=` for the API's own count
@@ -23,7 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Literal, Protocol
 
 from gateway.billing.record import Usage
 from gateway.billing.scripts import SettleOutcome
@@ -69,6 +71,16 @@ class ApiRequest:
     tool_calls_field: str = "max_tool_calls"  # Messages: its web search tool's `max_uses`
 
 
+@dataclass(frozen=True)
+class PriorContext:
+    """Context the provider keeps that a request continues, and bills again as input: the request field that names
+    it, its id, and what it is (an earlier answer: Responses' `previous_response_id`; or a `conversation`)."""
+
+    field: str
+    id: str
+    kind: Literal["answer", "conversation"]
+
+
 class NoStoredAnswer:
     """For the answers of a provider that keeps none under an id (all but Responses): `answer_id` is None."""
 
@@ -77,10 +89,14 @@ class NoStoredAnswer:
 
 
 class StatelessApi(NoStoredAnswer):
-    """For an API whose request carries its whole context (all but Responses): it continues no kept answer."""
+    """For an API whose request carries its whole context (all but Responses): it continues no kept answer, and
+    its answers are finished when they are relayed."""
 
-    def prior_answer(self, request: ApiRequest) -> tuple[str, str] | None:
+    def prior_context(self, request: ApiRequest) -> PriorContext | None:
         return None
+
+    def finishes_later(self, request: ApiRequest) -> bool:
+        return False
 
 
 class StreamFormat(Protocol):
@@ -165,13 +181,13 @@ class Api(Protocol):
         """The prompt tokens the provider will bill for `request`, counted offline."""
         ...
 
-    def prior_answer(self, request: ApiRequest) -> tuple[str, str] | None:
-        """The field and id of an earlier answer the provider keeps and this request continues (Responses:
-        `("previous_response_id", "resp_...")`), whose context the provider bills again as input; None if none."""
+    def prior_context(self, request: ApiRequest) -> PriorContext | None:
+        """The earlier answer or conversation the provider keeps and this request continues (Responses:
+        `previous_response_id` or `conversation`), whose context the provider bills again as input; None if none."""
         ...
 
     def count_answer(self, request: ApiRequest, prompt_tokens: int, preview: JSON) -> JSON:
-        """The answer of the API's count route (`prompt_tokens` includes a prior answer's context; `preview`:
+        """The answer of the API's count route (`prompt_tokens` includes a prior context; `preview`:
         the gateway's price preview, proxy/preview.py), in the API's own shape."""
         ...
 
@@ -197,6 +213,12 @@ class Api(Protocol):
     def answer_id(self, payload: Mapping[str, object]) -> str | None:
         """The id the provider keeps a plain answer under (Responses: its `id`); None for APIs without stored
         answers."""
+        ...
+
+    def finishes_later(self, request: ApiRequest) -> bool:
+        """Whether the provider may go on making the answer after the gateway relayed what it had (Responses'
+        `background: true`): then, unless the relayed answer reported its usage (it was finished), the bill waits
+        for the answer to be seen finished (proxy/background.py), held until then. Needs stored answers."""
         ...
 
     def stamp_answer(self, payload: JSON, usage: Usage, bill: SettleOutcome) -> JSON:

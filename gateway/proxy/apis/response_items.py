@@ -1,5 +1,6 @@
 """Responses' request: its fields and items checked as far as the gateway relies on them
-(`parse_responses_request`), and the chat request it amounts to, for counting (`chat_equivalent`).
+(`parse_responses_request`; the items alone, as a conversation's are: `check_input_items`), and the chat request
+it amounts to, for counting (`chat_equivalent`).
 
 The prompt is counted as the chat request it amounts to, with chat's rules (gateway/tokens: the cookbook's
 per-message rule, function tools rendered as chat's): `instructions` is a system message first; a string `input`
@@ -23,8 +24,6 @@ from gateway.proxy.priced_fields import builtin_tool_types
 ROLES = frozenset({"user", "assistant", "system", "developer"})
 # Fields the gateway cannot hold or bill for: the provider would bill context or an answer it never sees.
 REFUSED = {
-    "conversation": "'conversation' is not supported by this gateway: continue a conversation with "
-    "'previous_response_id', or send its items in 'input'.",
     "prompt": "'prompt' (a stored prompt template) is not supported by this gateway: send the prompt in 'input'.",
 }
 
@@ -37,17 +36,18 @@ def parse_responses_request(raw: bytes) -> ApiRequest:
     for name, message in REFUSED.items():
         if body.get(name) is not None:
             raise InvalidRequest(message, param=name)
-    if optional_field(body, "background", bool, False):
-        raise InvalidRequest(
-            "'background' responses are not supported by this gateway: send the request without it (or stream it).",
-            param="background",
-        )
-    optional_field(body, "store", bool, True)
+    background = optional_field(body, "background", bool, False)
+    if not optional_field(body, "store", bool, True) and background:
+        raise InvalidRequest("A 'background' response must be stored: send it without 'store': false.", param="store")
     for name in ("instructions", "previous_response_id"):
         value = body.get(name)
         if value is not None and (not isinstance(value, str) or (name == "previous_response_id" and not value)):
             raise InvalidRequest(f"'{name}' must be a non-empty string.", param=name)
-    _check_input(body.get("input"))
+    _check_conversation(body)
+    items = body.get("input")
+    if items is not None and not isinstance(items, str | list):
+        raise InvalidRequest("'input' must be a string or an array of input items.", param="input")
+    check_input_items(items if isinstance(items, list) else [], "input")
     _check_tools(body.get("tools"))
     stream = optional_field(body, "stream", bool, False)
     limit = optional_field(body, "max_output_tokens", int, 0)
@@ -61,13 +61,30 @@ def parse_responses_request(raw: bytes) -> ApiRequest:
     return ApiRequest(body, model, stream, stream, limit or None, 1, builtin_tools=tools, max_tool_calls=max_tool_calls)
 
 
-def _check_input(items: object) -> None:
-    if items is None or isinstance(items, str):
+def conversation_id(body: Mapping[str, object]) -> str | None:
+    """The id of the conversation the request is made in (`conversation`: the id, or `{"id": ...}`); None if none."""
+    value = body.get("conversation")
+    if isinstance(value, Mapping):
+        value = value.get("id")
+    return value if isinstance(value, str) and value else None
+
+
+def _check_conversation(body: Mapping[str, object]) -> None:
+    if body.get("conversation") is None:
         return
-    if not isinstance(items, list):
-        raise InvalidRequest("'input' must be a string or an array of input items.", param="input")
+    if conversation_id(body) is None:
+        message = "'conversation' must be a conversation id, or an object with its 'id'."
+        raise InvalidRequest(message, param="conversation")
+    if body.get("previous_response_id") is not None:
+        message = "'conversation' and 'previous_response_id' cannot be used together: send one of them."
+        raise InvalidRequest(message, param="conversation")
+
+
+def check_input_items(items: list[object], name: str) -> None:
+    """Check input items (the request's `input`, or a conversation's `items`) as far as the gateway counts them;
+    InvalidRequest naming the item (`name[index]...`) otherwise."""
     for index, item in enumerate(items):
-        where = f"input[{index}]"
+        where = f"{name}[{index}]"
         if not isinstance(item, dict):
             raise InvalidRequest(f"'{where}' must be an object.", param=where)
         kind = item.get("type", "message")
@@ -76,9 +93,9 @@ def _check_input(items: object) -> None:
         if kind == "message":
             _check_message(item, where)
         elif kind == "function_call":
-            for name in ("name", "arguments"):
-                if not isinstance(item.get(name), str):
-                    raise InvalidRequest(f"'{where}.{name}' must be a string.", param=f"{where}.{name}")
+            for field in ("name", "arguments"):
+                if not isinstance(item.get(field), str):
+                    raise InvalidRequest(f"'{where}.{field}' must be a string.", param=f"{where}.{field}")
         elif kind == "function_call_output" and not isinstance(item.get("output"), str | list):
             raise InvalidRequest(f"'{where}.output' must be a string or an array.", param=f"{where}.output")
 

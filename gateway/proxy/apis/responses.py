@@ -6,9 +6,11 @@ input_image, input_file parts; function_call and function_call_output items; rea
 built-in ones are priced fields, proxy/priced_fields.py); `max_output_tokens`, the output bound (the gateway sets
 it when absent, as for chat); `max_tool_calls`, the bound on built-in tool calls (the gateway sets it when absent
 and the model prices a tool offered, proxy/tool_calls.py); `stream`; `store`; `previous_response_id`, an earlier
-answer whose context the provider bills again as input (`prior_answer`). Refused with 400, as what the gateway
-could not hold or bill for: `conversation` (context kept in a conversation object), `prompt` (a stored prompt
-template) and `background: true` (an answer finished after the request).
+answer, or `conversation` (an id, or `{"id": ...}`), a conversation object, whose context the provider bills
+again as input (`prior_context`); never both; `background: true`, an answer the provider goes on making after the
+request was answered, held at creation and billed once it is seen finished (`finishes_later`,
+proxy/background.py). Refused with 400, as what the gateway could not hold or bill for: `prompt` (a stored prompt
+template).
 
 The request is checked and counted by `response_items` (the chat request it amounts to, with chat's rules).
 
@@ -34,9 +36,9 @@ from gateway.billing.tool_calls import CALL_ITEMS, count_calls
 from gateway.config import ModelConfig, UpstreamConfig
 from gateway.errors import GatewayError
 from gateway.insights.fingerprints import Fingerprint, take_fingerprint
-from gateway.proxy.apis import JSON, ApiRequest
+from gateway.proxy.apis import JSON, ApiRequest, PriorContext
 from gateway.proxy.apis.chat import with_bill
-from gateway.proxy.apis.response_items import chat_equivalent, parse_responses_request
+from gateway.proxy.apis.response_items import chat_equivalent, conversation_id, parse_responses_request
 from gateway.proxy.priced_fields import RESPONSES_PRICED_FIELDS
 from gateway.proxy.sse import DONE, Event, encode_typed_event
 from gateway.tokens import CompletionCounter, TokenCounter
@@ -62,9 +64,15 @@ class Responses:
     def count_prompt(self, counter: TokenCounter, request: ApiRequest) -> int:
         return counter.count_prompt_tokens(request.model, chat_equivalent(request.body))
 
-    def prior_answer(self, request: ApiRequest) -> tuple[str, str] | None:
+    def prior_context(self, request: ApiRequest) -> PriorContext | None:
         previous = request.body.get("previous_response_id")
-        return ("previous_response_id", previous) if isinstance(previous, str) else None
+        if isinstance(previous, str):
+            return PriorContext("previous_response_id", previous, "answer")
+        conversation = conversation_id(request.body)
+        return None if conversation is None else PriorContext("conversation", conversation, "conversation")
+
+    def finishes_later(self, request: ApiRequest) -> bool:
+        return request.body.get("background") is True
 
     def count_answer(self, request: ApiRequest, prompt_tokens: int, preview: JSON) -> JSON:
         return {"object": "response.input_tokens", "input_tokens": prompt_tokens}
