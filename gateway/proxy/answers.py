@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 
 import orjson
 
@@ -36,7 +36,7 @@ ANSWER_ID = re.compile(r"[A-Za-z0-9_\-]{1,200}")
 class PendingBill:
     """The bill of a background answer not yet seen finished: its hold (request id, key, amounts and deadline),
     the gateway's prompt count and output bound, the record fields fixed at its creation (the fingerprint, the
-    history tokens), and when it was created, for its latency."""
+    history tokens), when it was created, for its latency, and what its built-in tool calls cost."""
 
     request_id: str
     api_key_id: str
@@ -49,6 +49,9 @@ class PendingBill:
     stream: bool
     fingerprint: Fingerprint
     history_tokens: int
+    # Its built-in tool calls' prices, micro-credits per call by call item type, and their bound (proxy/tool_calls.py).
+    call_micros: dict[str, int] = field(default_factory=dict)
+    max_tool_calls: int = 0
 
 
 @dataclass(frozen=True)

@@ -84,7 +84,7 @@ class BackgroundBills:
         """What a finished answer is billed, the gateway's count of it, and the status it is recorded with."""
         counter = self.counter.completion_counter(model.name)
         reported = RESPONSES.read_answer(payload, counter)
-        estimate = Usage(pending.prompt_tokens, counter.count_completion_tokens())
+        estimate = Usage(pending.prompt_tokens, counter.count_completion_tokens(), tool_calls=counter.builtin_calls())
         status = payload.get("status")
         if status == "failed":
             return NO_USAGE, estimate, 502

@@ -44,6 +44,7 @@ from gateway.config import Settings
 from gateway.proxy.answers import AnswerStore, PendingBill, StoredAnswer, is_answer_id
 from gateway.proxy.conversation_store import ConversationTurn
 from gateway.proxy.metering import Biller, Ticket, bounded_usage
+from gateway.proxy.tool_calls import call_prices
 from gateway.tokens import CompletionCounter
 
 log = logging.getLogger(__name__)
@@ -166,6 +167,7 @@ class Meter:
         reservation = ticket.reservation
         answer_id, answer = self.answer
         now_ms = answers.now_ms()
+        calls = call_prices(ticket.request, ticket.model)
         pending = PendingBill(
             request_id=reservation.request_id,
             api_key_id=reservation.api_key_id,
@@ -178,6 +180,8 @@ class Meter:
             stream=ticket.request.stream,
             fingerprint=ticket.fingerprint,
             history_tokens=ticket.api.history_tokens(self.biller.counter, ticket.request, self.prompt_tokens),
+            call_micros=dict(calls.micros_per_call),
+            max_tool_calls=calls.limit,
         )
         due_ms = now_ms + self.settings.limits.background_poll_seconds * 1000
         try:

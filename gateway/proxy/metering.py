@@ -231,9 +231,6 @@ class Biller:
         """Settle `ticket`'s request as billed `usage` (the gateway counted `estimate`), ended with `status`; its
         built-in tool calls at most the request's bound."""
         calls = call_prices(ticket.request, ticket.model)
-        billed_calls, cut = calls.bounded(usage.tool_calls)
-        if cut:
-            self.metrics.observe_clamped(ticket.model.name, ("tool_calls",))
         self._observe(ticket.model, usage, estimate)
         insight = settlement_fields(
             ticket.fingerprint,
@@ -247,7 +244,7 @@ class Biller:
             self.settler,
             ticket.reservation,
             ticket.model,
-            replace(usage, tool_calls=billed_calls, clamped=(*usage.clamped, *(("tool_calls",) if cut else ()))),
+            self._bounded_calls(ticket.model, usage, calls),
             estimate,
             status=status,
             latency_ms=int((self.clock() - ticket.started) * 1000),
@@ -270,6 +267,7 @@ class Biller:
     ) -> SettleOutcome:
         """Settle a background answer's `pending` bill, as `bill` settles a request's (proxy/background.py)."""
         self._observe(model, usage, estimate)
+        calls = CallPrices(pending.call_micros, pending.max_tool_calls)
         reservation = Reservation(
             account_id,
             pending.api_key_id,
@@ -287,14 +285,24 @@ class Biller:
             self.settler,
             reservation,
             model,
-            usage,
+            self._bounded_calls(model, usage, calls),
             estimate,
             status=status,
             latency_ms=latency_ms,
             stream=pending.stream,
             api=api,
             insight=insight,
+            calls=calls,
         )
+
+    def _bounded_calls(self, model: ModelConfig, usage: Usage, calls: CallPrices) -> Usage:
+        """`usage` with the built-in tool calls that are billed: at most the request's bound, the dearest first (a
+        cut is marked and counted)."""
+        billed, cut = calls.bounded(usage.tool_calls)
+        if not cut:
+            return replace(usage, tool_calls=billed)
+        self.metrics.observe_clamped(model.name, ("tool_calls",))
+        return replace(usage, tool_calls=billed, clamped=(*usage.clamped, "tool_calls"))
 
     def _observe(self, model: ModelConfig, usage: Usage, estimate: Usage) -> None:
         """The metrics of a bill: clamped counts, or how far the gateway's count was from the upstream's usage."""

@@ -266,3 +266,34 @@ async def test_the_model_object_shows_its_prices_per_call(start_gateway: StartGa
     answer = await gateway.client.get("/v1/models/m-main", headers={"Authorization": f"Bearer {key}"})
     pricing = (await answer.json())["pricing"]
     assert pricing["tool_call_credits"] == {"web_search": 0.012345, "code_interpreter": 0.5}
+
+
+@pytest.mark.parametrize(("bound", "billed"), [(None, 3), (2, 2)])
+async def test_a_background_response_bills_its_calls_once_seen_finished(
+    start_gateway: StartGateway, bound: int | None, billed: int
+) -> None:
+    """Held at creation for its calls too; billed when a retrieval shows it finished, at most `max_tool_calls`."""
+    no_polls = {"background_poll_seconds": 3600, "background_hold_seconds": 4 * 3600}
+    mock = {"completion_tokens": 12, "builtin_tool_calls": 3, "builtin_calls_past_limit": True, "background_looks": 0}
+    gateway = await start_gateway({"models": priced_model(), "limits": no_polls}, main=mock)
+    account, key = await gateway.new_account()
+    client = AsyncOpenAI(base_url=gateway.base_url, api_key=key, max_retries=0)
+    bounded = {} if bound is None else {"max_tool_calls": bound}
+    created = await client.responses.create(
+        model="m-main",
+        input="Hello!",
+        tools=WEB_SEARCH,
+        background=True,
+        **bounded,  # type: ignore[arg-type]
+    )
+    assert created.status == "queued"
+    done = await client.responses.retrieve(created.id)
+    assert [item.type for item in done.output].count("web_search_call") == 3
+    record = await settled(gateway, account)
+    cost = REFERENCE.cost_micros(9, 12) + call_micros(CALL_PRICE, billed)
+    assert (record["tool_calls"], record["credits_micros"]) == (str(billed), str(cost))
+    assert record["clamped"] == ("" if bound is None else "tool_calls")
+    calls_held = call_micros(CALL_PRICE, DEFAULT_BOUND if bound is None else bound)
+    assert int(record["hold_micros"]) == REFERENCE.cost_micros(9, DEFAULT_OUTPUT) + calls_held
+    assert await books(gateway, account, key) == (cost, cost, cost)
+    await client.close()
