@@ -144,6 +144,18 @@ def test_credits_to_micros_refuses_what_it_cannot_hold_exactly() -> None:
             credits_to_micros(value, LIMIT)
 
 
+def test_the_limit_itself_is_an_amount_in_every_form() -> None:
+    """A billion credits, written as an int, a float or text, is exactly the limit; one more is beyond it."""
+    for value in (10**9, 1e9, "1000000000", "-1000000000.000000"):
+        assert abs(credits_to_micros(value, LIMIT)) == LIMIT
+    with pytest.raises(AmountError, match=r"^is beyond the limit of 1000000000 credits$"):
+        credits_to_micros(10**9 + 1, LIMIT)
+    for value in (True, None, [1], {"credits": 1}):
+        with pytest.raises(AmountError) as refused:
+            credits_to_micros(value, LIMIT)
+        assert str(refused.value) == "must be a number of credits"
+
+
 @pytest.mark.parametrize(
     ("micros", "text"),
     [

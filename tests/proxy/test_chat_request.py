@@ -12,7 +12,9 @@ from gateway.config import ModelConfig
 from gateway.errors import ContextLengthExceeded, InvalidRequest
 from gateway.proxy.apis import ApiRequest
 from gateway.proxy.apis.chat import CHAT
+from gateway.proxy.apis.completions import COMPLETIONS
 from gateway.proxy.metering import check_context
+from gateway.tokens import TokenCounter
 from tests.common import TEST_PRICE
 
 HELLO = [{"role": "user", "content": "Hello!"}]
@@ -108,3 +110,23 @@ def test_a_prompt_that_fills_the_context_leaves_no_room_for_output() -> None:
     check_context(embedding, MODEL, 100)
     with pytest.raises(ContextLengthExceeded):
         check_context(embedding, MODEL, 101)
+
+
+def test_the_history_is_the_prompt_less_the_last_message_alone() -> None:
+    counter = TokenCounter()
+    messages = [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "What is the capital of France?"},
+        {"role": "assistant", "content": "Paris."},
+        {"role": "user", "content": "And of Italy?"},
+    ]
+    request = CHAT.parse(orjson.dumps({"model": "gpt-4o", "messages": messages}))
+    prompt = counter.count_prompt_tokens("gpt-4o", request.body)
+    last = counter.count_prompt_tokens("gpt-4o", {"model": "gpt-4o", "messages": messages[-1:]})
+    assert CHAT.history_tokens(counter, request, prompt) == prompt - last > 0
+
+
+def test_a_field_of_another_json_type_is_named_in_json_terms() -> None:
+    with pytest.raises(InvalidRequest) as refused:
+        COMPLETIONS.parse(orjson.dumps({"model": "m", "prompt": "Say hi", "suffix": 5}))
+    assert (refused.value.param, refused.value.message) == ("suffix", "'suffix' must be of type string.")

@@ -12,6 +12,8 @@ import asyncio
 import time
 
 from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
 from gateway.billing import Settlement
 from gateway.billing.pricing import Price
@@ -19,12 +21,13 @@ from gateway.billing.record import Usage
 from gateway.config import LimitsConfig, ModelConfig, Settings
 from gateway.insights.fingerprints import take_fingerprint
 from gateway.metrics import Metrics
-from gateway.proxy.answers import AnswerStore, StoredAnswer
+from gateway.proxy.answers import AnswerStore, PendingBill, StoredAnswer
 from gateway.proxy.apis import Api, ApiRequest
 from gateway.proxy.apis.chat import CHAT
 from gateway.proxy.apis.responses import RESPONSES
 from gateway.proxy.meter import CLIENT_CLOSED, Meter
 from gateway.proxy.metering import Biller, Reservation, Ticket
+from gateway.redis_server import free_port
 from gateway.tokens import TokenCounter
 
 PRICE = Price(input_micros_per_million=2_500_000, output_micros_per_million=10_000_000)
@@ -213,7 +216,7 @@ async def test_an_id_that_cannot_be_a_providers_is_never_recorded(redis_client: 
 async def test_a_background_answer_relayed_unfinished_waits_for_its_bill(redis_client: Redis) -> None:
     """Nothing reaches the settler; the hold stays, and the answer's record carries what its bill needs."""
     answers = _answers(redis_client)
-    background = ApiRequest({**BODY, "background": True}, "m", False, False, 50, 1)
+    background = ApiRequest({"model": "m", "input": "Hello!", "background": True}, "m", False, False, 50, 1)
     meter, settler = _meter(answers, RESPONSES, background)
     meter.forwarded = meter.answered = True
     await meter.answer_seen("resp_1")
@@ -224,6 +227,8 @@ async def test_a_background_answer_relayed_unfinished_waits_for_its_bill(redis_c
     assert stored is not None and stored.pending is not None
     assert (stored.pending.request_id, stored.pending.hold_micros, stored.pending.prompt_tokens) == ("r1", 510, 4)
     assert stored.pending.completion_limit == 50 and stored.pending.api_key_id == "key_1"
+    assert stored.pending.balance_micros == 1_000  # what the hold left: a spooled settlement's projection
+    assert stored.pending.history_tokens == 0  # one input: no history resent
     assert await answers.due(1_000_000 + 10_000, 10) == [("acct_1", "resp_1")]  # due a look one interval on
     assert await answers.due(1_000_000 + 9_999, 10) == []
     finished, settler = _meter(answers, RESPONSES, background)  # it came finished: billed at once, as any answer
@@ -245,3 +250,73 @@ async def test_the_record_carries_the_latency_and_the_fingerprint() -> None:
     [settlement] = settler.settled
     assert settlement.record["latency_ms"] == 2_500  # 102.5 - 100.0 seconds
     assert settlement.record["req_hash"] == fingerprint.request_hash
+
+
+async def test_a_background_answers_record_knows_when_its_request_began(redis_client: Redis) -> None:
+    """Its latency runs from the request's start: 100 s before the answer store's clock read 1,000 s."""
+    answers = _answers(redis_client)
+    background = ApiRequest({**BODY, "background": True}, "m", False, False, 50, 1)
+    settler = RecordingSettler()
+    biller = Biller(settler, Metrics(), COUNTER, SETTINGS, time.monotonic)  # type: ignore[arg-type]
+    ticket = Ticket(RESPONSES, background, MODEL, RESERVATION, PROMPT, take_fingerprint(BODY), time.monotonic() - 100)
+    meter = Meter(ticket, COUNTER.completion_counter("gpt-4o-mini"), biller, SETTINGS, answers)
+    meter.forwarded = meter.answered = True
+    await meter.answer_seen("resp_1")
+    await meter.settle(200)
+    stored = await answers.find("acct_1", "resp_1")
+    assert stored is not None and stored.pending is not None
+    assert 899_950 < stored.pending.started_ms <= 900_000
+
+
+async def test_a_background_answer_redis_cannot_record_is_billed_as_it_stands() -> None:
+    """The pending bill cannot be kept, so it is settled now: the prompt, and what was sent (nothing)."""
+    unreachable = Redis(port=free_port(), socket_connect_timeout=1, retry=Retry(NoBackoff(), 0))
+    background = ApiRequest({**BODY, "background": True}, "m", False, False, 50, 1)
+    meter, settler = _meter(_answers(unreachable), RESPONSES, background)
+    meter.forwarded = meter.answered = True
+    await meter.answer_seen("resp_1")  # not recorded either: logged, the answer still goes out
+    outcome = await meter.settle(200)
+    assert not meter.deferred and _billed(settler) == (PROMPT, 0, "gateway", 200)
+    assert settler.settled[0].record["gateway_prompt_tokens"] == PROMPT
+    assert outcome.charged_micros == 10  # 4 x 2.5
+    await unreachable.aclose()
+
+
+async def test_a_background_bill_is_settled_from_its_pending_record() -> None:
+    settler = RecordingSettler()
+    biller = Biller(settler, Metrics(), COUNTER, SETTINGS, time.monotonic)  # type: ignore[arg-type]
+    pending = PendingBill(
+        request_id="r9",
+        api_key_id="key_1",
+        hold_micros=510,
+        balance_micros=1_000,
+        prompt_tokens=4,
+        completion_limit=50,
+        deadline_ms=2_000_000,
+        started_ms=1_000_000,
+        stream=False,
+        fingerprint=take_fingerprint(BODY),
+        history_tokens=0,
+    )
+    outcome = await biller.bill_later(
+        "acct_1", pending, MODEL, "responses", Usage(5, 7, source="upstream"), Usage(4, 6), 200, 1_234
+    )
+    [settlement] = settler.settled
+    assert (settlement.account_id, settlement.request_id, settlement.api) == ("acct_1", "r9", "responses")
+    assert settlement.cost_micros == 83  # 5 x 2.5 + 7 x 10 = 82.5 -> 83
+    assert settlement.record["hold_micros"] == 510 and settlement.record["latency_ms"] == 1_234
+    assert settlement.record["gateway_completion_tokens"] == 6
+    # Spooled (this settler keeps it): the outcome is projected from the hold and the balance beside it.
+    assert outcome.spooled and (outcome.charged_micros, outcome.balance_micros) == (83, 1_000 + 510 - 83)
+
+
+def test_a_conversation_turn_leaves_its_context_as_billed() -> None:
+    """Answered: the billed input and output. The client left after the request went upstream: the provider may
+    finish the answer, so the input and the whole output bound (50). Nothing went upstream: no turn."""
+    meter, _ = _meter()
+    assert meter.turn_context(Usage(5, 7), 200) is None
+    meter.forwarded = True
+    assert meter.turn_context(Usage(5, 0), CLIENT_CLOSED) == 5 + 50
+    assert meter.turn_context(Usage(5, 0), 500) is None  # the upstream refused: nothing answered
+    meter.answered = True
+    assert meter.turn_context(Usage(5, 7), 200) == 12

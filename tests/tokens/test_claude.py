@@ -269,6 +269,13 @@ REQUEST, MESSAGE, BLOCK = 8, 5, 3  # the docstring's structure overheads
         ),
         ({"messages": [{"role": "user", "content": "Hi"}], "tools": []}, ["Hi"], REQUEST + MESSAGE),
         ({"messages": "Hi"}, [], REQUEST),
+        (_one({"type": "tool_result", "tool_use_id": "t1", "content": None}), [], REQUEST + MESSAGE + BLOCK),
+        (_one({"type": "text", "text": 5}), [], REQUEST + MESSAGE + BLOCK),
+        (
+            _one({"type": "image", "source": None}),
+            [],
+            REQUEST + MESSAGE + BLOCK + -(-IMAGE_MAX_EDGE * IMAGE_MAX_EDGE // 750),
+        ),
     ],
 )
 def test_each_part_of_a_request_counts_by_the_documented_rule(

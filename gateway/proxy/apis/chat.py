@@ -273,4 +273,4 @@ def optional_field(body: dict[str, object], name: str, kind: type[T], default: T
 
 
 def _json_type(kind: type) -> str:
-    return {bool: "boolean", int: "integer", dict: "object"}.get(kind, kind.__name__)
+    return {bool: "boolean", int: "integer", dict: "object", str: "string", list: "array"}[kind]
