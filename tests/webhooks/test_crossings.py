@@ -14,7 +14,7 @@ from gateway.billing import Ledger, ReserveStatus, keyspace
 from gateway.billing.settler import Settler
 from gateway.billing.spool import Spool, SpooledSettlement
 from gateway.webhooks.store import Subscription, WebhookStore
-from tests.billing.common import funded_ledger, settlement
+from tests.billing.common import RETENTION, funded_ledger, settlement
 from tests.common import FakeClock
 
 SEPTEMBER = 1_790_000_000.0  # 2026-09-21
@@ -193,3 +193,12 @@ async def test_every_step_that_appends_events_wakes_the_sender(redis_client: Red
     finally:
         spool.close()
     assert len(woken) == 3
+
+
+async def test_the_observer_given_when_the_ledger_is_built_is_told(redis_client: Redis) -> None:
+    """As the app builds it (storage.ledger_for): the observer is passed to the constructor."""
+    built, account, sha = await funded_ledger(redis_client, 1_000)
+    woken: list[int] = []
+    ledger = Ledger(redis_client, clock=built.clock, retention=RETENTION, on_alerts=lambda: woken.append(1))
+    await _subscribe(redis_client, account, "credits.low", low=500)
+    assert await _spend(ledger, account, sha, "r1", 600) == 1 and woken == [1]
