@@ -36,6 +36,8 @@ def describe(results: dict[str, object]) -> str:
     tree = results["tree"]
     assert isinstance(tree, dict)
     dirty = " plus uncommitted changes" if tree["uncommitted_changes"] else ""
+    if tree.get("survivors_rerun_with_tests_of"):  # `mutmut run NAMES` after the run, with later tests copied in
+        dirty += f", its survivors rerun with the tests of `{tree['survivors_rerun_with_tests_of']}`"
     seconds = results.get("seconds", {})
     assert isinstance(seconds, dict)
     took = ", ".join(f"{kind} {round(s / 60)} min" for kind, s in seconds.items())
