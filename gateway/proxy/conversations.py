@@ -32,13 +32,13 @@ from gateway.app_state import ACCOUNTS, CONVERSATIONS, SETTINGS, TOKEN_COUNTER, 
 from gateway.bill_headers import balance_headers
 from gateway.bodies import read_body
 from gateway.config import UpstreamConfig
-from gateway.errors import GatewayError, InvalidRequest, NotFound, ProviderKeyMissing, UpstreamAuthFailed, UpstreamError
+from gateway.errors import GatewayError, InvalidRequest, NotFound, ProviderKeyMissing, UpstreamError
 from gateway.proxy.answers import is_answer_id
 from gateway.proxy.apis import JSON
 from gateway.proxy.apis.chat import decode_body
 from gateway.proxy.apis.response_items import chat_equivalent, check_input_items
 from gateway.proxy.conversation_store import StoredConversation
-from gateway.proxy.upstream import call_upstream, read_bounded, relayed_headers, scrubbed_error_body
+from gateway.proxy.upstream import call_upstream, relayed_headers, unmetered_answer
 from gateway.tokens import TokenCounter
 
 log = logging.getLogger(__name__)
@@ -50,7 +50,6 @@ BodyCheck = Callable[[JSON, TokenCounter], int]
 MAX_ITEMS = 20  # per create or items call, as OpenAI takes them
 MAX_METADATA_PAIRS, MAX_METADATA_KEY, MAX_METADATA_VALUE = 16, 64, 512  # OpenAI's metadata limits
 ITEMS_MODEL = ""  # no model: the counter's default encoding
-ERROR_BODY_LIMIT = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -178,17 +177,7 @@ async def _forward(
     session = request.app[UPSTREAM_SESSION]
     response = await call_upstream(session, upstream, method, path, list(request.query.items()), body)
     async with response:
-        if response.status in (401, 403):
-            log.error("upstream %r refused the gateway's credentials (HTTP %d)", upstream.name, response.status)
-            raise UpstreamAuthFailed()
-        if 300 <= response.status < 400:
-            raise UpstreamError(f"The upstream answered with a redirect (HTTP {response.status}).")
-        limit = request.app[SETTINGS].limits.max_upstream_response_bytes if response.status < 400 else ERROR_BODY_LIMIT
-        answer = await read_bounded(response, limit)
-        if response.status >= 400:
-            answer = scrubbed_error_body(answer, upstream) or b""
-            if not answer:
-                raise UpstreamError(f"The upstream answered with HTTP {response.status}.")
+        answer = await unmetered_answer(response, upstream, request.app[SETTINGS].limits.max_upstream_response_bytes)
         return response.status, answer, relayed_headers(response)
 
 

@@ -22,12 +22,11 @@ from gateway.config import UpstreamConfig
 from gateway.errors import GatewayError, UpstreamAuthFailed, UpstreamError
 from gateway.proxy.meter import CLIENT_CLOSED, Meter
 from gateway.proxy.relay import StreamRelay
-from gateway.proxy.upstream import post_upstream, read_bounded, relayed_headers, scrubbed_error_body
+from gateway.proxy.upstream import ERROR_BODY_LIMIT, post_upstream, read_bounded, relayed_headers, scrubbed_error_body
 from gateway.request_ids import REQUEST_ID_HEADER
 
 log = logging.getLogger(__name__)
 
-ERROR_BODY_LIMIT = 64 * 1024  # an upstream error body beyond this is not relayed
 # A bill of nothing, to check that an answer with its bill in can be encoded before the request is settled.
 NO_BILL = SettleOutcome(settled=False, balance_micros=0, charged_micros=0)
 

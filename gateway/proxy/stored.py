@@ -23,17 +23,15 @@ from gateway.admin.auth import authenticate, bearer_api_key
 from gateway.app_state import ACCOUNTS, ANSWERS, BACKGROUND_BILLS, SETTINGS, UPSTREAM_SESSION
 from gateway.bill_headers import balance_headers
 from gateway.billing.scripts import SettleOutcome
-from gateway.errors import InvalidRequest, NotFound, UpstreamAuthFailed, UpstreamError
+from gateway.errors import InvalidRequest, NotFound
 from gateway.proxy.answers import StoredAnswer
 from gateway.proxy.apis.responses import TERMINAL
 from gateway.proxy.sse import EventSplitter, EventTooLarge
-from gateway.proxy.upstream import call_upstream, read_bounded, relayed_headers, scrubbed_error_body
+from gateway.proxy.upstream import call_upstream, relayed_headers, unmetered_answer
 
 log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-ERROR_BODY_LIMIT = 64 * 1024
 
 
 def stored_answer_handler(method: str, suffix: str = "") -> Handler:
@@ -58,23 +56,15 @@ def stored_answer_handler(method: str, suffix: str = "") -> Handler:
         path = f"/responses/{answer_id}{suffix}"
         response = await call_upstream(app[UPSTREAM_SESSION], upstream, method, path, list(request.query.items()))
         async with response:
-            if response.status in (401, 403):
-                log.error("upstream %r refused the gateway's credentials (HTTP %d)", upstream.name, response.status)
-                raise UpstreamAuthFailed(headers=headers)
-            if 300 <= response.status < 400:
-                raise UpstreamError(f"The upstream answered with a redirect (HTTP {response.status}).", headers=headers)
             if streamed and response.status == 200 and response.content_type == "text/event-stream":
                 assert stored is not None
                 return await _relay_stream(request, response, tenant.account_id, answer_id, stored, headers)
-            limit = app[SETTINGS].limits.max_upstream_response_bytes if response.status < 400 else ERROR_BODY_LIMIT
-            body = await read_bounded(response, limit)
-            if response.status >= 400:
-                body = scrubbed_error_body(body, upstream) or b""
-                if not body:
-                    raise UpstreamError(f"The upstream answered with HTTP {response.status}.", headers=headers)
-            elif method == "DELETE":
+            limit = app[SETTINGS].limits.max_upstream_response_bytes
+            body = await unmetered_answer(response, upstream, limit, headers)
+            answered = response.status < 400  # an error is relayed as it is
+            if answered and method == "DELETE":
                 await app[ANSWERS].forget(tenant.account_id, answer_id)
-            elif stored is not None and stored.pending is not None and suffix in ("", "/cancel"):
+            elif answered and stored is not None and stored.pending is not None and suffix in ("", "/cancel"):
                 bill = await _bill_if_finished(app, tenant.account_id, answer_id, stored, body)
                 headers = balance_headers(bill.balance_micros) if bill is not None else headers
             return web.Response(

@@ -12,7 +12,7 @@ import aiohttp
 import orjson
 
 from gateway.config import UpstreamConfig
-from gateway.errors import UpstreamError, UpstreamTimeout
+from gateway.errors import UpstreamAuthFailed, UpstreamError, UpstreamTimeout
 
 log = logging.getLogger(__name__)
 
@@ -113,6 +113,29 @@ async def read_bounded(response: aiohttp.ClientResponse, limit: int) -> bytes:
     except aiohttp.ClientError as exc:
         raise UpstreamError("The upstream connection failed while sending its response.") from exc
     return b"".join(parts)
+
+
+ERROR_BODY_LIMIT = 64 * 1024  # an upstream error body beyond this is not relayed
+
+
+async def unmetered_answer(
+    response: aiohttp.ClientResponse, upstream: UpstreamConfig, limit: int, headers: dict[str, str] | None = None
+) -> bytes:
+    """The body of an answer to a call that is never billed (stored responses, conversations), as it may reach
+    the client: 502 when the upstream refuses the gateway's credentials (logged: the operator's business) or
+    redirects; up to `limit` bytes, an error's up to ERROR_BODY_LIMIT and scrubbed (502 when it is not an
+    error body the gateway can relay). `headers` go on those 502s."""
+    if response.status in (401, 403):
+        log.error("upstream %r refused the gateway's credentials (HTTP %d)", upstream.name, response.status)
+        raise UpstreamAuthFailed(headers=headers)
+    if 300 <= response.status < 400:
+        raise UpstreamError(f"The upstream answered with a redirect (HTTP {response.status}).", headers=headers)
+    body = await read_bounded(response, limit if response.status < 400 else ERROR_BODY_LIMIT)
+    if response.status >= 400:
+        body = scrubbed_error_body(body, upstream) or b""
+        if not body:
+            raise UpstreamError(f"The upstream answered with HTTP {response.status}.", headers=headers)
+    return body
 
 
 def scrub(text: str, upstream: UpstreamConfig) -> str:
