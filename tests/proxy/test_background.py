@@ -289,3 +289,18 @@ async def test_a_resumed_stream_bills_it_by_its_terminal_event(start_gateway: St
     assert await records(gateway, account) == 1 and await usage_total(gateway, key) == (1, cost)
     assert await listed(gateway) == []
     await client.close()
+
+
+async def test_one_that_failed_costs_nothing(start_gateway: StartGateway) -> None:
+    gateway = await start_gateway(NO_POLLS, main={"completion_tokens": 6, "background_looks": 0})
+    account, key = await gateway.new_account()
+    client = client_for(gateway, key)
+    created = await client.responses.create(model="m-main", input="Hello!", background=True)
+    kept = mock_of(gateway).stored[created.id]
+    kept.response = {**kept.response, "status": "failed"}  # the provider failed it, usage and all
+    assert (await client.responses.retrieve(created.id)).status == "failed"
+    assert await gateway.balance_micros(account) == START
+    assert await gateway.app[LEDGER].reserved(account) == 0 and await listed(gateway) == []
+    record = await gateway.last_record(account)
+    assert record["credits_micros"] == "0" and record["status"] == "502"
+    await client.close()
